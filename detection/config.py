@@ -1,0 +1,352 @@
+"""Typed configuration: a tree of dataclasses, loaded from YAML with ``_base_`` inheritance.
+
+YAML keys equal constructor argument names. ``detection/build.py`` is the only code that turns a
+:class:`Config` into objects; everything else receives plain arguments.
+
+Loading order (later wins)::
+
+    dataclass defaults  <-  _base_ files (in list order, recursively)  <-  the file  <-  overrides
+
+An unknown key, a wrong type or a value outside a key's choices raises :class:`ConfigError`, which
+names the full dotted key, the file it came from, and the closest valid key.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import yaml
+
+__all__ = [
+    "Config", "ConfigError", "load_config", "config_from_dict", "config_to_dict", "dump_config",
+    "apply_overrides",
+]
+
+
+class ConfigError(ValueError):
+    """A config file or override is invalid; the message names the key."""
+
+
+def _choices(*values: str, default: Any) -> Any:
+    return field(default=default, metadata={"choices": values})
+
+
+def _list(*values: Any) -> Any:
+    return field(default_factory=lambda: [v if not isinstance(v, list) else list(v) for v in values])
+
+
+# ----------------------------------------------------------------------------------------- model
+@dataclass
+class BackboneConfig:
+    name: str = "resnet50"
+    weights: Optional[str] = "imagenet"  # "imagenet", "imagenet_v2", a file path, or null
+    norm: str = _choices("FrozenBN", "BN", "GN", "SyncBN", default="FrozenBN")
+    freeze_at: int = 2
+    shortcut: str = _choices("A", "B", "C", default="B")
+    stride_in_1x1: bool = False
+
+
+@dataclass
+class FPNConfig:
+    enabled: bool = True
+    out_channels: int = 256
+
+
+@dataclass
+class AnchorGeneratorConfig:
+    sizes: list[list[float]] = _list([32], [64], [128], [256], [512])
+    aspect_ratios: list[list[float]] = _list([0.5, 1.0, 2.0])
+
+
+@dataclass
+class RPNConfig:
+    in_features: list[str] = _list("p2", "p3", "p4", "p5", "p6")
+    pre_nms_topk_train: int = 2000
+    pre_nms_topk_test: int = 1000
+    post_nms_topk_train: int = 2000
+    post_nms_topk_test: int = 1000
+    nms_thresh: float = 0.7
+    min_box_size: float = 1e-3
+    score_thresh: float = 0.0
+    fg_iou_thresh: float = 0.7
+    bg_iou_thresh: float = 0.3
+    batch_size_per_image: int = 256
+    positive_fraction: float = 0.5
+    smooth_l1_beta: float = 1.0 / 9.0
+
+
+@dataclass
+class RoIHeadsConfig:
+    in_features: list[str] = _list("p2", "p3", "p4", "p5")
+    box_head: str = _choices("fpn_2fc", "c4_res5", "vgg_fc", default="fpn_2fc")
+    pooler_type: str = _choices("ROIAlign", "ROIPool", default="ROIAlign")
+    pooler_resolution: int = 7
+    sampling_ratio: int = 2
+    fc_dim: int = 1024
+    fg_iou_thresh: float = 0.5
+    bg_iou_thresh: float = 0.5
+    batch_size_per_image: int = 512
+    positive_fraction: float = 0.25
+    box_reg_weights: list[float] = _list(10.0, 10.0, 5.0, 5.0)
+    smooth_l1_beta: float = 1.0 / 9.0
+    score_thresh: float = 0.05
+    nms_thresh: float = 0.5
+    detections_per_img: int = 100
+
+
+@dataclass
+class ModelConfig:
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    fpn: FPNConfig = field(default_factory=FPNConfig)
+    num_classes: Optional[int] = None  # None: taken from the training annotations
+    pixel_mean: list[float] = _list(123.675, 116.28, 103.53)  # RGB, 0..255 units
+    pixel_std: list[float] = _list(58.395, 57.12, 57.375)
+    size_divisibility: int = 32
+    anchor_generator: AnchorGeneratorConfig = field(default_factory=AnchorGeneratorConfig)
+    rpn: RPNConfig = field(default_factory=RPNConfig)
+    roi_heads: RoIHeadsConfig = field(default_factory=RoIHeadsConfig)
+
+
+# ------------------------------------------------------------------------------------------ data
+@dataclass
+class DatasetConfig:
+    images: str = ""  # folder of image files
+    annotations: str = ""  # COCO-format json
+
+
+@dataclass
+class SyntheticConfig:
+    """Generate the synthetic shapes dataset at ``root`` on first use (when enabled)."""
+
+    enabled: bool = False
+    root: str = "datasets/shapes"
+    num_train: int = 400
+    num_val: int = 100
+    image_size: int = 256
+    seed: int = 0
+
+
+@dataclass
+class InputConfig:
+    min_size_train: list[int] = _list(800)  # a random choice per image: multi-scale training
+    max_size_train: int = 1333
+    min_size_test: int = 800
+    max_size_test: int = 1333
+    flip_prob: float = 0.5
+    photometric: bool = False
+
+
+@dataclass
+class DataConfig:
+    train: DatasetConfig = field(default_factory=DatasetConfig)
+    test: DatasetConfig = field(default_factory=DatasetConfig)
+    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+    input: InputConfig = field(default_factory=InputConfig)
+    num_workers: int = 2
+    filter_empty: bool = True
+    on_bad_image: str = _choices("skip", "error", default="skip")
+    aspect_grouping: bool = True
+
+
+# ---------------------------------------------------------------------------------------- solver
+@dataclass
+class SolverConfig:
+    max_iter: int = 90000
+    base_lr: float = 0.02
+    ims_per_batch: int = 16  # total over all processes
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    weight_decay_norm: float = 0.0
+    lr_schedule: str = _choices("multistep", "cosine", default="multistep")
+    steps: list[int] = _list(60000, 80000)
+    gamma: float = 0.1
+    warmup_iters: int = 1000
+    warmup_factor: float = 0.001
+    clip_grad_norm: Optional[float] = None
+    amp: bool = False  # CUDA only
+    amp_dtype: str = _choices("bf16", "fp16", default="bf16")
+    checkpoint_period: int = 5000
+
+
+@dataclass
+class TestConfig:
+    eval_period: int = 0  # 0: evaluate only at the end
+    ims_per_batch: int = 1
+    vis_images: int = 4  # images drawn with detections into <output_dir>/vis
+    vis_score_thresh: float = 0.5
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    solver: SolverConfig = field(default_factory=SolverConfig)
+    test: TestConfig = field(default_factory=TestConfig)
+    output_dir: str = "output"
+    seed: int = 0
+    device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1", ...
+    log_period: int = 20
+
+
+# -------------------------------------------------------------------------------------- loading
+def _read_yaml(path: Path) -> dict:
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = yaml.safe_load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config file {path} is not valid YAML: {e}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping, got {type(data).__name__}")
+    return data
+
+
+def _merge(base: dict, child: dict) -> dict:
+    """Deep merge: mappings merge key by key, anything else in ``child`` replaces ``base``."""
+    out = dict(base)
+    for key, value in child.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _load_tree(path: Path, chain: tuple[Path, ...] = ()) -> dict:
+    path = path.resolve()
+    if path in chain:
+        cycle = " -> ".join(str(p) for p in (*chain, path))
+        raise ConfigError(f"_base_ cycle: {cycle}")
+    data = _read_yaml(path)
+    bases = data.pop("_base_", [])
+    if isinstance(bases, str):
+        bases = [bases]
+    if not isinstance(bases, list) or not all(isinstance(b, str) for b in bases):
+        raise ConfigError(f"{path}: _base_ must be a path or a list of paths")
+    merged: dict = {}
+    for base in bases:
+        merged = _merge(merged, _load_tree(path.parent / base, (*chain, path)))
+    return _merge(merged, data)
+
+
+def apply_overrides(tree: dict, overrides: list[str]) -> dict:
+    """Apply ``a.b.c=value`` strings (the value is parsed as YAML: ``0.01``, ``[1, 2]``, ``null``)."""
+    tree = _merge({}, tree)
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"override {item!r} must look like key.sub_key=value")
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError as e:
+            raise ConfigError(f"override {item!r}: value is not valid YAML: {e}") from None
+        node = tree
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            child = node.get(part)
+            if not isinstance(child, dict):
+                child = {}
+                node[part] = child
+            node = child
+        node[parts[-1]] = value
+    return tree
+
+
+def load_config(path: Union[str, os.PathLike, None] = None,
+                overrides: Optional[list[str]] = None) -> Config:
+    """Read a YAML file (with ``_base_``), apply ``overrides`` and validate against the schema."""
+    tree = _load_tree(Path(path)) if path is not None else {}
+    tree = apply_overrides(tree, list(overrides or []))
+    return config_from_dict(tree, source=str(path) if path is not None else "overrides")
+
+
+# ----------------------------------------------------------------------------------- validation
+def _all_keys(cls: type, prefix: str = "") -> list[str]:
+    keys = []
+    for f in dataclasses.fields(cls):
+        dotted = f"{prefix}{f.name}"
+        keys.append(dotted)
+        hint = typing.get_type_hints(cls)[f.name]
+        if dataclasses.is_dataclass(hint):
+            keys.extend(_all_keys(hint, dotted + "."))
+    return keys
+
+
+def _unknown_key_error(cls: type, dotted: str, source: str) -> ConfigError:
+    valid = _all_keys(Config)
+    close = difflib.get_close_matches(dotted, valid, n=1, cutoff=0.6)
+    if not close:  # a typo in the last part only: compare leaf names under the same parent
+        parent, _, leaf = dotted.rpartition(".")
+        leaves = [f.name for f in dataclasses.fields(cls)]
+        close = [f"{parent}.{m}" if parent else m
+                 for m in difflib.get_close_matches(leaf, leaves, n=1, cutoff=0.5)]
+    hint = f"; did you mean '{close[0]}'?" if close else ""
+    return ConfigError(f"{source}: unknown config key '{dotted}'{hint}")
+
+
+def _check(value: Any, hint: Any, dotted: str, source: str) -> Any:
+    """Return ``value`` converted to ``hint`` or raise a ConfigError naming ``dotted``."""
+    origin = typing.get_origin(hint)
+    if origin is Union:
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        if value is None:
+            return None
+        return _check(value, args[0], dotted, source)
+    if dataclasses.is_dataclass(hint):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{source}: '{dotted}' must be a mapping, got {value!r}")
+        return _build(hint, value, dotted + ".", source)
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{source}: '{dotted}' must be a list, got {value!r}")
+        (item_hint,) = typing.get_args(hint)
+        return [_check(v, item_hint, f"{dotted}[{i}]", source) for i, v in enumerate(value)]
+    if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if hint is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if hint in (str, bool) and isinstance(value, hint):
+        return value
+    name = getattr(hint, "__name__", str(hint))
+    raise ConfigError(f"{source}: '{dotted}' must be of type {name}, got {value!r}")
+
+
+def _build(cls: type, tree: dict, prefix: str, source: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in tree.items():
+        dotted = f"{prefix}{key}"
+        if key not in fields:
+            raise _unknown_key_error(cls, dotted, source)
+        kwargs[key] = _check(value, hints[key], dotted, source)
+        choices = fields[key].metadata.get("choices")
+        if choices and kwargs[key] not in choices:
+            raise ConfigError(f"{source}: '{dotted}' must be one of {list(choices)}, "
+                              f"got {kwargs[key]!r}")
+    return cls(**kwargs)
+
+
+def config_from_dict(tree: dict, source: str = "config") -> Config:
+    """Validate a plain dict (e.g. from a checkpoint) into a :class:`Config`."""
+    if not isinstance(tree, dict):
+        raise ConfigError(f"{source}: a config must be a mapping, got {type(tree).__name__}")
+    return _build(Config, tree, "", source)
+
+
+def config_to_dict(cfg: Any) -> dict:
+    """The resolved config as plain Python values (safe for ``torch.load(weights_only=True)``)."""
+    return dataclasses.asdict(cfg)
+
+
+def dump_config(cfg: Config) -> str:
+    """The resolved config as YAML text; ``load_config`` of it gives back an equal Config."""
+    return yaml.safe_dump(config_to_dict(cfg), sort_keys=False, default_flow_style=None)
