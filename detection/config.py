@@ -24,7 +24,7 @@ import yaml
 
 __all__ = [
     "Config", "ConfigError", "load_config", "config_from_dict", "config_to_dict", "dump_config",
-    "apply_overrides",
+    "apply_overrides", "save_config",
 ]
 
 
@@ -221,6 +221,10 @@ def _merge(base: dict, child: dict) -> dict:
 
 
 def _load_tree(path: Path, chain: tuple[Path, ...] = ()) -> dict:
+    """Read ``path`` and its ``_base_`` files (relative to ``path``'s folder), merged.
+
+    Each file is validated on its own first, so an error names the file that holds the bad key.
+    """
     path = path.resolve()
     if path in chain:
         cycle = " -> ".join(str(p) for p in (*chain, path))
@@ -230,26 +234,60 @@ def _load_tree(path: Path, chain: tuple[Path, ...] = ()) -> dict:
     if isinstance(bases, str):
         bases = [bases]
     if not isinstance(bases, list) or not all(isinstance(b, str) for b in bases):
-        raise ConfigError(f"{path}: _base_ must be a path or a list of paths")
+        raise ConfigError(f"{path}: _base_ must be a path or a list of paths, got {bases!r}")
+    config_from_dict(data, source=str(path))  # validate this file's own keys
     merged: dict = {}
     for base in bases:
-        merged = _merge(merged, _load_tree(path.parent / base, (*chain, path)))
+        base_path = (path.parent / base).resolve()
+        if not base_path.is_file():
+            raise ConfigError(f"{path}: _base_ file not found: '{base}' (looked for {base_path})")
+        merged = _merge(merged, _load_tree(base_path, (*chain, path)))
     return _merge(merged, data)
 
 
+def _check_override(parts: list[str], value: Any, source: str) -> None:
+    """Validate one override's dotted key and value against the schema; errors name ``source``."""
+    cls: Any = Config
+    for i, part in enumerate(parts):
+        dotted = ".".join(parts[: i + 1])
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        if part not in fields:
+            raise _unknown_key_error(cls, ".".join(parts), source)
+        hint = typing.get_type_hints(cls)[part]
+        if i < len(parts) - 1:
+            if not dataclasses.is_dataclass(hint):
+                raise ConfigError(f"{source}: '{dotted}' is a value, not a section; "
+                                  f"cannot set '{'.'.join(parts)}'")
+            cls = hint
+            continue
+        checked = _check(value, hint, dotted, source)
+        choices = fields[part].metadata.get("choices")
+        if choices and checked not in choices:
+            raise ConfigError(f"{source}: '{dotted}' must be one of {list(choices)}, "
+                              f"got {checked!r}")
+
+
 def apply_overrides(tree: dict, overrides: list[str]) -> dict:
-    """Apply ``a.b.c=value`` strings (the value is parsed as YAML: ``0.01``, ``[1, 2]``, ``null``)."""
+    """Apply ``a.b.c=value`` strings (the value is parsed as YAML: ``0.01``, ``[1, 2]``, ``null``).
+
+    Each override is checked against the schema on its own, so an error names the override (not
+    the file) that holds the bad key or value.
+    """
     tree = _merge({}, tree)
     for item in overrides:
         key, sep, raw = item.partition("=")
+        source = f"override '{item}'"
         if not sep or not key.strip():
-            raise ConfigError(f"override {item!r} must look like key.sub_key=value")
+            raise ConfigError(f"{source} must look like key.sub_key=value")
         try:
             value = yaml.safe_load(raw)
         except yaml.YAMLError as e:
-            raise ConfigError(f"override {item!r}: value is not valid YAML: {e}") from None
-        node = tree
+            raise ConfigError(f"{source}: value is not valid YAML: {e}") from None
         parts = key.strip().split(".")
+        if not all(parts):
+            raise ConfigError(f"{source}: empty part in key '{key.strip()}'")
+        _check_override(parts, value, source)
+        node = tree
         for part in parts[:-1]:
             child = node.get(part)
             if not isinstance(child, dict):
@@ -266,6 +304,12 @@ def load_config(path: Union[str, os.PathLike, None] = None,
     tree = _load_tree(Path(path)) if path is not None else {}
     tree = apply_overrides(tree, list(overrides or []))
     return config_from_dict(tree, source=str(path) if path is not None else "overrides")
+
+
+def save_config(cfg: Config, path: Union[str, os.PathLike]) -> None:
+    """Write the resolved config as YAML (``output_dir/config.yaml``); reloadable as is."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(dump_config(cfg), encoding="utf-8")
 
 
 # ----------------------------------------------------------------------------------- validation
@@ -301,6 +345,8 @@ def _check(value: Any, hint: Any, dotted: str, source: str) -> Any:
             return None
         return _check(value, args[0], dotted, source)
     if dataclasses.is_dataclass(hint):
+        if value is None:  # an empty section (`solver:` with every key commented out)
+            value = {}
         if not isinstance(value, dict):
             raise ConfigError(f"{source}: '{dotted}' must be a mapping, got {value!r}")
         return _build(hint, value, dotted + ".", source)
@@ -311,6 +357,11 @@ def _check(value: Any, hint: Any, dotted: str, source: str) -> Any:
         return [_check(v, item_hint, f"{dotted}[{i}]", source) for i, v in enumerate(value)]
     if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
+    if hint is float and isinstance(value, str):  # YAML 1.1 reads `1e-4` (no dot) as a string
+        try:
+            return float(value)
+        except ValueError:
+            pass
     if hint is int and isinstance(value, int) and not isinstance(value, bool):
         return value
     if hint in (str, bool) and isinstance(value, hint):
