@@ -1,0 +1,81 @@
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _load_tool(name):
+    spec = importlib.util.spec_from_file_location(f"tool_{name}", ROOT / "tools" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+plot_logs = _load_tool("plot_logs")
+
+
+def _write_run(folder: Path, scale: float, partial_last_line: bool = False) -> Path:
+    folder.mkdir(parents=True)
+    lines = []
+    for it in range(0, 200, 10):
+        loss = scale * (2.0 - it / 200)
+        lines.append({"type": "train", "iteration": it, "lr": 0.02 * min(1, (it + 1) / 50),
+                      "loss": loss, "loss_rpn_cls": loss / 4, "loss_rpn_box": loss / 4,
+                      "loss_cls": loss / 4, "loss_box": loss / 4, "time": 0.5,
+                      "data_time": 0.01, "memory_mb": 100.0, "eta_s": 10.0})
+    for it in (100, 199):
+        lines.append({"type": "eval", "iteration": it, "mAP": it / 10 * scale,
+                      "mAP50": it / 5 * scale, "mAP75": 1.0})
+    text = "\n".join(json.dumps(r) for r in lines) + "\n"
+    if partial_last_line:
+        text += '{"type": "train", "iter'
+    (folder / "metrics.jsonl").write_text(text)
+    return folder
+
+
+def test_read_metrics_splits_train_and_eval_and_skips_partial_line(tmp_path, capsys):
+    run = _write_run(tmp_path / "r50", 1.0, partial_last_line=True)
+    metrics = plot_logs.read_metrics(run)
+    assert len(metrics["train"]) == 20 and len(metrics["eval"]) == 2
+    assert metrics["eval"][1]["mAP50"] == pytest.approx(39.8)
+    assert "metrics.jsonl:23" in capsys.readouterr().err
+
+
+def test_plot_two_runs_writes_png(tmp_path, capsys):
+    a = _write_run(tmp_path / "a", 1.0)
+    b = _write_run(tmp_path / "b", 0.5)
+    out = tmp_path / "plots" / "curves.png"
+    assert plot_logs.main([str(a), str(b), "--output", str(out)]) == 0
+    assert str(out) in capsys.readouterr().out
+    data = out.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    image = cv2.imread(str(out))
+    assert image.shape == (640, 1440, 3)
+    # both runs' default colours (matplotlib C0 blue, C1 orange; BGR here) are drawn
+    blue = np.all(np.abs(image.astype(int) - [180, 119, 31]) < 8, axis=2).sum()
+    orange = np.all(np.abs(image.astype(int) - [14, 127, 255]) < 8, axis=2).sum()
+    assert blue > 500 and orange > 500
+
+
+def test_default_output_in_the_run_folder(tmp_path):
+    run = _write_run(tmp_path / "run", 1.0)
+    assert plot_logs.main([str(run)]) == 0
+    assert (run / "metrics.png").stat().st_size > 1000
+
+
+def test_missing_run_and_missing_matplotlib(tmp_path, capsys, monkeypatch):
+    assert plot_logs.main([str(tmp_path / "nope")]) == 2
+    assert "no metrics.jsonl at" in capsys.readouterr().err
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib -> ImportError
+    assert plot_logs.main([str(tmp_path)]) == 2
+    assert 'pip install -e ".[plot]"' in capsys.readouterr().err
+
+
+def test_smooth_is_a_trailing_mean():
+    assert plot_logs._smooth([1.0, 3.0, 5.0, 7.0], 2) == [1.0, 2.0, 4.0, 6.0]
