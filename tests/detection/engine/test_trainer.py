@@ -1,0 +1,131 @@
+import json
+
+import pytest
+import torch
+
+from detection.engine.checkpoint import load_checkpoint, seed_all
+from detection.engine.logging import MetricsWriter
+from detection.engine.schedule import WarmupLRScheduler, param_groups
+from detection.engine.trainer import NonFiniteLossError, Trainer, inference_on_dataset
+from toy_detector import LOSS_NAMES, ToyDetector, ToyEvaluator, toy_batches, toy_sample
+
+DEVICE = torch.device("cpu")
+
+
+def _trainer(tmp_path, *, max_iter=6, start_ckpt=None, crash_at=None, evaluator=None,
+             eval_period=0, checkpoint_period=2, model=None, seed=0, init_seed=0):
+    seed_all(init_seed)
+    model = model or ToyDetector()
+    opt = torch.optim.SGD(param_groups(model, weight_decay=1e-4, weight_decay_norm=0.0),
+                          lr=0.05, momentum=0.9)
+    sched = WarmupLRScheduler(opt, max_iter=max_iter, steps=[4], warmup_iters=2)
+    start = 0 if start_ckpt is None else start_ckpt["iteration"]
+    evaluate = None
+    if evaluator is not None:
+        test = [[toy_sample(100 + i)] for i in range(3)]
+        evaluate = lambda m: inference_on_dataset(m, test, evaluator, device=DEVICE)[0]  # noqa
+    trainer = Trainer(model=model, optimizer=opt, scheduler=sched,
+                      data_loader=toy_batches(seed=seed, batch_size=4, start_iter=start,
+                                              crash_at=crash_at),
+                      max_iter=max_iter, output_dir=tmp_path, device=DEVICE, evaluate=evaluate,
+                      checkpoint_period=checkpoint_period, eval_period=eval_period, log_period=1,
+                      extra_state={"config": {"seed": seed}, "classes": []},
+                      writer=MetricsWriter(tmp_path, truncate_after=start, tensorboard=False))
+    if start_ckpt is not None:
+        trainer.load_state_dict(start_ckpt)
+    return trainer
+
+
+def test_resume_after_a_crash_gives_bitwise_the_same_weights(tmp_path):
+    full = _trainer(tmp_path / "full")
+    full.train()
+
+    crashed = _trainer(tmp_path / "resumed", crash_at=5)  # dies fetching batch 5
+    with pytest.raises(KeyboardInterrupt):
+        crashed.train()
+    ckpt = load_checkpoint(tmp_path / "resumed" / "last.pth")
+    assert ckpt["iteration"] == 4
+    # a fresh process: other weights and RNG states until the checkpoint is loaded
+    resumed = _trainer(tmp_path / "resumed", start_ckpt=ckpt, init_seed=99)
+    resumed.train()
+
+    a, b = full.model.state_dict(), resumed.model.state_dict()
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    sa, sb = full.optimizer.state_dict()["state"], resumed.optimizer.state_dict()["state"]
+    assert all(torch.equal(sa[i]["momentum_buffer"], sb[i]["momentum_buffer"]) for i in sa)
+    # the log holds each iteration once, the crashed run's extra lines dropped
+    lines = [json.loads(x) for x in (tmp_path / "resumed" / "metrics.jsonl").read_text().split(
+        "\n") if x]
+    assert [r["iteration"] for r in lines if r["type"] == "train"] == [1, 2, 3, 4, 5, 6]
+    full_lines = [json.loads(x) for x in (tmp_path / "full" / "metrics.jsonl").read_text().split(
+        "\n") if x]
+    assert [r["loss"] for r in lines] == [r["loss"] for r in full_lines]
+
+
+def test_metrics_lines_hold_every_loss_term_and_timings(tmp_path):
+    _trainer(tmp_path, max_iter=3).train()
+    records = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["iteration"] for r in records] == [1, 2, 3]
+    for r in records:
+        assert set(LOSS_NAMES) | {"loss", "lr", "time", "data_time", "memory_mb", "eta_s"} <= set(r)
+        assert r["loss"] == pytest.approx(sum(r[n] for n in LOSS_NAMES))
+        assert r["time"] >= r["data_time"] >= 0 and r["memory_mb"] > 0
+    # warm-up over 2 iterations from 0.001 * lr: the lr logged is that of the next iteration
+    assert records[0]["lr"] == pytest.approx(0.05 * (0.001 * 0.5 + 0.5))
+    assert records[2]["lr"] == pytest.approx(0.05)
+    assert records[2]["eta_s"] == 0
+
+
+def test_non_finite_loss_stops_naming_iteration_and_term(tmp_path, monkeypatch):
+    seed_all(0)
+    model = ToyDetector()
+    real_forward = model.forward
+    calls = {"n": 0}
+
+    def forward(images, targets=None, original_sizes=None):
+        out = real_forward(images, targets, original_sizes)
+        calls["n"] += 1
+        if calls["n"] == 4:  # the 4th step (iteration 3) goes bad
+            out["loss_box"] = out["loss_box"] * float("nan")
+        return out
+    monkeypatch.setattr(model, "forward", forward)
+    trainer = _trainer(tmp_path / "nan", model=model, max_iter=6, checkpoint_period=2)
+    with pytest.raises(NonFiniteLossError, match=r"iteration 3: loss_box=nan") as err:
+        trainer.train()
+    assert "loss_cls" not in str(err.value)
+    assert sorted(p.name for p in (tmp_path / "nan").iterdir()) == ["last.pth", "metrics.jsonl"]
+    assert load_checkpoint(tmp_path / "nan" / "last.pth")["iteration"] == 2
+    # the bad step changed no weight: they equal those of a clean 3-iteration run
+    seed_all(0)
+    clean = _trainer(tmp_path / "clean", model=ToyDetector(), max_iter=6, checkpoint_period=0)
+    for it in range(3):
+        clean.run_step(it, next(clean.data_loader))
+    clean_params = dict(clean.model.named_parameters())
+    for name, param in model.named_parameters():
+        assert torch.equal(param, clean_params[name]), name
+
+
+def test_periodic_evaluation_keeps_the_best_checkpoint(tmp_path):
+    evaluator = ToyEvaluator(values=[30.0, 70.0, 40.0])
+    trainer = _trainer(tmp_path, max_iter=6, eval_period=2, evaluator=evaluator)
+    result = trainer.train()
+    assert evaluator.calls == 3 and result["mAP"] == 40.0
+    assert evaluator.samples[0]["image_id"] == 100 and "image" not in evaluator.samples[0]
+    best = load_checkpoint(tmp_path / "best.pth")
+    last = load_checkpoint(tmp_path / "last.pth")
+    assert best["iteration"] == 4 and best["best"]["value"] == 70.0
+    assert last["iteration"] == 6 and last["best"]["value"] == 70.0
+    evals = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()
+             if '"eval"' in x]
+    assert [(r["iteration"], r["mAP"]) for r in evals] == [(2, 30.0), (4, 70.0), (6, 40.0)]
+
+
+def test_evaluation_does_not_change_the_training(tmp_path):
+    with_eval = _trainer(tmp_path / "a", eval_period=1, evaluator=ToyEvaluator())
+    with_eval.train()
+    without = _trainer(tmp_path / "b")
+    without.train()
+    for (k, v), w in zip(with_eval.model.state_dict().items(), without.model.state_dict().values()):
+        assert torch.equal(v, w), k
