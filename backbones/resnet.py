@@ -137,7 +137,7 @@ class BasicBlock(nn.Module):
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
         if self.residual:
-            out = out + (x if self.downsample is None else self.downsample(x))
+            out += x if self.downsample is None else self.downsample(x)
         return self.relu(out)
 
 
@@ -167,7 +167,7 @@ class Bottleneck(nn.Module):
         out = self.relu(self.bn2(self.conv2(out)))
         out = self.bn3(self.conv3(out))
         if self.residual:
-            out = out + (x if self.downsample is None else self.downsample(x))
+            out += x if self.downsample is None else self.downsample(x)
         return self.relu(out)
 
 
@@ -226,7 +226,7 @@ class ResNet(nn.Module):
         self.stage_channels = stage_channels
         self._init_weights()
 
-        self.out_features = _check_out_features(out_features, STAGE_NAMES)
+        self.out_features = check_out_features(out_features, STAGE_NAMES)
         self.out_channels = {f: stage_channels[f] for f in self.out_features}
         self.strides = {f: stage_strides[f] for f in self.out_features}
         # run the stages up to the last requested one, nothing past it
@@ -290,7 +290,8 @@ def _check_options(depth: int, residual: bool, shortcut: str | None, stride_in_1
     if shortcut is not None and shortcut not in SHORTCUTS:
         raise ValueError(f"unknown shortcut {shortcut!r}; valid: {', '.join(SHORTCUTS)}")
     if not residual and shortcut is not None:
-        raise ValueError(f"a plain net (residual=False) has no shortcuts; got shortcut={shortcut!r}")
+        raise ValueError("a plain net (residual=False) has no shortcuts; "
+                         f"got shortcut={shortcut!r}")
     if stride_in_1x1 and block_kind == "basic":
         raise ValueError(f"stride_in_1x1 applies to bottleneck blocks (depth >= 50); "
                          f"ResNet-{depth} has basic blocks without a 1x1 conv")
@@ -302,10 +303,12 @@ def _check_options(depth: int, residual: bool, shortcut: str | None, stride_in_1
     return block_kind, blocks
 
 
-def _check_out_features(out_features: list[str] | None, valid: tuple[str, ...]) -> list[str]:
-    """Validate `out_features`; `None` means all of `valid`. Returns them in network order."""
+def check_out_features(out_features: list[str] | None, valid: tuple[str, ...],
+                        default: tuple[str, ...] | None = None) -> list[str]:
+    """Validate `out_features`; `None` means `default` (all of `valid` if not given).
+    Returns them in network order."""
     if out_features is None:
-        return list(valid)
+        return list(default or valid)
     if isinstance(out_features, str):
         raise TypeError(f"out_features must be a list of names, got the string {out_features!r}")
     unknown = [f for f in out_features if f not in valid]

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from backbones.resnet import NORMS, _check_out_features
+from backbones.resnet import NORMS, check_out_features
 from backbones.weights import load_backbone_weights
 
 __all__ = ["VGG16", "VGGHead", "build_vgg16"]
@@ -75,7 +75,7 @@ class VGG16(nn.Module):
         )
         self._init_weights()
 
-        self.out_features = _check_out_features(out_features, BLOCK_NAMES)
+        self.out_features = check_out_features(out_features, BLOCK_NAMES, default=("conv5",))
         self.out_channels = {f: block_channels[f] for f in self.out_features}
         self.strides = {f: 2 ** BLOCK_NAMES.index(f) for f in self.out_features}
         self._block_ends = dict(zip(BLOCK_NAMES, block_ends))
