@@ -1,0 +1,136 @@
+import textwrap
+
+import pytest
+
+from detection.config import (Config, ConfigError, config_to_dict, dump_config, load_config,
+                              save_config)
+
+
+def _write(folder, name, text):
+    path = folder / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def test_defaults_without_a_file():
+    cfg = load_config(None)
+    assert cfg == Config()
+    assert cfg.solver.max_iter == 90000 and cfg.model.num_classes is None
+
+
+def test_list_of_bases_merges_in_order_and_the_file_wins(tmp_path):
+    _write(tmp_path, "_base_/model.yaml", """
+        model:
+          backbone: {name: resnet101, freeze_at: 3}
+          rpn: {nms_thresh: 0.6}
+        solver: {base_lr: 0.5}
+    """)
+    _write(tmp_path, "_base_/schedule.yaml", """
+        solver: {base_lr: 0.02, max_iter: 1000, steps: [600, 800]}
+    """)
+    leaf = _write(tmp_path, "exp/leaf.yaml", """
+        _base_: [../_base_/model.yaml, ../_base_/schedule.yaml]
+        model:
+          backbone: {freeze_at: 0}
+        solver: {steps: [700]}
+    """)
+    cfg = load_config(leaf)
+    assert cfg.model.backbone.name == "resnet101"  # from the first base
+    assert cfg.model.backbone.freeze_at == 0  # nested override in the leaf, siblings kept
+    assert cfg.model.rpn.nms_thresh == 0.6 and cfg.model.rpn.fg_iou_thresh == 0.7
+    assert cfg.solver.base_lr == 0.02  # the later base wins over the earlier one
+    assert cfg.solver.max_iter == 1000 and cfg.solver.steps == [700]  # lists are replaced
+
+
+def test_nested_bases_and_string_base(tmp_path):
+    _write(tmp_path, "a.yaml", "seed: 1\noutput_dir: out/a\n")
+    _write(tmp_path, "b.yaml", "_base_: a.yaml\nseed: 2\n")
+    leaf = _write(tmp_path, "c.yaml", "_base_: b.yaml\n")
+    cfg = load_config(leaf)
+    assert (cfg.seed, cfg.output_dir) == (2, "out/a")
+
+
+def test_overrides_parse_yaml_values_and_win(tmp_path):
+    leaf = _write(tmp_path, "c.yaml", "solver: {base_lr: 0.02}\n")
+    cfg = load_config(leaf, ["solver.base_lr=1e-3", "solver.steps=[5, 9]",
+                             "model.backbone.weights=null", "data.train.images=x/y",
+                             "solver.clip_grad_norm=1"])
+    assert cfg.solver.base_lr == 0.001 and cfg.solver.steps == [5, 9]
+    assert cfg.model.backbone.weights is None and cfg.data.train.images == "x/y"
+    assert cfg.solver.clip_grad_norm == 1.0 and isinstance(cfg.solver.clip_grad_norm, float)
+
+
+def test_typo_in_file_names_file_key_and_suggestion(tmp_path):
+    base = _write(tmp_path, "base.yaml", "solver:\n  max_itr: 5\n")
+    leaf = _write(tmp_path, "leaf.yaml", "_base_: base.yaml\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(leaf)
+    msg = str(err.value)
+    assert str(base) in msg and "'solver.max_itr'" in msg and "'solver.max_iter'" in msg
+    with pytest.raises(ConfigError, match=r"'model\.backbone\.nmae'.*'model\.backbone\.name'"):
+        load_config(_write(tmp_path, "t.yaml", "model:\n  backbone:\n    nmae: resnet18\n"))
+
+
+def test_override_errors_name_the_override_not_the_file(tmp_path):
+    leaf = _write(tmp_path, "leaf.yaml", "seed: 3\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(leaf, ["solver.bse_lr=0.1"])
+    msg = str(err.value)
+    assert "override 'solver.bse_lr=0.1'" in msg and "'solver.base_lr'" in msg
+    assert str(leaf) not in msg
+    with pytest.raises(ConfigError, match=r"override 'solver.max_iter=ten'.*type int"):
+        load_config(leaf, ["solver.max_iter=ten"])
+    with pytest.raises(ConfigError, match=r"'solver.max_iter' is a value, not a section"):
+        load_config(leaf, ["solver.max_iter.x=1"])
+    with pytest.raises(ConfigError, match=r"override 'solver' must look like key"):
+        load_config(leaf, ["solver"])
+    with pytest.raises(ConfigError, match=r"one of \['multistep', 'cosine'\]"):
+        load_config(leaf, ["solver.lr_schedule=poly"])
+
+
+def test_wrong_types_and_choices_in_file(tmp_path):
+    cases = {
+        "solver: {max_iter: 1.5}": "'solver.max_iter' must be of type int",
+        "solver: {amp: 'yes'}": "'solver.amp' must be of type bool",
+        "solver: {steps: 5}": "'solver.steps' must be a list",
+        "model: {backbone: {norm: BatchNorm}}": "'model.backbone.norm' must be one of",
+        "model: resnet50": "'model' must be a mapping",
+        "[1, 2]": "must hold a mapping",
+    }
+    for i, (text, expected) in enumerate(cases.items()):
+        path = _write(tmp_path, f"{i}.yaml", text + "\n")
+        with pytest.raises(ConfigError, match=expected.replace("(", r"\(")):
+            load_config(path)
+
+
+def test_missing_files_and_cycles_are_named(tmp_path):
+    with pytest.raises(ConfigError, match="config file not found: .*nope.yaml"):
+        load_config(tmp_path / "nope.yaml")
+    leaf = _write(tmp_path, "leaf.yaml", "_base_: [gone.yaml]\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(leaf)
+    assert str(leaf) in str(err.value) and "_base_ file not found: 'gone.yaml'" in str(err.value)
+    _write(tmp_path, "x.yaml", "_base_: y.yaml\n")
+    _write(tmp_path, "y.yaml", "_base_: x.yaml\n")
+    with pytest.raises(ConfigError, match="_base_ cycle"):
+        load_config(tmp_path / "x.yaml")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(_write(tmp_path, "bad.yaml", "solver: {max_iter: [\n"))
+
+
+def test_empty_section_and_scientific_floats(tmp_path):
+    cfg = load_config(_write(tmp_path, "e.yaml", "solver:\n  # all commented\nmodel:\n"
+                                                 "  backbone:\n    weights: null\n"
+                                                 "  rpn: {min_box_size: 1e-3}\n"))
+    assert cfg.solver == Config().solver and cfg.model.rpn.min_box_size == 0.001
+
+
+def test_dump_and_save_round_trip(tmp_path):
+    cfg = load_config(None, ["solver.base_lr=0.0125", "model.num_classes=3",
+                             "model.anchor_generator.sizes=[[16], [32]]"])
+    path = tmp_path / "run" / "config.yaml"
+    save_config(cfg, path)
+    assert load_config(path) == cfg
+    assert "base_lr: 0.0125" in dump_config(cfg)
+    assert config_to_dict(cfg)["model"]["anchor_generator"]["sizes"] == [[16.0], [32.0]]
