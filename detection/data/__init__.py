@@ -1,0 +1,18 @@
+"""COCO-format data: datasets, transforms, samplers, loaders, synthetic shapes."""
+
+from .coco import (COCODataset, DatasetError, category_id_to_label, classes_from_categories,
+                   decode_image, label_to_category_id, load_coco, read_coco_json)
+from .loader import build_test_loader, build_train_loader, collate
+from .samplers import (AspectRatioBatchSampler, InferenceSampler, SkipBatches, TrainingSampler,
+                       aspect_ratio_groups)
+from .synthetic import SyntheticCOCO, ensure_synthetic, make_synthetic_coco
+from .transforms import DetectionTransform, ResizeShortestEdge, build_transforms, resized_shape
+
+__all__ = [
+    "AspectRatioBatchSampler", "COCODataset", "DatasetError", "DetectionTransform",
+    "InferenceSampler", "ResizeShortestEdge", "SkipBatches", "SyntheticCOCO", "TrainingSampler",
+    "aspect_ratio_groups", "build_test_loader", "build_train_loader", "build_transforms",
+    "category_id_to_label", "classes_from_categories", "collate", "decode_image",
+    "ensure_synthetic", "label_to_category_id", "load_coco", "make_synthetic_coco",
+    "read_coco_json", "resized_shape",
+]

@@ -1,0 +1,103 @@
+"""DataLoaders for training (infinite, resumable, aspect-grouped) and inference (sharded).
+
+Each yields ``list[dict]`` samples (``collate``); decoding and augmentation run in the workers.
+``batch_size`` is per process: with ``W`` processes the global batch is ``W * batch_size``.
+"""
+
+from __future__ import annotations
+
+import functools
+import random
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import BatchSampler, DataLoader, Dataset
+
+from .samplers import (AspectRatioBatchSampler, InferenceSampler, SkipBatches, TrainingSampler,
+                       aspect_ratio_groups, dist_rank_world_size)
+
+__all__ = ["build_test_loader", "build_train_loader", "collate"]
+
+
+def collate(batch: list[dict[str, Any] | None]) -> list[dict[str, Any]]:
+    """Keep samples as a list (images differ in size); drop ``None`` (skipped bad images)."""
+    return [sample for sample in batch if sample is not None]
+
+
+def _worker_seed(seed: int, rank: int, start_iter: int, worker_id: int) -> int:
+    """Independent 32-bit seed per (run seed, rank, resume point, worker)."""
+    return int(np.random.SeedSequence([seed, rank, start_iter, worker_id]).generate_state(1)[0])
+
+
+def _seed_transforms(seed: int, dataset: Dataset) -> None:
+    transforms = getattr(dataset, "transforms", None)
+    if hasattr(transforms, "set_random_seed"):  # albumentations keeps its own RNG
+        transforms.set_random_seed(seed)
+
+
+def _init_worker(worker_id: int, *, seed: int, rank: int, start_iter: int) -> None:
+    cv2.setNumThreads(1)  # one worker per core; no thread pool inside each
+    worker_seed = _worker_seed(seed, rank, start_iter, worker_id)
+    random.seed(worker_seed)
+    np.random.seed(worker_seed)
+    torch.manual_seed(worker_seed)
+    _seed_transforms(worker_seed, torch.utils.data.get_worker_info().dataset)
+
+
+def build_train_loader(dataset: Dataset, *, batch_size: int, num_workers: int, seed: int,
+                       start_iter: int = 0, aspect_grouping: bool = True,
+                       pin_memory: bool | None = None, rank: int | None = None,
+                       world_size: int | None = None) -> DataLoader:
+    """An endless loader of training batches; batch ``k`` is the same for a given ``seed``
+    whether the run started at 0 or resumed at ``start_iter <= k`` (the first ``start_iter``
+    batches are skipped as indices, nothing is decoded for them).
+
+    Args:
+        dataset: map-style dataset; with ``aspect_grouping`` it needs ``image_sizes`` ((N, 2)
+            height, width), as ``COCODataset`` has.
+        batch_size: images per batch in this process.
+        num_workers: DataLoader worker processes (0: load in the main process).
+        seed: the same on every rank; also seeds the workers' augmentation.
+        start_iter: iteration to resume at.
+        aspect_grouping: batch landscape and portrait images separately.
+        pin_memory: default True when CUDA is available.
+        rank, world_size: default from ``torch.distributed`` when initialised, else 0 and 1.
+    """
+    rank, world_size = dist_rank_world_size(rank, world_size)
+    sampler = TrainingSampler(len(dataset), seed=seed, rank=rank, world_size=world_size)
+    if aspect_grouping:
+        sizes = getattr(dataset, "image_sizes", None)
+        if sizes is None:
+            raise TypeError(f"aspect_grouping needs dataset.image_sizes; {type(dataset).__name__}"
+                            " has none (pass aspect_grouping=False)")
+        batches = AspectRatioBatchSampler(sampler, aspect_ratio_groups(sizes), batch_size)
+    else:
+        batches = BatchSampler(sampler, batch_size, drop_last=True)
+    if num_workers == 0:  # the main process's global RNGs are left alone
+        _seed_transforms(_worker_seed(seed, rank, start_iter, 0), dataset)
+    return DataLoader(
+        dataset, batch_sampler=SkipBatches(batches, start_iter), num_workers=num_workers,
+        collate_fn=collate, pin_memory=_pin(pin_memory), persistent_workers=num_workers > 0,
+        worker_init_fn=functools.partial(_init_worker, seed=seed, rank=rank,
+                                         start_iter=start_iter),
+    )
+
+
+def build_test_loader(dataset: Dataset, *, batch_size: int = 1, num_workers: int,
+                      pin_memory: bool | None = None, rank: int | None = None,
+                      world_size: int | None = None) -> DataLoader:
+    """One pass over this rank's shard of ``dataset`` in index order (``InferenceSampler``)."""
+    sampler = InferenceSampler(len(dataset), rank=rank, world_size=world_size)
+    rank = sampler.rank
+    return DataLoader(
+        dataset, batch_sampler=BatchSampler(sampler, batch_size, drop_last=False),
+        num_workers=num_workers, collate_fn=collate, pin_memory=_pin(pin_memory),
+        persistent_workers=num_workers > 0,
+        worker_init_fn=functools.partial(_init_worker, seed=0, rank=rank, start_iter=0),
+    )
+
+
+def _pin(pin_memory: bool | None) -> bool:
+    return torch.cuda.is_available() if pin_memory is None else pin_memory

@@ -1,0 +1,118 @@
+"""Detection transforms on numpy images with albumentations: resize, flip, photometric jitter.
+
+A transform is called as ``transform(image, boxes, labels) -> (image, boxes, labels)`` with
+``image`` (H, W, 3) uint8 RGB, ``boxes`` (n, 4) float32 xyxy pixels and ``labels`` (n,) int64;
+boxes follow every geometric op.
+
+Resize rule (torchvision's ``GeneralizedRCNNTransform``, Detectron2's ``ResizeShortestEdge``)::
+
+    scale = min(size / min(h, w), max_size / max(h, w))
+    (h', w') = (round(h * scale), round(w * scale))       # round half up
+
+so the shorter side becomes ``size`` unless the longer side would pass ``max_size``; boxes scale by
+``w'/w`` and ``h'/h``. Training draws ``size`` from ``min_size`` per image (multi-scale). The
+sample's ``original_size`` with the image's new shape gives the scale back.
+Horizontal flip: ``x1' = W - x2``, ``x2' = W - x1``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import albumentations as A
+import cv2
+import numpy as np
+
+__all__ = ["DetectionTransform", "ResizeShortestEdge", "build_transforms", "resized_shape"]
+
+
+def resized_shape(height: int, width: int, size: int, max_size: int) -> tuple[int, int]:
+    """``(h', w')`` after the resize rule above."""
+    scale = min(size / min(height, width), max_size / max(height, width))
+    return max(1, int(height * scale + 0.5)), max(1, int(width * scale + 0.5))
+
+
+class ResizeShortestEdge(A.DualTransform):
+    """Resize so the shorter side is a size drawn from ``sizes``, the longer side <= max_size.
+
+    Bounding boxes are kept by albumentations in normalised coordinates, so they need no change
+    here; cv2 ``INTER_LINEAR`` resizes the image.
+    """
+
+    def __init__(self, sizes: Sequence[int], max_size: int, p: float = 1.0) -> None:
+        super().__init__(p=p)
+        self.sizes = [int(s) for s in sizes]
+        self.max_size = int(max_size)
+
+    def get_params_dependent_on_data(self, params: dict[str, Any], data: dict[str, Any]
+                                     ) -> dict[str, Any]:
+        height, width = params["shape"][:2]
+        size = self.sizes[self.py_random.randrange(len(self.sizes))]
+        return {"new_shape": resized_shape(height, width, size, self.max_size)}
+
+    def apply(self, img: np.ndarray, new_shape: tuple[int, int], **params: Any) -> np.ndarray:
+        if img.shape[:2] == new_shape:
+            return img
+        return cv2.resize(img, (new_shape[1], new_shape[0]), interpolation=cv2.INTER_LINEAR)
+
+    def apply_to_bboxes(self, bboxes: np.ndarray, **params: Any) -> np.ndarray:
+        return bboxes  # normalised coordinates are scale invariant
+
+    def get_transform_init_args_names(self) -> tuple[str, ...]:
+        return ("sizes", "max_size")
+
+
+class DetectionTransform:
+    """An albumentations pipeline behind the ``(image, boxes, labels)`` call of the datasets."""
+
+    def __init__(self, transforms: Sequence[A.BasicTransform]) -> None:
+        # no box filtering: resize and flip keep every box, so labels stay aligned with the json
+        self.compose = A.Compose(
+            list(transforms),
+            bbox_params=A.BboxParams(format="pascal_voc", label_fields=["labels"], clip=True),
+        )
+
+    def __call__(self, image: np.ndarray, boxes: np.ndarray, labels: np.ndarray
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        out = self.compose(image=image, bboxes=boxes, labels=labels)
+        boxes = np.asarray(out["bboxes"], dtype=np.float32).reshape(-1, 4)
+        return out["image"], boxes, np.asarray(out["labels"], dtype=np.int64)
+
+    def set_random_seed(self, seed: int | None) -> None:
+        """Reseed the augmentation RNG (albumentations ignores the global numpy/random seeds)."""
+        self.compose.set_random_seed(seed)
+
+    def __repr__(self) -> str:
+        return f"DetectionTransform({self.compose.transforms})"
+
+
+def build_transforms(*, train: bool, min_size: int | Sequence[int], max_size: int,
+                     flip_prob: float = 0.5, photometric: bool = False) -> DetectionTransform:
+    """Training: multi-scale resize, horizontal flip, optional colour jitter; test: resize only.
+
+    Args:
+        train: training pipeline (random) or test pipeline (deterministic resize).
+        min_size: shorter-side size, or a list to draw from per image in training.
+        max_size: cap on the longer side.
+        flip_prob: probability of a horizontal flip in training.
+        photometric: in training, jitter brightness/contrast/saturation (+-20 %) and hue (+-0.02)
+            with probability 0.8.
+    """
+    sizes = [min_size] if isinstance(min_size, int) else list(min_size)
+    if not sizes or any(not isinstance(s, int) or s <= 0 for s in sizes):
+        raise ValueError(f"min_size must be a positive int or a list of them, got {min_size!r}")
+    if not isinstance(max_size, int) or max_size <= 0:
+        raise ValueError(f"max_size must be a positive int, got {max_size!r}")
+    if not 0.0 <= flip_prob <= 1.0:
+        raise ValueError(f"flip_prob must be in [0, 1], got {flip_prob}")
+    if not train:
+        if len(sizes) != 1:
+            raise ValueError(f"test-time min_size must be a single size, got {min_size!r}")
+        return DetectionTransform([ResizeShortestEdge(sizes, max_size)])
+    ops: list[A.BasicTransform] = [ResizeShortestEdge(sizes, max_size)]
+    if flip_prob > 0:
+        ops.append(A.HorizontalFlip(p=flip_prob))
+    if photometric:
+        ops.append(A.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2, hue=0.02, p=0.8))
+    return DetectionTransform(ops)

@@ -1,0 +1,197 @@
+"""COCO box evaluation with pycocotools, over the images actually processed.
+
+``process`` takes model outputs (labels ``1..K``, xyxy boxes in ORIGINAL image pixels) and keeps
+them as COCO results (category id, xywh box, score). ``evaluate`` gathers them from every process
+(``all_gather_object`` when ``torch.distributed`` is initialised), writes
+``<output_dir>/coco_results.json``, runs ``COCOeval`` (iouType ``bbox``) on rank 0 and returns,
+on every rank, percentages::
+
+    mAP  = AP@[.50:.05:.95]       mAP50, mAP75 = AP at IoU .50 / .75
+    mAP_s, mAP_m, mAP_l = AP for areas < 32^2, 32^2..96^2, > 96^2
+    AR100 = recall with 100 detections per image, averaged over IoU .50:.95
+    per_category[name] = AP@[.50:.95] of that category
+
+A value pycocotools cannot define (its -1: no ground truth in that area range, or a category
+without ground truth in the evaluated images) is reported as ``nan``. Images without detections
+count (their ground truth is missed); no detections at all gives zeros where ground truth exists.
+Crowd ground truth (``iscrowd=1``) is read from the json and handled by pycocotools (matches to
+it are neither true nor false positives). Results are stored with boxes rounded to 0.01 px and
+scores to 1e-5, and the json written is exactly what is evaluated.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import math
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+
+from detection.data.coco import DatasetError, load_coco
+
+__all__ = ["COCOEvaluator", "format_table"]
+
+_SUMMARY = (("mAP", 0), ("mAP50", 1), ("mAP75", 2), ("mAP_s", 3), ("mAP_m", 4), ("mAP_l", 5),
+            ("AR100", 8))  # result key, index into COCOeval.stats
+
+
+def _percent(value: float) -> float:
+    return float("nan") if value < 0 else 100.0 * float(value)
+
+
+class COCOEvaluator:
+    """Accumulates detections over a pass, then computes COCO box AP.
+
+    Args:
+        annotations: the COCO ground-truth json of the evaluated images.
+        classes: ``[{"id", "name"}, ...]`` ordered by label (``dataset.classes`` or the
+            checkpoint's); every id must be a category of ``annotations``.
+        output_dir: where ``coco_results.json`` is written (rank 0); ``None``: not written.
+        verbose: print pycocotools' summary and the per-category table.
+    """
+
+    def __init__(self, *, annotations: str | os.PathLike, classes: Sequence[dict],
+                 output_dir: str | os.PathLike | None = None, verbose: bool = True) -> None:
+        self.annotations = os.fspath(annotations)
+        self.coco_gt = load_coco(self.annotations)
+        known = set(self.coco_gt.getCatIds())
+        missing = [c["id"] for c in classes if c["id"] not in known]
+        if missing:
+            raise DatasetError(f"{self.annotations}: category ids {missing} of the given classes "
+                               f"are not among its categories {sorted(known)}")
+        self.classes = [{"id": int(c["id"]), "name": str(c["name"])} for c in classes]
+        self._category_ids = torch.tensor([c["id"] for c in self.classes], dtype=torch.float64)
+        self.output_dir = None if output_dir is None else os.fspath(output_dir)
+        self.verbose = verbose
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget everything processed so far."""
+        # image id -> (n, 6) float64 rows [x, y, w, h, score, category_id]
+        self._predictions: dict[int, np.ndarray] = {}
+
+    def process(self, samples: Sequence[dict], outputs: Sequence[dict]) -> None:
+        """Record one batch: ``samples`` give ``image_id``; ``outputs`` hold ``boxes`` (n, 4)
+        xyxy in original pixels, ``scores`` (n,), ``labels`` (n,) in ``1..K``."""
+        if len(samples) != len(outputs):
+            raise ValueError(f"{len(samples)} samples but {len(outputs)} outputs")
+        num_classes = len(self.classes)
+        for sample, output in zip(samples, outputs):
+            boxes = output["boxes"].detach().to("cpu", torch.float64)
+            labels = output["labels"].detach().cpu().long()
+            if len(labels) and not (1 <= int(labels.min()) and int(labels.max()) <= num_classes):
+                raise ValueError(f"image id {sample['image_id']}: labels must be in "
+                                 f"1..{num_classes}, got {labels.unique().tolist()}")
+            xywh = torch.cat([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], dim=1)
+            scores = output["scores"].detach().to("cpu", torch.float64)
+            rows = torch.cat([xywh.round(decimals=2), scores.round(decimals=5)[:, None],
+                              self._category_ids[labels - 1][:, None]], dim=1)  # (n, 6)
+            self._predictions[int(sample["image_id"])] = rows.numpy()
+
+    def evaluate(self) -> dict[str, Any]:
+        """Gather, write the results json, run COCOeval; the same dict on every rank."""
+        predictions = self._gather()
+        distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+        rank = torch.distributed.get_rank() if distributed else 0
+        result = self._evaluate(predictions) if rank == 0 else None
+        if distributed:
+            box = [result]
+            torch.distributed.broadcast_object_list(box, src=0)
+            result = box[0]
+        return result
+
+    def _gather(self) -> dict[int, np.ndarray]:
+        if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+            return self._predictions
+        parts: list[dict | None] = [None] * torch.distributed.get_world_size()
+        torch.distributed.all_gather_object(parts, self._predictions)
+        merged: dict[int, np.ndarray] = {}
+        for part in parts:
+            merged.update(part)
+        return merged
+
+    def _evaluate(self, predictions: dict[int, np.ndarray]) -> dict[str, Any]:
+        if not predictions:
+            raise RuntimeError("COCOEvaluator.evaluate: no image was processed")
+        unknown = sorted(set(predictions) - set(self.coco_gt.getImgIds()))
+        if unknown:
+            raise DatasetError(f"{self.annotations}: processed image ids {unknown[:10]} are not "
+                               "in this file")
+        results = self._coco_results(predictions)
+        if self.output_dir is not None:
+            os.makedirs(self.output_dir, exist_ok=True)
+            with open(os.path.join(self.output_dir, "coco_results.json"), "w") as f:
+                json.dump(results, f)
+        coco_eval = COCOeval(self.coco_gt, self._results_index(results), "bbox")
+        coco_eval.params.imgIds = sorted(predictions)
+        coco_eval.params.catIds = [c["id"] for c in self.classes]
+        quiet = contextlib.nullcontext() if self.verbose else contextlib.redirect_stdout(
+            io.StringIO())
+        with quiet:
+            coco_eval.evaluate()
+            coco_eval.accumulate()
+            coco_eval.summarize()
+        result = {key: _percent(coco_eval.stats[i]) for key, i in _SUMMARY}
+        result["per_category"] = self._per_category(coco_eval)
+        if self.verbose:
+            print(format_table(result))
+        return result
+
+    @staticmethod
+    def _coco_results(predictions: dict[int, np.ndarray]) -> list[dict]:
+        """``[{"image_id", "category_id", "bbox" xywh, "score"}]`` in image id order."""
+        results = []
+        for image_id in sorted(predictions):
+            for x, y, w, h, score, category_id in predictions[image_id].tolist():
+                results.append({"image_id": image_id, "category_id": int(category_id),
+                                "bbox": [x, y, w, h], "score": score})
+        return results
+
+    def _results_index(self, results: list[dict]) -> COCO:
+        """What ``COCO.loadRes`` builds for boxes, also for an empty list (where it fails)."""
+        annotations = [dict(r, id=i + 1, area=r["bbox"][2] * r["bbox"][3], iscrowd=0)
+                       for i, r in enumerate(results)]
+        coco_dt = COCO()
+        coco_dt.dataset = {"images": self.coco_gt.dataset["images"],
+                           "categories": self.coco_gt.dataset["categories"],
+                           "annotations": annotations}
+        with contextlib.redirect_stdout(io.StringIO()):
+            coco_dt.createIndex()
+        return coco_dt
+
+    def _per_category(self, coco_eval: COCOeval) -> dict[str, float]:
+        """AP@[.50:.95] per category: mean precision over IoUs and recall points (all areas,
+        100 detections), ignoring pycocotools' -1 entries; nan when it has none."""
+        precision = coco_eval.eval["precision"]  # (T IoUs, R recalls, K, A areas, M max dets)
+        cat_ids = list(coco_eval.params.catIds)
+        out = {}
+        for c in self.classes:
+            p = precision[:, :, cat_ids.index(c["id"]), 0, -1]
+            p = p[p > -1]
+            out[c["name"]] = 100.0 * float(p.mean()) if p.size else float("nan")
+        return out
+
+
+def format_table(result: dict[str, Any], columns: int = 3) -> str:
+    """The summary line and a per-category AP table, as text."""
+    def fmt(v: float) -> str:
+        return "  nan" if math.isnan(v) else f"{v:5.2f}"
+
+    lines = ["  ".join(f"{key} {fmt(result[key])}" for key, _ in _SUMMARY)]
+    items = list(result.get("per_category", {}).items())
+    if items:
+        width = max(8, *(len(name) for name, _ in items))
+        header = " | ".join(f"{'category':<{width}} {'AP':>6}" for _ in range(min(columns,
+                                                                              len(items))))
+        lines += [header, "-" * len(header)]
+        for start in range(0, len(items), columns):
+            lines.append(" | ".join(f"{name:<{width}} {fmt(ap):>6}"
+                                    for name, ap in items[start:start + columns]))
+    return "\n".join(lines)
