@@ -1,0 +1,168 @@
+"""Run a trained detector on numpy images: ``Predictor(config, weights=...)(image)``.
+
+The path of one image is the evaluation path: the test-time resize of ``build_transforms``
+(shorter side ``data.input.min_size_test``, longer side at most ``max_size_test``), the model,
+and the boxes scaled back to the image's original pixels (``original_sizes``), so that::
+
+    boxes_original = boxes_resized * (w / w', h / h', w / w', h / h')
+
+Labels come out as the dataset's own category ids (``classes[label - 1]["id"]`` of the
+checkpoint), with their names.
+"""
+from __future__ import annotations
+
+import copy
+import os
+from collections.abc import Sequence
+from typing import Any, Optional, Union
+
+import numpy as np
+import torch
+
+from .build import build_model
+from .config import Config, config_from_dict, load_config
+from .data.transforms import build_transforms
+from .engine.checkpoint import load_checkpoint
+from .engine.distributed import resolve_device
+
+__all__ = ["Predictor"]
+
+PathLike = Union[str, os.PathLike]
+
+
+def _check_image(image: Any, index: int) -> None:
+    """Raise a clear error unless ``image`` is an (H, W, 3) uint8 RGB array."""
+    where = f"image {index}"
+    if not isinstance(image, np.ndarray):
+        raise TypeError(f"{where}: expected a numpy array (H, W, 3) uint8 RGB, "
+                        f"got {type(image).__name__}")
+    if image.ndim == 2 or (image.ndim == 3 and image.shape[2] == 1):
+        raise ValueError(f"{where} is grayscale {tuple(image.shape)}; the model takes RGB: "
+                         "convert with cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)")
+    if image.ndim == 3 and image.shape[2] == 4:
+        raise ValueError(f"{where} has 4 channels (RGBA); drop alpha with "
+                         "cv2.cvtColor(image, cv2.COLOR_RGBA2RGB)")
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"{where}: expected shape (H, W, 3), got {tuple(image.shape)}")
+    if image.dtype != np.uint8:
+        raise TypeError(f"{where}: expected dtype uint8 (0..255), got {image.dtype}; "
+                        "for floats in 0..1 use (image * 255).round().astype(np.uint8)")
+    if image.shape[0] < 1 or image.shape[1] < 1:
+        raise ValueError(f"{where} is empty: shape {tuple(image.shape)}")
+
+
+def _resolve_config(config: Union[PathLike, Config, None], ckpt: dict, weights: PathLike
+                    ) -> Config:
+    if isinstance(config, Config):
+        return copy.deepcopy(config)  # the caller's config stays as it was
+    if config is not None:
+        return load_config(config)
+    if not isinstance(ckpt.get("config"), dict):
+        raise ValueError(f"no config given and the checkpoint {weights} holds none: "
+                         "pass the config file the model was trained with")
+    return config_from_dict(ckpt["config"], source=f"{weights} (config)")
+
+
+def _resolve_classes(cfg: Config, ckpt: dict, weights: PathLike) -> list[dict]:
+    classes = ckpt.get("classes")
+    if classes is None:
+        k = cfg.model.num_classes
+        if k is None:
+            raise ValueError(f"checkpoint {weights} has no 'classes' and the config sets no "
+                             "model.num_classes")
+        return [{"id": i, "name": str(i)} for i in range(1, k + 1)]
+    if (not isinstance(classes, list) or not classes
+            or not all(isinstance(c, dict) and {"id", "name"} <= c.keys() for c in classes)):
+        raise ValueError(f"checkpoint {weights}: 'classes' must be a non-empty list of "
+                         "{'id', 'name'} dicts")
+    k = cfg.model.num_classes
+    if k is not None and k != len(classes):
+        raise ValueError(f"the config's model.num_classes is {k} but checkpoint {weights} "
+                         f"holds {len(classes)} classes")
+    return [{"id": int(c["id"]), "name": str(c["name"])} for c in classes]
+
+
+class Predictor:
+    """Detections of one image or a list of images, in original pixels and category ids.
+
+    Args:
+        config: the YAML config the model was trained with (or a ``Config``); ``None`` uses
+            the config stored in the checkpoint.
+        weights: a checkpoint of ``tools/train.py`` (``last.pth``, ``best.pth``) or of
+            ``tools/convert_torchvision.py``; read with ``torch.load(weights_only=True)``.
+        device: ``"cpu"``, ``"cuda"``, ``"cuda:1"`` or ``"auto"``.
+        score_thresh: keep detections scoring at least this (default: the config's
+            ``model.roi_heads.score_thresh``).
+        batch_size: images per forward pass when given a list.
+
+    Calling it with an (H, W, 3) uint8 RGB array returns ``{"boxes": float32 (D, 4) xyxy,
+    "scores": float32 (D,), "labels": int64 (D,) category ids, "class_names": list[str]}``;
+    with a list of arrays, a list of such dicts.
+    """
+
+    def __init__(self, config: Union[PathLike, Config, None] = None, *, weights: PathLike,
+                 device: str = "cpu", score_thresh: Optional[float] = None,
+                 batch_size: int = 4) -> None:
+        if not os.path.isfile(weights):
+            raise FileNotFoundError(f"weights file not found: {weights}")
+        ckpt = load_checkpoint(weights)
+        cfg = _resolve_config(config, ckpt, weights)
+        self.classes = _resolve_classes(cfg, ckpt, weights)
+        cfg.model.backbone.weights = None  # every weight comes from the checkpoint
+        if score_thresh is not None:
+            if not 0.0 <= score_thresh <= 1.0:
+                raise ValueError(f"score_thresh must be in [0, 1], got {score_thresh}")
+            cfg.model.roi_heads.score_thresh = float(score_thresh)
+        self.cfg = cfg
+        self.device = resolve_device(device)
+        model = build_model(cfg, num_classes=len(self.classes))
+        state = ckpt["model"] if isinstance(ckpt.get("model"), dict) else ckpt
+        try:
+            model.load_state_dict(state, strict=True)
+        except RuntimeError as e:
+            raise RuntimeError(f"weights {weights} do not fit the model of the config: {e}"
+                               ) from None
+        self.model = model.eval().to(self.device)
+        self.transforms = build_transforms(train=False, min_size=cfg.data.input.min_size_test,
+                                           max_size=cfg.data.input.max_size_test)
+        self.batch_size = max(1, int(batch_size))
+        self._category_ids = torch.tensor([c["id"] for c in self.classes], dtype=torch.int64)
+        self._names = np.array([c["name"] for c in self.classes], dtype=object)
+
+    @property
+    def category_names(self) -> dict[int, str]:
+        """``{category id: name}``, e.g. for ``draw_detections``."""
+        return {c["id"]: c["name"] for c in self.classes}
+
+    def __call__(self, images: Union[np.ndarray, Sequence[np.ndarray]]
+                 ) -> Union[dict[str, Any], list[dict[str, Any]]]:
+        single = isinstance(images, np.ndarray) and images.ndim != 4
+        batch = [images] if single else list(images)
+        for i, image in enumerate(batch):
+            _check_image(image, i)
+        results: list[dict[str, Any]] = []
+        for start in range(0, len(batch), self.batch_size):
+            results.extend(self._predict(batch[start:start + self.batch_size]))
+        return results[0] if single else results
+
+    def _prepare(self, image: np.ndarray) -> torch.Tensor:
+        empty = np.zeros((0, 4), np.float32)
+        resized, _, _ = self.transforms(image, empty, np.zeros(0, np.int64))
+        # (H', W', 3) uint8 -> (3, H', W'); the model normalises and pads
+        return torch.from_numpy(np.ascontiguousarray(resized)).permute(2, 0, 1)
+
+    @torch.inference_mode()
+    def _predict(self, images: list[np.ndarray]) -> list[dict[str, Any]]:
+        tensors = [self._prepare(img).to(self.device, non_blocking=True) for img in images]
+        sizes = [(int(img.shape[0]), int(img.shape[1])) for img in images]
+        outputs = self.model(tensors, original_sizes=sizes)
+        results = []
+        for out in outputs:
+            labels = out["labels"].cpu()
+            results.append({
+                "boxes": out["boxes"].float().cpu().numpy(),
+                "scores": out["scores"].float().cpu().numpy(),
+                "labels": self._category_ids[labels - 1].numpy(),
+                "class_names": self._names[(labels - 1).numpy()].tolist(),
+            })
+        return results

@@ -1,0 +1,105 @@
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from detection.predictor import Predictor
+from detection.build import build_model
+from detection.config import config_to_dict, dump_config, load_config
+from detection.engine.checkpoint import save_checkpoint
+
+CLASSES = [{"id": 1, "name": "circle"}, {"id": 3, "name": "square"},
+           {"id": 7, "name": "triangle"}, {"id": 12, "name": "star"}, {"id": 20, "name": "cross"}]
+TINY = ["model.backbone.name=resnet18", "model.backbone.weights=null", "model.num_classes=5",
+        "model.fpn.out_channels=32", "model.roi_heads.fc_dim=64",
+        "model.rpn.pre_nms_topk_test=200", "model.rpn.post_nms_topk_test=50",
+        "model.roi_heads.score_thresh=0.0", "model.roi_heads.detections_per_img=30",
+        "data.input.min_size_test=64", "data.input.max_size_test=100"]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("predictor")
+    cfg = load_config(None, TINY)
+    torch.manual_seed(0)
+    model = build_model(cfg).eval()
+    with torch.no_grad():  # spread the class logits so the labels vary between detections
+        model.roi_heads.box_predictor.cls_score.weight.normal_(0, 0.5)
+    config_path = folder / "tiny.yaml"
+    config_path.write_text(dump_config(cfg))
+    weights = folder / "tiny.pth"
+    save_checkpoint({"model": model.state_dict(), "config": config_to_dict(cfg),
+                     "classes": CLASSES, "iteration": 7}, weights)
+    return {"model": model, "config": config_path, "weights": weights, "cfg": cfg}
+
+
+def _image(seed, h=96, w=150):
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+def test_matches_raw_model_with_ids_and_original_pixels(tiny):
+    predictor = Predictor(tiny["config"], weights=tiny["weights"])
+    image = _image(0)
+    result = predictor(image)
+    # the test-time resize: 96x150 -> shorter side 64, longer side 100 (cap wins: scale 2/3)
+    resized = cv2.resize(image, (100, 64), interpolation=cv2.INTER_LINEAR)
+    with torch.inference_mode():
+        raw = tiny["model"]([torch.from_numpy(resized).permute(2, 0, 1)])[0]
+    assert len(raw["boxes"]) > 0
+    scale = np.array([150 / 100, 96 / 64, 150 / 100, 96 / 64], dtype=np.float32)
+    np.testing.assert_allclose(result["boxes"], raw["boxes"].numpy() * scale, rtol=1e-5,
+                               atol=1e-4)
+    np.testing.assert_array_equal(result["scores"], raw["scores"].numpy())
+    ids = np.array([c["id"] for c in CLASSES])
+    np.testing.assert_array_equal(result["labels"], ids[raw["labels"].numpy() - 1])
+    assert len(set(result["labels"].tolist())) > 1  # several classes: the map is exercised
+    names = {c["id"]: c["name"] for c in CLASSES}
+    assert result["class_names"] == [names[i] for i in result["labels"].tolist()]
+    assert result["boxes"].dtype == np.float32 and result["scores"].dtype == np.float32
+    assert result["labels"].dtype == np.int64
+    assert result["boxes"][:, [0, 2]].max() <= 150 and result["boxes"][:, [1, 3]].max() <= 96
+    assert predictor.category_names == names
+
+
+def test_list_input_is_batched_and_equal_to_single_calls(tiny):
+    predictor = Predictor(tiny["config"], weights=tiny["weights"], batch_size=2)
+    images = [_image(1), _image(2), _image(3, 80, 60)]
+    batched = predictor(images)
+    assert isinstance(batched, list) and len(batched) == 3
+    for image, out in zip(images[:2], batched[:2]):  # same size: same padding, same numbers
+        single = predictor(image)
+        np.testing.assert_allclose(out["boxes"], single["boxes"], atol=1e-3)
+        np.testing.assert_array_equal(out["labels"], single["labels"])
+    assert batched[2]["boxes"][:, [1, 3]].max() <= 80 and batched[2]["boxes"][:, [0, 2]].max() <= 60
+
+
+def test_config_from_checkpoint_and_score_threshold(tiny):
+    predictor = Predictor(None, weights=tiny["weights"], score_thresh=0.3)
+    result = predictor(_image(0))
+    assert predictor.cfg.model.roi_heads.score_thresh == 0.3
+    assert (result["scores"] >= 0.3).all()
+    everything = Predictor(tiny["config"], weights=tiny["weights"])(_image(0))
+    assert len(result["scores"]) == int((everything["scores"] >= 0.3).sum())
+
+
+def test_missing_weights_and_class_count_mismatch(tiny, tmp_path):
+    with pytest.raises(FileNotFoundError, match="nope.pth"):
+        Predictor(tiny["config"], weights=tmp_path / "nope.pth")
+    wrong = tmp_path / "wrong.yaml"
+    wrong.write_text(dump_config(load_config(None, [*TINY, "model.num_classes=4"])))
+    with pytest.raises(ValueError, match="num_classes is 4 .* 5 classes"):
+        Predictor(wrong, weights=tiny["weights"])
+
+
+@pytest.mark.parametrize("image, error, words", [
+    (np.zeros((32, 32), np.uint8), ValueError, "grayscale"),
+    (np.zeros((32, 32, 1), np.uint8), ValueError, "grayscale"),
+    (np.zeros((32, 32, 4), np.uint8), ValueError, "RGBA"),
+    (np.zeros((32, 32, 3), np.float32), TypeError, "uint8"),
+    (torch.zeros(3, 32, 32, dtype=torch.uint8), TypeError, "numpy"),
+])
+def test_bad_images_raise_clear_errors(tiny, image, error, words):
+    predictor = Predictor(tiny["config"], weights=tiny["weights"])
+    with pytest.raises(error, match=words):
+        predictor([_image(0), image])
