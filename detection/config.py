@@ -121,14 +121,17 @@ class DatasetConfig:
 
 @dataclass
 class SyntheticConfig:
-    """Generate the synthetic shapes dataset at ``root`` on first use (when enabled)."""
+    """Generate the synthetic shapes dataset at ``root`` on first use (when enabled); empty
+    ``data.train`` / ``data.test`` paths then default to its train / val splits."""
 
     enabled: bool = False
     root: str = "datasets/shapes"
     num_train: int = 400
     num_val: int = 100
-    image_size: int = 256
+    image_size: int = 160
     seed: int = 0
+    max_objects: int = 4
+    empty_fraction: float = 0.08
 
 
 @dataclass

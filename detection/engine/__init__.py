@@ -3,14 +3,15 @@ from .checkpoint import (get_rng_state, load_checkpoint, load_model_weights, sav
                          seed_all, set_rng_state, unwrap_model)
 from .distributed import (get_rank, get_world_size, init_distributed, is_main_process,
                           resolve_device)
-from .logging import MetricsWriter, format_results, setup_logger, write_eval_json
+from .logging import MetricsWriter, setup_logger, write_eval_json
 from .schedule import WarmupLRScheduler, lr_factor, param_groups
-from .trainer import NonFiniteLossError, Trainer, inference_on_dataset
+from .trainer import (DatasetInference, NonFiniteLossError, Trainer, inference_on_dataset,
+                      save_visualizations)
 
 __all__ = [
     "get_rng_state", "load_checkpoint", "load_model_weights", "save_checkpoint", "seed_all",
     "set_rng_state", "unwrap_model", "get_rank", "get_world_size", "init_distributed",
-    "is_main_process", "resolve_device", "MetricsWriter", "format_results", "setup_logger",
+    "is_main_process", "resolve_device", "MetricsWriter", "setup_logger",
     "write_eval_json", "WarmupLRScheduler", "lr_factor", "param_groups", "NonFiniteLossError",
-    "Trainer", "inference_on_dataset",
+    "Trainer", "inference_on_dataset", "DatasetInference", "save_visualizations",
 ]

@@ -19,12 +19,11 @@ from typing import Any, Optional, Union
 import torch
 
 __all__ = [
-    "setup_logger", "MetricsWriter", "format_eta", "memory_mb", "format_results",
+    "setup_logger", "MetricsWriter", "format_eta", "memory_mb",
     "write_eval_json",
 ]
 
 LOGGER_NAME = "detection"
-_EVAL_SCALARS = ("mAP", "mAP50", "mAP75", "mAP_s", "mAP_m", "mAP_l", "AR100")
 
 
 def setup_logger(rank: int = 0, level: int = logging.INFO) -> logging.Logger:
@@ -122,18 +121,6 @@ class MetricsWriter:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
-
-
-def format_results(results: Mapping[str, Any]) -> str:
-    """The evaluator's scalars and per-category AP as an aligned text table (percent)."""
-    lines = ["  ".join(f"{k:>6}" for k in _EVAL_SCALARS if k in results),
-             "  ".join(f"{results[k]:6.2f}" for k in _EVAL_SCALARS if k in results)]
-    per_category = results.get("per_category") or {}
-    if per_category:
-        width = max(len(str(name)) for name in per_category)
-        lines.append(f"{'category':<{width}}  AP")
-        lines.extend(f"{str(name):<{width}}  {ap:6.2f}" for name, ap in per_category.items())
-    return "\n".join(lines)
 
 
 def write_eval_json(path: Union[str, os.PathLike], results: Mapping[str, Any], *, backbone: str,

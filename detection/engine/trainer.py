@@ -29,7 +29,8 @@ from . import distributed as du
 from .checkpoint import get_rng_state, save_checkpoint, set_rng_state, unwrap_model
 from .logging import LOGGER_NAME, MetricsWriter, format_eta, memory_mb
 
-__all__ = ["Trainer", "NonFiniteLossError", "inference_on_dataset", "move_batch", "endless"]
+__all__ = ["Trainer", "NonFiniteLossError", "DatasetInference", "inference_on_dataset",
+           "save_visualizations", "move_batch", "endless"]
 
 logger = logging.getLogger(LOGGER_NAME)
 _AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -53,8 +54,8 @@ def move_batch(batch: list[dict], device: torch.device, *, with_targets: bool = 
 class Trainer:
     """Iteration-based training; see the module docstring.
 
-    ``evaluate(model) -> dict | None`` is called on every process (inference may be
-    distributed) and returns the evaluator's result on the main process. ``extra_state`` (e.g.
+    ``evaluate(model) -> dict`` is called on every process (inference may be distributed)
+    and returns the evaluator's result (on every process). ``extra_state`` (e.g.
     ``{"config": ..., "classes": ...}``) is stored in every checkpoint.
     """
 
@@ -127,8 +128,13 @@ class Trainer:
     def train(self) -> Optional[dict]:
         """Run from ``self.iteration`` to ``max_iter``; returns the final evaluation result."""
         start = self.iteration
+        if start >= self.max_iter:
+            logger.info("already at iteration %d of %d: evaluating only", start, self.max_iter)
+            return self.run_evaluation()
         logger.info("training from iteration %d to %d", start, self.max_iter)
-        data_iter = iter(self.data_loader)
+        rng = get_rng_state()
+        data_iter = iter(self.data_loader)  # a DataLoader draws its workers' base seed here:
+        set_rng_state(rng)  # keep that draw out of the training's RNG stream (exact resume)
         window: list[dict] = []
         t_start = time.perf_counter()
         self.model.train()
@@ -213,8 +219,6 @@ class Trainer:
         finally:
             set_rng_state(rng)
             self.model.train()
-        if results is None:  # not the main process
-            return None
         self.last_results = dict(results)
         if self.writer is not None:
             self.writer.write({"type": "eval", "iteration": self.iteration,
@@ -225,7 +229,8 @@ class Trainer:
                               if isinstance(v, float)))
         if value is not None and (self.best_value is None or value > self.best_value):
             self.best_value = float(value)
-            save_checkpoint(self.state_dict_for_best(), self.output_dir / "best.pth")
+            if du.is_main_process():
+                save_checkpoint(self.state_dict_for_best(), self.output_dir / "best.pth")
         return self.last_results
 
     def state_dict_for_best(self) -> dict:
@@ -237,18 +242,65 @@ class Trainer:
                 "best": {"metric": self.best_metric, "value": self.best_value}}
 
 
+class DatasetInference:
+    """``evaluate`` for :class:`Trainer`: inference over a test loader, then the evaluator;
+    keeps the first ``keep`` ``(sample, output)`` pairs of the last call in ``kept``."""
+
+    def __init__(self, *, data_loader: Iterable[list[dict]], evaluator: Any,
+                 device: torch.device, amp: bool = False, amp_dtype: str = "bf16",
+                 keep: int = 0):
+        self.data_loader, self.evaluator, self.device = data_loader, evaluator, device
+        self.amp, self.amp_dtype, self.keep = amp, amp_dtype, keep
+        self.kept: list[tuple[dict, dict]] = []
+
+    def __call__(self, model: nn.Module) -> dict:
+        results, self.kept = inference_on_dataset(
+            model, self.data_loader, self.evaluator, device=self.device, amp=self.amp,
+            amp_dtype=self.amp_dtype, keep=self.keep)
+        return results
+
+
+def save_visualizations(kept: list[tuple[dict, dict]], folder: str | Path, *,
+                        classes: list[dict], score_thresh: float = 0.5) -> list[Path]:
+    """Draw each kept output on its (transformed) test image into ``folder``; returns the files.
+
+    Outputs are in original-image pixels; they are scaled to the transformed image by
+    ``(W' / W, H' / H)`` before drawing.
+    """
+    import cv2
+
+    from ..visualize import draw_detections
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    names = [c["name"] for c in classes]
+    written = []
+    for sample, pred in kept:
+        image = sample["image"].permute(1, 2, 0).contiguous().numpy()  # (3, H, W) -> (H, W, 3)
+        (h0, w0), (h, w) = sample["original_size"], image.shape[:2]
+        scale = torch.tensor([w / w0, h / h0, w / w0, h / h0])
+        canvas = draw_detections(image, pred["boxes"] * scale, pred["scores"], pred["labels"],
+                                 class_names=names, score_thresh=score_thresh)
+        path = folder / f"{Path(sample['file_name']).stem}.jpg"
+        cv2.imwrite(str(path), canvas[:, :, ::-1])  # RGB -> BGR for OpenCV
+        written.append(path)
+    return written
+
+
 @torch.no_grad()
 def inference_on_dataset(model: nn.Module, data_loader: Iterable[list[dict]], evaluator: Any, *,
                          device: torch.device, amp: bool = False, amp_dtype: str = "bf16",
-                         keep: int = 0) -> tuple[Optional[dict], list[tuple[dict, dict]]]:
-    """Run ``model`` over ``data_loader`` (this process's shard) and evaluate on the main process.
+                         keep: int = 0) -> tuple[dict, list[tuple[dict, dict]]]:
+    """Run ``model`` over ``data_loader`` (this process's shard) and evaluate.
 
-    Returns ``(results or None on other processes, kept)`` where ``kept`` holds the first
-    ``keep`` ``(sample, output)`` pairs of this process (for drawing detections).
+    The evaluator gathers the processes' outputs itself (``evaluate()`` is called on every
+    process). Returns ``(results, kept)`` where ``kept`` holds the first ``keep``
+    ``(sample, output)`` pairs of this process (for drawing detections).
     """
     was_training = model.training
     model.eval()
-    metas, outputs, kept = [], [], []
+    evaluator.reset()
+    kept = []
     use_amp = amp and device.type == "cuda"
     for batch in data_loader:
         images, _ = move_batch(batch, device, with_targets=False)
@@ -256,26 +308,9 @@ def inference_on_dataset(model: nn.Module, data_loader: Iterable[list[dict]], ev
             preds = model(images, original_sizes=[tuple(s["original_size"]) for s in batch])
         preds = [{k: v.float().cpu() if v.is_floating_point() else v.cpu()
                   for k, v in p.items()} for p in preds]
-        for sample, pred in zip(batch, preds):
-            metas.append({k: v for k, v in sample.items() if k != "image"})
-            outputs.append(pred)
-            if len(kept) < keep:
-                kept.append((sample, pred))
+        evaluator.process([{k: v for k, v in s.items() if k != "image"} for s in batch], preds)
+        kept.extend(list(zip(batch, preds))[: max(0, keep - len(kept))])
     model.train(was_training)
-    gathered = du.all_gather_object((metas, outputs)) if du.get_world_size() > 1 \
-        else [(metas, outputs)]
-    if not du.is_main_process():
-        return None, kept
-    seen: set = set()
-    all_metas, all_outputs = [], []
-    for part_metas, part_outputs in gathered:  # a padded distributed sampler repeats images
-        for meta, out in zip(part_metas, part_outputs):
-            if meta["image_id"] not in seen:
-                seen.add(meta["image_id"])
-                all_metas.append(meta)
-                all_outputs.append(out)
-    evaluator.reset()
-    evaluator.process(all_metas, all_outputs)
     return evaluator.evaluate(), kept
 
 

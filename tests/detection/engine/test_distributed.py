@@ -1,4 +1,5 @@
 """Two CPU processes (gloo) train the toy detector through Trainer's DistributedDataParallel."""
+import json
 import os
 import socket
 
@@ -8,6 +9,7 @@ import torch.multiprocessing as mp
 
 from detection.engine import distributed as du
 from detection.engine.checkpoint import load_checkpoint, seed_all
+from detection.engine.logging import MetricsWriter
 from detection.engine.schedule import WarmupLRScheduler, param_groups
 from detection.engine.trainer import Trainer, inference_on_dataset
 from toy_detector import ToyDetector, ToyEvaluator, toy_batches, toy_sample
@@ -34,14 +36,13 @@ def _worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
         model=model, optimizer=opt, scheduler=WarmupLRScheduler(opt, max_iter=4),
         data_loader=toy_batches(seed=0, batch_size=2, rank=rank, world_size=world_size),
         max_iter=4, output_dir=out_dir, device=device, checkpoint_period=2, log_period=2,
-        evaluate=lambda m: inference_on_dataset(m, test, ToyEvaluator(), device=device)[0])
+        evaluate=lambda m: inference_on_dataset(m, test, ToyEvaluator(), device=device)[0],
+        writer=MetricsWriter(out_dir, tensorboard=False) if rank == 0 else None)
     result = trainer.train()
     flat = torch.cat([p.detach().flatten() for p in model.parameters()])
     replicas = du.all_gather_object(flat)
     if rank == 0:
         torch.save({"replicas": replicas, "result": result}, os.path.join(out_dir, "out.pt"))
-    else:
-        assert result is None
     du.destroy_distributed()
 
 
@@ -57,3 +58,5 @@ def test_two_gloo_processes_keep_replicas_equal(tmp_path):
     ckpt = load_checkpoint(tmp_path / "last.pth")
     assert ckpt["iteration"] == 4 and len(ckpt["rng"]) == 2  # each process's RNG states
     assert not torch.equal(ckpt["rng"][0]["torch"], ckpt["rng"][1]["torch"])
+    lines = (tmp_path / "metrics.jsonl").read_text().splitlines()  # rank 0's only
+    assert [json.loads(x)["iteration"] for x in lines] == [2, 4, 4]  # train, train, eval
