@@ -1,0 +1,83 @@
+"""RoI feature pooling (RoIAlign or RoIPool from ``torchvision.ops``), single or multi-level.
+
+Shape shorthand: ``N`` images, ``R`` RoIs over the batch, ``C`` channels, ``S`` output size,
+``L`` levels.
+
+With several levels (FPN), RoI ``(x1, y1, x2, y2)`` goes to level (FPN paper, eq. 1)::
+
+    k = floor(k0 + log2(sqrt(w * h) / 224) + 1e-6),  clamped to [k_min, k_max]
+
+with ``k0 = 4`` and ``k_min, k_max = log2`` of the first and last level's stride -- torchvision's
+``LevelMapper`` formula, so pooled features equal ``MultiScaleRoIAlign``'s.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+from torchvision.ops import roi_align, roi_pool
+
+__all__ = ["RoIPooler", "assign_fpn_levels"]
+
+
+def assign_fpn_levels(
+    boxes: Tensor, *, min_level: int, max_level: int, canonical_scale: float = 224.0,
+    canonical_level: int = 4, eps: float = 1e-6,
+) -> Tensor:
+    """Level index ``0 .. max_level - min_level`` of each box (R, 4) -> int64 (R,)."""
+    sizes = torch.sqrt((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]))
+    eps_t = torch.tensor(eps, dtype=sizes.dtype, device=sizes.device)
+    levels = torch.floor(canonical_level + torch.log2(sizes / canonical_scale) + eps_t)
+    levels = levels.clamp(min=min_level, max=max_level)
+    return levels.to(torch.int64) - min_level
+
+
+class RoIPooler(nn.Module):
+    """Pool an ``S x S`` feature per RoI from one level, or from its FPN level among several."""
+
+    def __init__(
+        self, *, output_size: int, strides: Sequence[int], pooler_type: str = "ROIAlign",
+        sampling_ratio: int = 0,
+    ) -> None:
+        super().__init__()
+        if pooler_type not in ("ROIAlign", "ROIPool"):
+            raise ValueError(f"pooler_type must be 'ROIAlign' or 'ROIPool', got {pooler_type!r}")
+        levels = [math.log2(s) for s in strides]
+        if not strides or any(lv != int(lv) for lv in levels):
+            raise ValueError(f"pooler strides must be powers of two, got {list(strides)}")
+        if any(b - a != 1 for a, b in zip(levels, levels[1:])):
+            raise ValueError(f"pooler strides must be consecutive powers of two, got {strides}")
+        self.output_size = (int(output_size), int(output_size))
+        self.scales = [1.0 / s for s in strides]
+        self.min_level, self.max_level = int(levels[0]), int(levels[-1])
+        self.pooler_type = pooler_type
+        self.sampling_ratio = int(sampling_ratio)
+
+    def _pool(self, feature: Tensor, rois: Tensor, scale: float) -> Tensor:
+        if self.pooler_type == "ROIAlign":
+            return roi_align(feature, rois, self.output_size, scale, self.sampling_ratio)
+        return roi_pool(feature, rois, self.output_size, scale)
+
+    def forward(self, features: Sequence[Tensor], boxes: Sequence[Tensor]) -> Tensor:
+        """``features`` L x (N, C, Hi, Wi), ``boxes`` N x (Ri, 4) -> (R, C, S, S)."""
+        if len(features) != len(self.scales):
+            raise ValueError(f"pooler expects {len(self.scales)} levels, got {len(features)}")
+        concat = torch.cat(list(boxes), dim=0)
+        image_idx = torch.repeat_interleave(
+            torch.arange(len(boxes), device=concat.device, dtype=concat.dtype),
+            torch.tensor([len(b) for b in boxes], device=concat.device),
+        )
+        rois = torch.cat([image_idx[:, None], concat], dim=1)  # (R, 5): image index, box
+        if len(features) == 1:
+            return self._pool(features[0], rois, self.scales[0])
+
+        levels = assign_fpn_levels(concat, min_level=self.min_level, max_level=self.max_level)
+        first = features[0]
+        out = first.new_zeros((rois.shape[0], first.shape[1], *self.output_size))
+        for level, (feature, scale) in enumerate(zip(features, self.scales)):
+            idx = torch.nonzero(levels == level).squeeze(1)
+            if idx.numel():
+                out[idx] = self._pool(feature, rois[idx], scale).to(out.dtype)
+        return out
