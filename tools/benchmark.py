@@ -39,7 +39,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     p.add_argument("--set", nargs="+", default=[], action="extend", metavar="KEY=VALUE",
                    help="override config keys, e.g. data.num_workers=4")
     args = p.parse_args(argv)
-    if min(args.batch, args.iters) < 1 or args.warmup < 0 or (args.size is not None and args.size < 32):
+    too_small = args.size is not None and args.size < 32
+    if min(args.batch, args.iters) < 1 or args.warmup < 0 or too_small:
         p.error("need --batch >= 1, --iters >= 1, --warmup >= 0 and --size >= 32")
     try:
         cfg = load_config(args.config, args.set)
