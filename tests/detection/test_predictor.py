@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from detection.predictor import Predictor
+from detection import Predictor
 from detection.build import build_model
 from detection.config import config_to_dict, dump_config, load_config
 from detection.engine.checkpoint import save_checkpoint
