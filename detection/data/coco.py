@@ -34,7 +34,8 @@ from pycocotools.coco import COCO
 logger = logging.getLogger(__name__)
 
 # (image HxWx3 uint8 RGB, boxes (n, 4) float32 xyxy, labels (n,) int64) -> same, transformed
-Transform = Callable[[np.ndarray, np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray]]
+Transform = Callable[[np.ndarray, np.ndarray, np.ndarray],
+                     tuple[np.ndarray, np.ndarray, np.ndarray]]
 
 _REQUIRED = {
     "images": ("id", "file_name", "height", "width"),

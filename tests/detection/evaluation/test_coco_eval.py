@@ -1,0 +1,218 @@
+"""COCOEvaluator against hand-made ground truth with known AP, and against pycocotools itself."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import math
+import multiprocessing
+
+import pytest
+import torch
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+
+from detection.data import DatasetError
+from detection.evaluation import COCOEvaluator, format_table
+
+CLASSES = [{"id": 2, "name": "cat"}, {"id": 5, "name": "dog"}]
+# image id -> [(category id, xywh)]: areas 1600 (medium), 900 and 400 (small)
+GT = {1: [(2, [10, 10, 40, 40]), (5, [60, 60, 30, 30])], 2: [(2, [0, 0, 20, 20])]}
+
+
+def _write_gt(tmp_path, extra_anns=(), categories=CLASSES):
+    anns = [{"id": k, "image_id": i, "category_id": c, "bbox": b, "area": b[2] * b[3],
+             "iscrowd": 0}
+            for k, (i, c, b) in enumerate(((i, c, b) for i in GT for c, b in GT[i]), 1)]
+    anns += list(extra_anns)
+    data = {"images": [{"id": i, "file_name": f"{i}.jpg", "height": 100, "width": 100}
+                       for i in (1, 2)],
+            "annotations": anns, "categories": list(categories)}
+    path = tmp_path / "gt.json"
+    path.write_text(json.dumps(data))
+    return str(path)
+
+
+def _outputs(shift=0.0, extra=()):
+    """Per image a model output: every GT box (x shifted by ``shift`` * its width), label =
+    position of its category in CLASSES + 1, plus ``extra`` (image id, label, xyxy, score)."""
+    samples, outputs = [], []
+    for image_id, objects in GT.items():
+        boxes, labels = [], []
+        for category_id, (x, y, w, h) in objects:
+            boxes.append([x + shift * w, y, x + shift * w + w, y + h])
+            labels.append([c["id"] for c in CLASSES].index(category_id) + 1)
+        scores = [0.9] * len(boxes)
+        for e_image, e_label, e_box, e_score in extra:
+            if e_image == image_id:
+                boxes.append(e_box), labels.append(e_label), scores.append(e_score)
+        samples.append({"image_id": image_id})
+        outputs.append({"boxes": torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
+                        "scores": torch.tensor(scores), "labels": torch.tensor(labels)})
+    return samples, outputs
+
+
+def _evaluate(gt_path, samples, outputs, **kwargs):
+    evaluator = COCOEvaluator(annotations=gt_path, classes=CLASSES, verbose=False, **kwargs)
+    evaluator.process(samples, outputs)
+    return evaluator.evaluate()
+
+
+def test_perfect_detections_give_100(tmp_path):
+    result = _evaluate(_write_gt(tmp_path), *_outputs())
+    for key in ("mAP", "mAP50", "mAP75", "mAP_s", "mAP_m", "AR100"):
+        assert result[key] == pytest.approx(100.0), key
+    assert math.isnan(result["mAP_l"])  # no large ground truth: pycocotools' -1 -> nan
+    assert result["per_category"] == {"cat": pytest.approx(100.0), "dog": pytest.approx(100.0)}
+
+
+def test_iou_exactly_0_6(tmp_path):
+    # shifting a w x h box by w/4 in x: IoU = (3w/4) h / ((5w/4) h) = 0.6 exactly; true
+    # positives at IoU thresholds .50, .55, .60 (pycocotools matches iou >= t), not above
+    result = _evaluate(_write_gt(tmp_path), *_outputs(shift=0.25))
+    assert result["mAP50"] == pytest.approx(100.0)
+    assert result["mAP75"] == pytest.approx(0.0)
+    assert result["mAP"] == pytest.approx(30.0)  # 3 of 10 thresholds at AP 100
+    assert result["AR100"] == pytest.approx(30.0)
+
+
+def test_agrees_with_a_direct_pycocotools_call(tmp_path):
+    gt_path = _write_gt(tmp_path)
+    extra = [(1, 1, [60, 10, 90, 40], 0.95), (2, 2, [5, 5, 25, 25], 0.5),
+             (2, 1, [1, 0, 21, 19], 0.3)]
+    samples, outputs = _outputs(shift=0.1, extra=extra)
+    result = _evaluate(gt_path, samples, outputs, output_dir=tmp_path / "out")
+    results = json.loads((tmp_path / "out" / "coco_results.json").read_text())
+    assert len(results) == 6
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt = COCO(gt_path)
+        reference = COCOeval(gt, gt.loadRes(results), "bbox")
+        reference.evaluate(), reference.accumulate(), reference.summarize()
+    for key, i in (("mAP", 0), ("mAP50", 1), ("mAP75", 2), ("mAP_s", 3), ("mAP_m", 4),
+                   ("AR100", 8)):
+        assert result[key] == pytest.approx(100 * reference.stats[i]), key
+    assert 0 < result["mAP"] < 100
+
+
+def test_labels_map_to_category_ids_and_boxes_to_xywh(tmp_path):
+    samples = [{"image_id": 2}]
+    outputs = [{"boxes": torch.tensor([[1.0, 2.0, 11.5, 22.25]]), "scores": torch.tensor([0.5]),
+                "labels": torch.tensor([2])}]
+    _evaluate(_write_gt(tmp_path), samples, outputs, output_dir=tmp_path)
+    results = json.loads((tmp_path / "coco_results.json").read_text())
+    assert results == [{"image_id": 2, "category_id": 5, "bbox": [1.0, 2.0, 10.5, 20.25],
+                        "score": 0.5}]
+
+
+def test_no_detections_at_all(tmp_path):
+    empty = {"boxes": torch.zeros(0, 4), "scores": torch.zeros(0),
+             "labels": torch.zeros(0, dtype=torch.int64)}
+    result = _evaluate(_write_gt(tmp_path), [{"image_id": 1}, {"image_id": 2}], [empty] * 2,
+                       output_dir=tmp_path)
+    for key in ("mAP", "mAP50", "mAP75", "mAP_s", "mAP_m", "AR100"):
+        assert result[key] == 0.0, key
+    assert result["per_category"] == {"cat": 0.0, "dog": 0.0}
+    assert json.loads((tmp_path / "coco_results.json").read_text()) == []
+
+
+def test_category_without_ground_truth_or_without_detections(tmp_path):
+    classes = CLASSES + [{"id": 9, "name": "bird"}]
+    gt_path = _write_gt(tmp_path, categories=classes)
+    samples, outputs = _outputs()
+    for o in outputs:  # drop every "dog" detection
+        keep = o["labels"] == 1
+        o.update(boxes=o["boxes"][keep], scores=o["scores"][keep], labels=o["labels"][keep])
+    evaluator = COCOEvaluator(annotations=gt_path, classes=classes, verbose=False)
+    evaluator.process(samples, outputs)
+    result = evaluator.evaluate()
+    assert result["per_category"]["cat"] == pytest.approx(100.0)
+    assert result["per_category"]["dog"] == 0.0
+    assert math.isnan(result["per_category"]["bird"])  # no ground truth: nan, not averaged
+    assert result["mAP"] == pytest.approx(50.0)
+
+
+def test_detection_on_a_crowd_region_is_not_a_false_positive(tmp_path):
+    crowd = {"id": 99, "image_id": 2, "category_id": 2, "bbox": [50, 50, 40, 40],
+             "area": 1600, "iscrowd": 1}
+    on_crowd = [(2, 1, [52, 52, 88, 88], 0.99)]  # inside the crowd box, highest score
+    assert _evaluate(_write_gt(tmp_path, [crowd]), *_outputs(extra=on_crowd))[
+        "mAP50"] == pytest.approx(100.0)
+    # the same detection without the crowd region is a false positive ranked first
+    assert _evaluate(_write_gt(tmp_path), *_outputs(extra=on_crowd))["mAP50"] < 90
+
+
+def test_only_processed_images_are_evaluated(tmp_path):
+    samples, outputs = _outputs()
+    result = _evaluate(_write_gt(tmp_path), samples[:1], outputs[:1])
+    assert result["mAP"] == pytest.approx(100.0)  # image 2's ground truth is not counted
+
+
+def test_reset_and_errors(tmp_path):
+    gt_path = _write_gt(tmp_path)
+    evaluator = COCOEvaluator(annotations=gt_path, classes=CLASSES, verbose=False)
+    evaluator.process(*_outputs())
+    evaluator.reset()
+    with pytest.raises(RuntimeError, match="no image was processed"):
+        evaluator.evaluate()
+    with pytest.raises(ValueError, match="labels must be in 1..2"):
+        evaluator.process([{"image_id": 1}], [{"boxes": torch.zeros(1, 4),
+                                               "scores": torch.ones(1),
+                                               "labels": torch.tensor([3])}])
+    evaluator.process([{"image_id": 77}], [{"boxes": torch.zeros(0, 4), "scores": torch.ones(0),
+                                            "labels": torch.zeros(0, dtype=torch.int64)}])
+    with pytest.raises(DatasetError, match="image ids \\[77\\]"):
+        evaluator.evaluate()
+    with pytest.raises(DatasetError, match="category ids \\[4\\]"):
+        COCOEvaluator(annotations=gt_path, classes=[{"id": 4, "name": "x"}])
+
+
+def test_format_table_and_printing(tmp_path, capsys):
+    evaluator = COCOEvaluator(annotations=_write_gt(tmp_path), classes=CLASSES)
+    evaluator.process(*_outputs(shift=0.25))
+    result = evaluator.evaluate()
+    printed = capsys.readouterr().out
+    assert "Average Precision" in printed  # pycocotools' own summary
+    table = format_table(result)
+    assert table in printed
+    assert "mAP 30.00" in table and "mAP50 100.00" in table and "mAP_l   nan" in table
+    assert "cat" in table and "dog" in table
+
+
+def _mixed():
+    """Image 1 detected perfectly, image 2 with IoU 0.6."""
+    (s_exact, o_exact), (s_shift, o_shift) = _outputs(), _outputs(shift=0.25)
+    return [s_exact[0], s_shift[1]], [o_exact[0], o_shift[1]]
+
+
+def _distributed_worker(rank, init_file, gt_path, queue):
+    torch.distributed.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank,
+                                         world_size=2)
+    try:
+        samples, outputs = _mixed()
+        evaluator = COCOEvaluator(annotations=gt_path, classes=CLASSES, verbose=False)
+        evaluator.process(samples[rank:rank + 1], outputs[rank:rank + 1])  # one image per rank
+        queue.put((rank, evaluator.evaluate()))
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def test_distributed_gather_over_two_processes(tmp_path):
+    gt_path = _write_gt(tmp_path)
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    procs = [ctx.Process(target=_distributed_worker,
+                         args=(r, str(tmp_path / "init"), gt_path, queue)) for r in range(2)]
+    for p in procs:
+        p.start()
+    results = dict(queue.get(timeout=120) for _ in procs)
+    for p in procs:
+        p.join(timeout=30)
+        assert p.exitcode == 0
+    single = _evaluate(gt_path, *_mixed())  # both images in one process
+    rank0_alone = _evaluate(gt_path, *(x[:1] for x in _mixed()))
+    assert single["mAP"] != pytest.approx(rank0_alone["mAP"])
+    for rank in (0, 1):  # every rank gets rank 0's result over both images
+        for key in ("mAP", "mAP50", "mAP75", "AR100"):
+            assert results[rank][key] == pytest.approx(single[key]), key
+        assert results[rank]["per_category"] == pytest.approx(single["per_category"])
