@@ -1,0 +1,53 @@
+"""RoI pooler: FPN level assignment by hand, torchvision's MultiScaleRoIAlign, RoIPool."""
+import pytest
+import torch
+from torchvision.ops import MultiScaleRoIAlign, roi_pool
+
+from detection.poolers import RoIPooler, assign_fpn_levels
+
+
+def _square(side: float) -> list[float]:
+    return [10.0, 10.0, 10.0 + side, 10.0 + side]
+
+
+def test_level_assignment_by_hand():
+    # k = floor(4 + log2(side / 224)), clamped to [2, 5], minus 2:
+    # 224 -> 4 -> 2;  223 -> floor(3.994) = 3 -> 1;  112 -> 3 -> 1;  448 -> 5 -> 3;
+    # 10 -> floor(-0.49) = -1 -> 2 -> 0;  1000 -> floor(6.16) = 6 -> 5 -> 3;  56 -> 2 -> 0
+    sides = [224, 223, 112, 448, 10, 1000, 56]
+    boxes = torch.tensor([_square(s) for s in sides])
+    assert assign_fpn_levels(boxes, min_level=2, max_level=5).tolist() == [2, 1, 1, 3, 0, 3, 0]
+
+
+def test_equals_multiscale_roi_align():
+    torch.manual_seed(0)
+    feats = [torch.randn(2, 4, 64 // s, 96 // s) for s in (4, 8, 16, 32)]
+    xy = torch.rand(2, 30, 2) * 60
+    boxes = [torch.cat([xy[i], xy[i] + 2 + torch.rand(30, 2) * 300], dim=1) for i in range(2)]
+    ours = RoIPooler(output_size=7, strides=[4, 8, 16, 32], sampling_ratio=2)
+    tv = MultiScaleRoIAlign(["0", "1", "2", "3"], 7, 2)
+    expected = tv({str(i): f for i, f in enumerate(feats)}, boxes, [(64, 96), (60, 90)])
+    out = ours(feats, boxes)
+    assert out.shape == (60, 4, 7, 7)
+    assert torch.equal(out, expected)
+
+
+def test_single_level_roi_pool():
+    torch.manual_seed(0)
+    feat = torch.randn(1, 3, 10, 12)
+    boxes = [torch.tensor([[0.0, 0.0, 64.0, 48.0], [16.0, 32.0, 100.0, 150.0]])]
+    pooler = RoIPooler(output_size=7, strides=[16], pooler_type="ROIPool")
+    assert torch.equal(pooler([feat], boxes), roi_pool(feat, boxes, 7, 1 / 16))
+
+
+def test_gradients_reach_every_level():
+    feats = [torch.randn(1, 2, 256 // s, 256 // s, requires_grad=True) for s in (4, 8)]
+    # side 20 -> floor(4 + log2(20 / 224)) = 0 -> clamped to p2; side 150 -> floor(3.42) = p3
+    boxes = [torch.tensor([[0.0, 0.0, 20.0, 20.0], [50.0, 50.0, 200.0, 200.0]])]
+    RoIPooler(output_size=2, strides=[4, 8], sampling_ratio=2)(feats, boxes).sum().backward()
+    assert all(f.grad.abs().sum() > 0 for f in feats)
+
+
+def test_bad_strides():
+    with pytest.raises(ValueError, match="powers of two"):
+        RoIPooler(output_size=7, strides=[4, 12])
