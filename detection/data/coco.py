@@ -83,9 +83,10 @@ def _check_section(data: dict, section: str, keys: Sequence[str], path: str) -> 
         found = "missing" if entries is None else f"a {type(entries).__name__}"
         raise DatasetError(f'{path}: required field "{section}" (a list) is {found}')
     what = section[:-1] if section != "categories" else "category"
+    required = set(keys)
     for i, entry in enumerate(entries):
-        missing = [k for k in keys if not isinstance(entry, dict) or k not in entry]
-        if missing:
+        if not (isinstance(entry, dict) and required <= entry.keys()):
+            missing = [k for k in keys if not isinstance(entry, dict) or k not in entry]
             ident = entry.get("id", f"#{i}") if isinstance(entry, dict) else f"#{i}"
             raise DatasetError(f'{path}: {what} {ident} lacks required field "{missing[0]}"')
     ids = [e["id"] for e in entries]
