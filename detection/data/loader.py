@@ -50,9 +50,11 @@ def build_train_loader(dataset: Dataset, *, batch_size: int, num_workers: int, s
                        start_iter: int = 0, aspect_grouping: bool = True,
                        pin_memory: bool | None = None, rank: int | None = None,
                        world_size: int | None = None) -> DataLoader:
-    """An endless loader of training batches; batch ``k`` is the same for a given ``seed``
-    whether the run started at 0 or resumed at ``start_iter <= k`` (the first ``start_iter``
-    batches are skipped as indices, nothing is decoded for them).
+    """An endless loader of training batches; batch ``k`` holds the same images for a given
+    ``seed`` whether the run started at 0 or resumed at ``start_iter <= k`` (the first
+    ``start_iter`` batches are skipped as indices, nothing is decoded for them). Augmentation is
+    seeded per worker from ``(seed, rank, start_iter, worker id)``: reproducible for a given
+    start and worker count, but a resumed run draws fresh flips / scales.
 
     Args:
         dataset: map-style dataset; with ``aspect_grouping`` it needs ``image_sizes`` ((N, 2)

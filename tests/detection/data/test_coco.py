@@ -117,6 +117,7 @@ def test_transforms_are_applied_to_image_and_boxes(tmp_path):
     # scale 30/60 = 0.5 -> 30x50; xyxy [10, 20, 40, 60] -> [5, 10, 20, 30] -> flip in W=50
     assert s["image"].shape == (3, 30, 50) and s["original_size"] == (60, 100)
     torch.testing.assert_close(s["boxes"], torch.tensor([[30.0, 10, 45, 30]]))
+    torch.testing.assert_close(ds[0]["boxes"], s["boxes"])  # the dataset's boxes not mutated
 
 
 # ----------------------------------------------------------------------------- decoding
