@@ -63,6 +63,12 @@ class WarmupLRScheduler(torch.optim.lr_scheduler.LRScheduler):
                 "gamma": self.gamma, "warmup_iters": self.warmup_iters,
                 "warmup_factor": self.warmup_factor}
 
+    def load_state_dict(self, state_dict: dict) -> None:
+        """Restore the position (iteration, last lr) but keep this scheduler's own schedule, so
+        a run resumed with a changed schedule (say a longer ``max_iter``) follows the new one."""
+        own = self._params()
+        super().load_state_dict({k: v for k, v in state_dict.items() if k not in own})
+
     def get_lr(self) -> list[float]:
         factor = lr_factor(self.last_epoch, **self._params())
         return [base_lr * factor for base_lr in self.base_lrs]

@@ -1,4 +1,5 @@
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -134,3 +135,58 @@ def test_dump_and_save_round_trip(tmp_path):
     assert load_config(path) == cfg
     assert "base_lr: 0.0125" in dump_config(cfg)
     assert config_to_dict(cfg)["model"]["anchor_generator"]["sizes"] == [[16.0], [32.0]]
+
+
+# ----------------------------------------------------------------------------- the shipped configs
+REPO = Path(__file__).resolve().parents[2]
+ALL_CONFIGS = sorted(p.relative_to(REPO).as_posix() for p in (REPO / "configs").rglob("*.yaml"))
+LEAF_CONFIGS = [p for p in ALL_CONFIGS if "/_base_/" not in p]
+
+
+@pytest.mark.parametrize("name", ALL_CONFIGS)
+def test_every_shipped_config_loads_and_builds_its_model(name):
+    import torch
+
+    from detection.build import build_model
+
+    cfg = load_config(REPO / name, ["model.backbone.weights=null"])
+    with torch.device("meta"):  # construction and shape wiring only, no memory, no init time
+        model = build_model(cfg, num_classes=cfg.model.num_classes or 80)
+    assert sum(p.numel() for p in model.parameters()) > 1_000_000
+
+
+def test_coco_and_paper_configs_follow_the_1x_recipe_and_write_apart():
+    wanted = {f"configs/coco/faster_rcnn_{v}_1x.yaml"
+              for v in ("R_50_C4", "R_101_C4", "R_152_C4", "R_50_FPN", "R_101_FPN", "VGG16")}
+    assert wanted <= set(LEAF_CONFIGS)
+    outputs = {}
+    for name in wanted | {p for p in LEAF_CONFIGS if p.startswith("configs/paper/")}:
+        cfg = load_config(REPO / name)
+        s = cfg.solver
+        assert (s.max_iter, s.ims_per_batch, s.base_lr, s.steps, s.warmup_iters) == (
+            90000, 16, 0.02, [60000, 80000], 1000), name
+        assert cfg.data.train.annotations == "datasets/coco/annotations/instances_train2017.json"
+        assert cfg.data.test.images == "datasets/coco/val2017"
+        assert cfg.model.backbone.weights == "imagenet"
+        outputs.setdefault(cfg.output_dir, []).append(name)
+    assert all(len(names) == 1 for names in outputs.values()), outputs
+    c4 = load_config(REPO / "configs/coco/faster_rcnn_R_152_C4_1x.yaml").model
+    assert (c4.backbone.name, c4.fpn.enabled, c4.roi_heads.box_head) == ("resnet152", False,
+                                                                         "c4_res5")
+
+
+def test_paper_configs_state_the_expected_numbers_and_the_command():
+    expected = {"configs/paper/faster_rcnn_VGG16_table8.yaml": ("41.5", "21.2", "vgg16"),
+                "configs/paper/faster_rcnn_R_101_C4_table8.yaml": ("48.4", "27.2", "resnet101")}
+    for name, (map50, map_coco, backbone) in expected.items():
+        header = (REPO / name).read_text()
+        assert f"{map50} mAP@.5, {map_coco} mAP@[.5,.95]" in header, name
+        assert f"tools/train.py --config {name}" in header, name
+        assert "Deviations" in header and "train2017" in header
+        assert load_config(REPO / name).model.backbone.name == backbone
+
+
+def test_quickstart_is_a_cpu_run_from_scratch_on_synthetic_data():
+    cfg = load_config(REPO / "configs/quickstart.yaml")
+    assert cfg.data.synthetic.enabled and cfg.model.backbone.weights is None
+    assert cfg.device in ("auto", "cpu") and cfg.model.num_classes is None

@@ -80,3 +80,16 @@ def test_param_groups_put_norm_parameters_apart_and_skip_frozen_ones():
     opt.step()
     moved = [not torch.equal(b, p) for b, p in zip(before, model.parameters())]
     assert moved == [True, True, False, False, False, False, False, True]
+
+
+def test_resuming_keeps_the_new_schedule_but_the_old_position():
+    opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1.0)
+    sched = WarmupLRScheduler(opt, max_iter=10, steps=[5], warmup_iters=0)
+    _lrs(sched, opt, 6)
+    opt2 = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=1.0)
+    longer = WarmupLRScheduler(opt2, max_iter=100, steps=[50], warmup_iters=0)
+    longer.load_state_dict(sched.state_dict())
+    assert (longer.last_epoch, longer.max_iter, longer.steps) == (6, 100, [50])
+    opt2.step()
+    longer.step()
+    assert opt2.param_groups[0]["lr"] == 1.0  # iteration 7 of the new schedule: before its step
