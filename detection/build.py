@@ -69,27 +69,25 @@ def build_model(cfg: Config, *, num_classes: int | None = None) -> FasterRCNN:
 def _check_variant(m: ModelConfig) -> None:
     name, head, fpn = m.backbone.name, m.roi_heads.box_head, m.fpn.enabled
     is_vgg = name == "vgg16"
-    if head == "c4_res5" and (is_vgg or fpn):
-        raise ValueError(
-            f"model.roi_heads.box_head 'c4_res5' runs the ResNet res5 stage on pooled res4 maps: "
-            f"it needs a ResNet backbone (got model.backbone.name {name!r}) and "
-            f"model.fpn.enabled: false (got {fpn})"
-        )
-    if head == "vgg_fc" and (not is_vgg or fpn):
-        raise ValueError(
-            f"model.roi_heads.box_head 'vgg_fc' reuses VGG-16's fc6/fc7: it needs "
-            f"model.backbone.name 'vgg16' (got {name!r}) and model.fpn.enabled: false (got {fpn})"
-        )
+    key = f"model.roi_heads.box_head {head!r}"
+    if head == "c4_res5" and is_vgg:
+        raise ValueError(f"{key} runs the ResNet res5 stage on pooled res4 maps: it needs a "
+                         f"ResNet backbone, got model.backbone.name {name!r}")
+    if head == "c4_res5" and fpn:
+        raise ValueError(f"{key} pools single-level res4 maps: set model.fpn.enabled: false")
+    if head == "vgg_fc" and not is_vgg:
+        raise ValueError(f"{key} reuses VGG-16's fc6/fc7: it needs model.backbone.name "
+                         f"'vgg16', got {name!r}")
+    if head == "vgg_fc" and fpn:
+        raise ValueError(f"{key} pools VGG-16's conv5: set model.fpn.enabled: false")
     if head == "vgg_fc" and m.roi_heads.pooler_resolution != 7:
-        raise ValueError(
-            "model.roi_heads.pooler_resolution must be 7 for 'vgg_fc' (fc6 takes 512x7x7), got "
-            f"{m.roi_heads.pooler_resolution}"
-        )
-    if head == "fpn_2fc" and (is_vgg or not fpn):
-        raise ValueError(
-            f"model.roi_heads.box_head 'fpn_2fc' needs model.fpn.enabled: true (got {fpn}) on a "
-            f"ResNet backbone (got {name!r}); use 'c4_res5' or 'vgg_fc' without FPN"
-        )
+        raise ValueError(f"model.roi_heads.pooler_resolution must be 7 for {key} (fc6 takes "
+                         f"512x7x7), got {m.roi_heads.pooler_resolution}")
+    if head == "fpn_2fc" and is_vgg:
+        raise ValueError(f"{key} needs the FPN of a ResNet backbone (res2..res5), got "
+                         f"model.backbone.name {name!r}; VGG-16 uses 'vgg_fc'")
+    if head == "fpn_2fc" and not fpn:
+        raise ValueError(f"{key} needs model.fpn.enabled: true; without FPN use 'c4_res5'")
 
 
 def _build_backbone_and_box_head(m: ModelConfig):

@@ -1,0 +1,81 @@
+"""build_model: variants chosen by config alone; inconsistent combinations fail with the key."""
+import pytest
+import torch
+
+from detection import FasterRCNN, build_model
+from detection.box_heads import Res5Head, TwoFCHead, VGGFCHead
+from detection.config import load_config
+from detection.fpn import FPN
+
+BASE = ["model.backbone.weights=null", "model.num_classes=4"]
+NO_FPN = ["model.fpn.enabled=false", "model.anchor_generator.sizes=[[32, 64, 128, 256, 512]]"]
+
+
+def _build(*overrides):
+    return build_model(load_config(None, BASE + list(overrides)))
+
+
+def test_default_is_r50_fpn():
+    model = _build()
+    assert isinstance(model, FasterRCNN) and isinstance(model.backbone, FPN)
+    assert model.backbone.out_features == ["p2", "p3", "p4", "p5", "p6"]
+    assert model.backbone.strides == {"p2": 4, "p3": 8, "p4": 16, "p5": 32, "p6": 64}
+    assert isinstance(model.roi_heads.box_head, TwoFCHead)
+    assert model.roi_heads.box_head.fc6.in_features == 256 * 7 * 7
+    assert model.rpn.head.cls_logits.out_channels == 3  # 1 size x 3 ratios per level
+    assert model.roi_heads.box_predictor.cls_score.out_features == 5  # 4 classes + background
+    assert model.roi_heads.box_predictor.bbox_pred.out_features == 20
+
+
+def test_c4_and_vgg_variants():
+    c4 = _build(*NO_FPN, "model.backbone.name=resnet101", "model.roi_heads.box_head=c4_res5",
+                "model.rpn.in_features=[res4]", "model.roi_heads.in_features=[res4]",
+                "model.roi_heads.pooler_resolution=14")
+    assert isinstance(c4.roi_heads.box_head, Res5Head) and len(c4.roi_heads.box_head.res5) == 3
+    assert c4.rpn.head.cls_logits.out_channels == 15  # 5 sizes x 3 ratios on res4
+    assert c4.roi_heads.pooler.scales == [1 / 16]
+    vgg = _build(*NO_FPN, "model.backbone.name=vgg16", "model.roi_heads.box_head=vgg_fc",
+                 "model.rpn.in_features=[conv5]", "model.roi_heads.in_features=[conv5]",
+                 "model.roi_heads.pooler_type=ROIPool")
+    assert isinstance(vgg.roi_heads.box_head, VGGFCHead)
+    assert vgg.roi_heads.box_predictor.cls_score.in_features == 4096
+    assert vgg.roi_heads.pooler.pooler_type == "ROIPool"
+    assert vgg.rpn.head.conv.in_channels == 512
+
+
+def test_num_classes_argument_and_missing():
+    model = build_model(load_config(None, ["model.backbone.weights=null",
+                                           "model.backbone.name=resnet18"]), num_classes=7)
+    assert model.roi_heads.box_predictor.num_classes == 7
+    with pytest.raises(ValueError, match="model.num_classes"):
+        build_model(load_config(None, ["model.backbone.weights=null"]))
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["model.roi_heads.box_head=c4_res5"], "'c4_res5' .* set model.fpn.enabled: false"),
+    (NO_FPN + ["model.backbone.name=vgg16", "model.roi_heads.box_head=c4_res5"],
+     "'c4_res5' .* needs a ResNet backbone, got model.backbone.name 'vgg16'"),
+    (NO_FPN + ["model.roi_heads.box_head=vgg_fc"], "'vgg_fc' .* needs model.backbone.name"),
+    (["model.backbone.name=vgg16", "model.roi_heads.box_head=vgg_fc"],
+     "'vgg_fc' pools VGG-16's conv5: set model.fpn.enabled: false"),
+    (["model.backbone.name=vgg16"], "'fpn_2fc' needs the FPN of a ResNet backbone"),
+    (NO_FPN, "'fpn_2fc' needs model.fpn.enabled: true"),
+    (NO_FPN + ["model.backbone.name=vgg16", "model.roi_heads.box_head=vgg_fc",
+               "model.roi_heads.pooler_resolution=14"], "pooler_resolution must be 7"),
+    (NO_FPN + ["model.roi_heads.box_head=c4_res5"], r"model.rpn.in_features \['p2'"),
+    (NO_FPN + ["model.roi_heads.box_head=c4_res5", "model.rpn.in_features=[res4]"],
+     r"model.roi_heads.in_features \['p2'"),
+    (["model.anchor_generator.sizes=[[32], [64]]"], "sizes has 2 entries .* 5 levels"),
+    (["model.anchor_generator.aspect_ratios=[[1.0], [0.5, 1.0], [1.0], [1.0], [1.0]]"],
+     "same number of anchors"),
+])
+def test_inconsistent_combinations(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        _build("model.backbone.name=resnet18", *overrides)
+
+
+def test_plain_backbone_builds():
+    model = _build("model.backbone.name=plain18")
+    assert model.backbone.bottom_up.residual is False
+    with torch.no_grad():
+        model.eval()([torch.zeros(3, 64, 64)])
