@@ -14,6 +14,7 @@ foreground classes.
 """
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
@@ -48,6 +49,7 @@ class Res5Head(nn.Module):
         self.out_channels = int(res5.out_channels)
 
     def forward(self, x: Tensor) -> Tensor:
+        x = x.contiguous(memory_format=torch.channels_last)  # faster convolutions (oneDNN)
         return self.res5(x).mean(dim=(2, 3))
 
 

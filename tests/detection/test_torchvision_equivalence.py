@@ -3,7 +3,9 @@
 torchvision's ``fasterrcnn_resnet50_fpn`` layout (ResNet-50 with FrozenBN, FPN, 91 classes) with
 random, non-trivial weights goes through ``tools/convert_torchvision.py``; on the same images
 (sizes for which torchvision's internal resize is the identity) the RPN proposals and the final
-detections must agree.
+detections must agree. Both models run in float64: our default channels-last convolutions sum in
+another order than torchvision's, which in float32 moves boxes of this deep random network by up
+to ~2e-3 px; in float64 only the algorithms are compared.
 """
 from __future__ import annotations
 
@@ -89,10 +91,12 @@ def models():
     tv = TVFasterRCNN(backbone, num_classes=91, min_size=256, max_size=320)
     tv.eval()
     _randomise(tv, [img.float() / 255 for img in _images()])
+    tv.double()
     checkpoint = _load_tool().convert_checkpoint(tv.state_dict())
     ours = build_model(config_from_dict(checkpoint["config"]))
     ours.load_state_dict(checkpoint["model"])
-    ours.eval()
+    ours.double().eval()
+    assert ours.channels_last
     return tv, ours, checkpoint
 
 
@@ -112,19 +116,6 @@ def test_checkpoint_format(models, tmp_path):
     assert loaded["config"]["model"]["roi_heads"]["box_head"] == "fpn_2fc"
 
 
-def _match(ours: torch.Tensor, theirs: torch.Tensor, atol: float) -> torch.Tensor:
-    """Index into ``theirs`` of each row of ``ours`` (equal within ``atol``), a permutation that
-    moves rows by at most 2 places: the order may differ only where two scores tie to rounding
-    (our images are normalised in 0..255 units, torchvision's in 0..1, so scores differ ~1e-7)."""
-    assert ours.shape == theirs.shape
-    diff = (ours[:, None, :] - theirs[None, :, :]).abs().amax(dim=2)  # (D, D)
-    best, idx = diff.min(dim=1)
-    assert float(best.max()) <= atol, f"no torchvision row within {atol} (worst {best.max()})"
-    assert sorted(idx.tolist()) == list(range(len(idx))), "not a one-to-one match"
-    assert int((idx - torch.arange(len(idx))).abs().max()) <= 2
-    return idx
-
-
 def test_proposals_and_detections_equal_torchvision(models):
     tv, ours, _ = models
     images = _images()
@@ -132,22 +123,18 @@ def test_proposals_and_detections_equal_torchvision(models):
     _capture(tv.rpn, tv_rpn)
     _capture(ours.rpn, our_rpn)
     with torch.no_grad():
-        tv_dets = tv([img.float() / 255 for img in images])
+        tv_dets = tv([img.double() / 255 for img in images])
         our_dets = ours(images, original_sizes=SIZES)
 
     for tv_props, our_props in zip(tv_rpn["out"][0], our_rpn["out"][0]):
         assert len(our_props) == len(tv_props) == 1000
-        _match(our_props, tv_props, atol=1e-3)
+        torch.testing.assert_close(our_props, tv_props, atol=1e-3, rtol=0)
 
     total = 0
     for tv_det, our_det in zip(tv_dets, our_dets):
-        assert len(our_det["labels"]) == len(tv_det["labels"])
-        # labels far apart (x 1e4) so a box only matches a torchvision box of its own class
-        ours_rows = torch.cat([our_det["boxes"], 1e4 * our_det["labels"][:, None].float()], 1)
-        tv_rows = torch.cat([tv_det["boxes"], 1e4 * tv_det["labels"][:, None].float()], 1)
-        idx = _match(ours_rows, tv_rows, atol=1e-3)
-        assert our_det["labels"].tolist() == tv_det["labels"][idx].tolist()
-        torch.testing.assert_close(our_det["scores"], tv_det["scores"][idx], atol=1e-4, rtol=0)
+        assert our_det["labels"].tolist() == tv_det["labels"].tolist()
+        torch.testing.assert_close(our_det["boxes"], tv_det["boxes"], atol=1e-3, rtol=0)
+        torch.testing.assert_close(our_det["scores"], tv_det["scores"], atol=1e-4, rtol=0)
         total += len(our_det["labels"])
     assert total >= 20  # the weights make non-trivial detections
     assert len({int(v) for d in our_dets for v in d["labels"]}) >= 5
