@@ -37,7 +37,7 @@ def _choices(*values: str, default: Any) -> Any:
 
 
 def _list(*values: Any) -> Any:
-    return field(default_factory=lambda: [v if not isinstance(v, list) else list(v) for v in values])
+    return field(default_factory=lambda: [list(v) if isinstance(v, list) else v for v in values])
 
 
 # ----------------------------------------------------------------------------------------- model

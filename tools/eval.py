@@ -11,13 +11,15 @@ import argparse
 import sys
 from pathlib import Path
 
+import torch
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, uninstalled
 
 from detection.build import (build_evaluator, build_model, build_test_dataset,  # noqa: E402
                              build_test_loader, prepare_data)
 from detection.config import ConfigError, load_config  # noqa: E402
 from detection.engine import distributed as du  # noqa: E402
-from detection.engine.checkpoint import load_model_weights  # noqa: E402
+from detection.engine.checkpoint import load_checkpoint, load_model_weights  # noqa: E402
 from detection.engine.logging import setup_logger, write_eval_json  # noqa: E402
 from detection.engine.trainer import inference_on_dataset  # noqa: E402
 
@@ -32,31 +34,63 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+class Relabelled:
+    """An evaluator fed with a model's labels mapped to the dataset's (through category ids);
+    detections of categories the dataset lacks are dropped (e.g. the 10 unused ids of a
+    converted 91-way torchvision COCO model)."""
+
+    def __init__(self, evaluator, *, model_classes: list[dict], data_classes: list[dict]):
+        label_of = {c["id"]: label for label, c in enumerate(data_classes, start=1)}
+        self.lut = torch.tensor([0] + [label_of.get(c["id"], 0) for c in model_classes])
+        if not self.lut.any():
+            raise ValueError("the checkpoint's classes share no category id with the dataset: "
+                             f"{[c['id'] for c in model_classes]} vs "
+                             f"{[c['id'] for c in data_classes]}")
+        self.evaluator = evaluator
+
+    def reset(self) -> None:
+        self.evaluator.reset()
+
+    def process(self, samples: list[dict], outputs: list[dict]) -> None:
+        mapped = []
+        for out in outputs:
+            labels = self.lut[out["labels"]]
+            keep = labels > 0
+            mapped.append({"boxes": out["boxes"][keep], "scores": out["scores"][keep],
+                           "labels": labels[keep]})
+        self.evaluator.process(samples, mapped)
+
+    def evaluate(self) -> dict:
+        return self.evaluator.evaluate()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     overrides = list(args.set) + ([f"output_dir={args.output}"] if args.output else [])
     try:
         cfg = load_config(args.config, overrides)
-    except ConfigError as e:
+        device = du.resolve_device(cfg.device)
+    except (ConfigError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    device = du.init_distributed(du.resolve_device(cfg.device))
+    device = du.init_distributed(device)
     logger = setup_logger(du.get_rank())
     try:
         cfg = prepare_data(cfg)
         dataset = build_test_dataset(cfg)
-        model = build_model(cfg, num_classes=len(dataset.classes))
-        ckpt = load_model_weights(model, args.weights)
-        classes = ckpt.get("classes") or dataset.classes
+        ckpt = load_checkpoint(args.weights)
+        classes = ckpt.get("classes") or dataset.classes  # a bare state_dict: the dataset's
+        model = build_model(cfg, num_classes=len(classes))
+        load_model_weights(model, args.weights, ckpt)
+        evaluator = build_evaluator(cfg, dataset.classes, verbose=du.is_main_process())
         if classes != dataset.classes:
-            raise ValueError(f"{args.weights} was trained on other categories than those of "
-                             f"{cfg.data.test.annotations}: {classes} vs {dataset.classes}")
+            evaluator = Relabelled(evaluator, model_classes=classes, data_classes=dataset.classes)
         logger.info("evaluating %s (iteration %s) on %s, %d image(s), %d process(es)",
                     args.weights, ckpt.get("iteration"), cfg.data.test.annotations,
                     len(dataset), du.get_world_size())
         results, _ = inference_on_dataset(
             model.to(device), build_test_loader(cfg, dataset),
-            build_evaluator(cfg, classes, verbose=du.is_main_process()), device=device,
+            evaluator, device=device,
             amp=cfg.solver.amp, amp_dtype=cfg.solver.amp_dtype)
         if du.is_main_process():
             path = Path(cfg.output_dir) / "eval.json"

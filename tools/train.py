@@ -2,7 +2,7 @@
 """Train a detector from a YAML config; evaluate it, write eval.json and drawn detections.
 
     python tools/train.py --config configs/quickstart.yaml
-    python tools/train.py --config configs/coco/faster_rcnn_R_50_FPN_1x.yaml --set solver.base_lr=0.01
+    python tools/train.py --config configs/coco/faster_rcnn_R_50_FPN_1x.yaml --set seed=1
     torchrun --nproc_per_node 8 tools/train.py --config configs/coco/faster_rcnn_R_50_FPN_1x.yaml
     python tools/train.py --config ... --resume       # continue from <output_dir>/last.pth
 
@@ -11,16 +11,18 @@ Writes into ``output_dir``: config.yaml, metrics.jsonl, last.pth, best.pth, eval
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, uninstalled
 
+from backbones.weights import WeightsError  # noqa: E402
 from detection.build import build_trainer  # noqa: E402
 from detection.config import ConfigError, dump_config, load_config  # noqa: E402
 from detection.engine import distributed as du  # noqa: E402
-from detection.engine.logging import setup_logger, write_eval_json  # noqa: E402
+from detection.engine.logging import LOGGER_NAME, setup_logger, write_eval_json  # noqa: E402
 from detection.engine.trainer import NonFiniteLossError, save_visualizations  # noqa: E402
 from detection.evaluation import format_table  # noqa: E402
 
@@ -29,7 +31,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--config", required=True, help="YAML config file")
     p.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", action="extend",
-                   help="override config keys, e.g. solver.max_iter=1000 model.backbone.name=resnet101")
+                   help="override config keys, e.g. solver.max_iter=1000 seed=1")
     p.add_argument("--output", help="output folder (overrides output_dir)")
     p.add_argument("--resume", action="store_true", help="continue from <output_dir>/last.pth")
     p.add_argument("--print-config", action="store_true", help="print the resolved config, exit")
@@ -41,26 +43,37 @@ def main(argv: list[str] | None = None) -> int:
     overrides = list(args.set) + ([f"output_dir={args.output}"] if args.output else [])
     try:
         cfg = load_config(args.config, overrides)
-    except ConfigError as e:
+        if args.print_config:
+            print(dump_config(cfg), end="")
+            return 0
+        device = du.resolve_device(cfg.device)
+    except (ConfigError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    if args.print_config:
-        print(dump_config(cfg), end="")
-        return 0
-    device = du.init_distributed(du.resolve_device(cfg.device))
+    device = du.init_distributed(device)
     logger = setup_logger(du.get_rank())
     try:
-        trainer, cfg = build_trainer(cfg, device=device, resume=args.resume)
-        logger.info("training %s on %s, %d process(es), output in %s", cfg.model.backbone.name,
-                    device, du.get_world_size(), cfg.output_dir)
+        return train(cfg, device=device, resume=args.resume, config_path=args.config)
+    finally:
+        du.destroy_distributed()
+
+
+def train(cfg, *, device, resume: bool, config_path: str) -> int:
+    logger = logging.getLogger(LOGGER_NAME)
+    try:
+        trainer, cfg = build_trainer(cfg, device=device, resume=resume)
+    except (ValueError, FileNotFoundError, FileExistsError, WeightsError) as e:
+        logger.error("error: %s", e)  # bad data, weights or config values: no traceback
+        return 1
+    logger.info("training %s on %s, %d process(es), output in %s", cfg.model.backbone.name,
+                device, du.get_world_size(), cfg.output_dir)
+    try:
         results = trainer.train()
-        if du.is_main_process():
-            report(trainer, cfg, results, config_path=args.config)
     except NonFiniteLossError as e:
         logger.error("%s", e)
         return 1
-    finally:
-        du.destroy_distributed()
+    if du.is_main_process():
+        report(trainer, cfg, results, config_path=config_path)
     return 0
 
 

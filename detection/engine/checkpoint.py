@@ -16,7 +16,7 @@ import os
 import random
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, Optional, Union
 
 import numpy as np
 import torch
@@ -100,12 +100,14 @@ def unwrap_model(model: nn.Module) -> nn.Module:
     return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
 
 
-def load_model_weights(model: nn.Module, path: PathLike) -> dict:
+def load_model_weights(model: nn.Module, path: PathLike,
+                       ckpt: Optional[Mapping[str, Any]] = None) -> dict:
     """Load a checkpoint's ``"model"`` (or a bare state_dict file) strictly into ``model``.
 
-    Returns the checkpoint dict (for its ``classes``, ``iteration``, ...).
+    ``ckpt``: the already loaded contents of ``path``, if any. Returns the checkpoint dict (for
+    its ``classes``, ``iteration``, ...).
     """
-    ckpt = load_checkpoint(path)
+    ckpt = dict(load_checkpoint(path) if ckpt is None else ckpt)
     state = ckpt["model"] if isinstance(ckpt.get("model"), Mapping) else ckpt
     try:
         unwrap_model(model).load_state_dict(state, strict=True)

@@ -23,9 +23,14 @@ def resolve_device(name: str) -> torch.device:
     """``"auto"``: CUDA when available, else the CPU; otherwise ``torch.device(name)``."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"device: {name!r} is not a device; use auto, cpu, cuda or cuda:N") \
+            from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device {name!r} requested but CUDA is not available")
+        raise ValueError(f"device: {name!r} requested but CUDA is not available "
+                         "(use device: auto or cpu)")
     return device
 
 

@@ -124,7 +124,8 @@ class MetricsWriter:
 
 
 def write_eval_json(path: Union[str, os.PathLike], results: Mapping[str, Any], *, backbone: str,
-                    config: Optional[str], weights: Optional[str], iteration: Optional[int]) -> dict:
+                    config: Optional[str], weights: Optional[str],
+                    iteration: Optional[int]) -> dict:
     """Write ``eval.json``: the evaluator's result plus where it came from. Returns the record."""
     record = dict(_jsonable(results))
     record.update(backbone=backbone, config=config, weights=weights, iteration=iteration)

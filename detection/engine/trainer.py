@@ -95,7 +95,9 @@ class Trainer:
     # ----------------------------------------------------------------------------- state
     def state_dict(self) -> dict:
         """What ``last.pth`` holds (``rng`` gathers every process's states; call on all)."""
-        rng = du.all_gather_object(get_rng_state())
+        return self._state(rng=du.all_gather_object(get_rng_state()))
+
+    def _state(self, *, rng: list[dict]) -> dict:
         return {"model": unwrap_model(self.model).state_dict(), **self.extra_state,
                 "iteration": self.iteration, "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
@@ -227,19 +229,14 @@ class Trainer:
         logger.info("evaluation at iteration %d: %s", self.iteration,
                     "  ".join(f"{k} {v:.2f}" for k, v in results.items()
                               if isinstance(v, float)))
-        if value is not None and (self.best_value is None or value > self.best_value):
+        better = value is not None and math.isfinite(value) and (
+            self.best_value is None or value > self.best_value)
+        if better:
             self.best_value = float(value)
             if du.is_main_process():
-                save_checkpoint(self.state_dict_for_best(), self.output_dir / "best.pth")
+                # this process's RNG state only: gathering here would need every process
+                save_checkpoint(self._state(rng=[get_rng_state()]), self.output_dir / "best.pth")
         return self.last_results
-
-    def state_dict_for_best(self) -> dict:
-        """``best.pth``: like ``last.pth`` but with this process's RNG state only (main only)."""
-        return {"model": unwrap_model(self.model).state_dict(), **self.extra_state,
-                "iteration": self.iteration, "optimizer": self.optimizer.state_dict(),
-                "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
-                "rng": [get_rng_state()],
-                "best": {"metric": self.best_metric, "value": self.best_value}}
 
 
 class DatasetInference:

@@ -181,7 +181,7 @@ def test_paper_configs_state_the_expected_numbers_and_the_command():
     for name, (map50, map_coco, backbone) in expected.items():
         header = (REPO / name).read_text()
         assert f"{map50} mAP@.5, {map_coco} mAP@[.5,.95]" in header, name
-        assert f"tools/train.py --config {name}" in header, name
+        assert "tools/train.py" in header and f"--config {name}" in header, name
         assert "Deviations" in header and "train2017" in header
         assert load_config(REPO / name).model.backbone.name == backbone
 

@@ -130,6 +130,28 @@ def test_eval_tool_under_torchrun_gives_the_same_numbers(trained, tmp_path):
     assert (result["mAP"], result["mAP50"]) == (expected["mAP"], expected["mAP50"])
 
 
+def test_eval_tool_maps_a_checkpoints_other_classes_to_the_datasets(trained, tmp_path):
+    """A checkpoint with a 6th class (category id 99, unknown to the dataset): its detections
+    are dropped, the others are mapped by category id; the numbers stay those of last.pth."""
+    config, out, _ = trained
+    ckpt = torch.load(out / "last.pth", weights_only=True)
+    state = ckpt["model"]
+    cls_w = next(k for k in state if k.endswith("cls_score.weight"))
+    box_w = cls_w.replace("cls_score", "bbox_pred")
+    for key, rows, fill in ((cls_w, 1, 0.0), (cls_w.replace("weight", "bias"), 1, -1000.0),
+                            (box_w, 4, 0.0), (box_w.replace("weight", "bias"), 4, 0.0)):
+        extra = torch.full((rows, *state[key].shape[1:]), fill)
+        state[key] = torch.cat([state[key], extra])  # the never-scoring class 6
+    ckpt["classes"] = ckpt["classes"] + [{"id": 99, "name": "ghost"}]
+    torch.save(ckpt, tmp_path / "six.pth")
+    _run(["tools/eval.py", "--config", str(config), "--weights", str(tmp_path / "six.pth"),
+          "--output", str(tmp_path)])
+    result = json.loads((tmp_path / "eval.json").read_text())
+    expected = json.loads((out / "eval.json").read_text())
+    assert (result["mAP"], result["mAP50"]) == (expected["mAP"], expected["mAP50"])
+    assert "ghost" not in result["per_category"]
+
+
 def test_resumed_run_ends_with_bitwise_the_same_weights(trained, tmp_path):
     """2 iterations, stop, resume to 4 == the 4 iterations of ``trained`` in one go, although
     that run also evaluated (RNG-neutral) and loaded its data in the main process while this one
