@@ -14,9 +14,10 @@ torchvision's ``fastrcnn_loss``::
     loss_cls = mean_R cross_entropy(pred_class_logits, gt_labels)
     loss_box = sum_{fg} smooth_l1(pred_deltas[gt class] - encode(gt_box, proposal); beta) / R
 
-Inference (batched over images): softmax, decode every class's box, clip to the image, drop the
-background column, scores <= ``score_thresh`` and boxes with a side < 0.01 px, NMS per image and
-class at ``nms_thresh``, keep the ``detections_per_img`` best per image.
+Inference (batched over images): softmax, drop the background column and (RoI, class) scores
+<= ``score_thresh``, decode the remaining class-specific boxes, clip them to the image, drop those
+with a side < 0.01 px, NMS per image and class at ``nms_thresh``, keep the
+``detections_per_img`` best per image.
 """
 from __future__ import annotations
 
@@ -138,28 +139,32 @@ class RoIHeads(nn.Module):
         self, pred_class_logits: Tensor, pred_deltas: Tensor, proposals: list[Tensor],
         image_sizes: Sequence[tuple[int, int]],
     ) -> list[dict[str, Tensor]]:
-        """Detections ``[{boxes (Di, 4), scores (Di,), labels (Di,)}]``, batched over images."""
+        """Detections ``[{boxes (Di, 4), scores (Di,), labels (Di,)}]``, batched over images.
+
+        Only the (RoI, class) pairs above ``score_thresh`` are decoded (a few thousand of the
+        R*K): the same numbers as decoding all and filtering after, at a fraction of the work.
+        """
         num_images = len(proposals)
-        num_rois, num_classes = pred_class_logits.shape  # num_classes = K + 1
+        num_rois = pred_class_logits.shape[0]
         device = pred_class_logits.device
         counts = torch.tensor([p.shape[0] for p in proposals], device=device)
-        image_ids = torch.repeat_interleave(torch.arange(num_images, device=device), counts)
-        sizes = torch.as_tensor(image_sizes, dtype=pred_deltas.dtype, device=device)[image_ids]
+        roi_images = torch.repeat_interleave(torch.arange(num_images, device=device), counts)
 
-        # (R, (K+1)*4) -> (R, K+1, 4), clipped per RoI's image, background column dropped
-        boxes = self.box_coder.decode(pred_deltas, torch.cat(proposals)).view(num_rois, -1, 4)
-        boxes = clip_boxes(boxes, sizes[:, 0:1], sizes[:, 1:2])[:, 1:]
-        scores = F.softmax(pred_class_logits, dim=-1)[:, 1:]  # (R, K)
-        labels = torch.arange(1, num_classes, device=device).expand(num_rois, -1)  # (R, K)
-        image_ids = image_ids[:, None].expand(-1, num_classes - 1)  # (R, K)
+        scores = F.softmax(pred_class_logits, dim=-1)[:, 1:]  # (R, K), background dropped
+        # candidates in (RoI, class) row-major order, as torchvision's reshape(-1) gives them
+        roi_idx, class_idx = torch.nonzero(scores > self.score_thresh, as_tuple=True)
+        scores, labels = scores[roi_idx, class_idx], class_idx + 1
+        # (R, (K+1)*4) -> (R, K+1, 4), each candidate's own class deltas -> (C, 4)
+        deltas = pred_deltas.view(num_rois, -1, 4)[roi_idx, labels]
+        boxes = self.box_coder.decode(deltas, torch.cat(proposals)[roi_idx])
+        image_ids = roi_images[roi_idx]
+        sizes = torch.as_tensor(image_sizes, dtype=boxes.dtype, device=device)[image_ids]
+        boxes = clip_boxes(boxes, sizes[:, 0], sizes[:, 1])
 
-        # (R, K, ...) -> (R*K, ...): every class prediction becomes a candidate
-        boxes, scores = boxes.reshape(-1, 4), scores.reshape(-1)
-        labels, image_ids = labels.reshape(-1), image_ids.reshape(-1)
         wh = boxes[:, 2:] - boxes[:, :2]
-        keep = (scores > self.score_thresh) & (wh >= self.min_box_size).all(dim=1)
-        keep = torch.nonzero(keep).squeeze(1)
+        keep = torch.nonzero((wh >= self.min_box_size).all(dim=1)).squeeze(1)
         boxes, scores, labels, image_ids = boxes[keep], scores[keep], labels[keep], image_ids[keep]
+        num_classes = pred_class_logits.shape[1]  # K + 1
         per_image = batched_nms_topk(
             boxes, scores, image_ids * num_classes + labels, image_ids,
             nms_thresh=self.nms_thresh, topk=self.detections_per_img, num_images=num_images,

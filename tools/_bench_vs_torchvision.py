@@ -36,7 +36,8 @@ def _convert_tool():
     return module
 
 
-def build_pair(*, height: int, width: int, seed: int = 0) -> tuple[torch.nn.Module, torch.nn.Module]:
+def build_pair(*, height: int, width: int, seed: int = 0,
+               ) -> tuple[torch.nn.Module, torch.nn.Module]:
     """(ours, torchvision's) R-50-FPN COCO models carrying the same random weights."""
     from torchvision.models.detection import FasterRCNN as TVFasterRCNN
     from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
@@ -55,6 +56,9 @@ def build_pair(*, height: int, width: int, seed: int = 0) -> tuple[torch.nn.Modu
             if isinstance(m, FrozenBatchNorm2d):
                 m.running_var.uniform_(0.5, 2.0)
                 m.weight.uniform_(0.5, 1.0)
+        # peaky class scores: a few thousand (RoI, class) candidates above score_thresh 0.05,
+        # as a trained model gives, so post-processing and NMS do their real work
+        tv.roi_heads.box_predictor.cls_score.weight.normal_(0.0, 1.0)
     checkpoint = _convert_tool().convert_checkpoint(tv.state_dict())
     ours = build_model(config_from_dict(checkpoint["config"]))
     ours.load_state_dict(checkpoint["model"])

@@ -39,7 +39,8 @@ def test_class_specific_layout():
     boxes = torch.tensor([[10.0, 10.0, 30.0, 50.0]])
     deltas = torch.tensor([[0.0, 0.0, 0.0, 0.0, 10.0, 0.0, 0.0, 0.0]])  # class 1 moves x by w
     out = coder.decode(deltas, boxes)
-    torch.testing.assert_close(out, torch.tensor([[10.0, 10.0, 30.0, 50.0, 30.0, 10.0, 50.0, 50.0]]))
+    expected = torch.tensor([[10.0, 10.0, 30.0, 50.0, 30.0, 10.0, 50.0, 50.0]])
+    torch.testing.assert_close(out, expected)
 
 
 def test_round_trip_and_torchvision():

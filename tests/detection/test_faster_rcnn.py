@@ -114,7 +114,8 @@ def test_bad_targets_are_named():
     model = build_model(_config("R-18-FPN"), num_classes=2).train()
     image = [torch.zeros(3, 64, 64)]
     with pytest.raises(ValueError, match="target 0: box 0 .* no area"):
-        model(image, [{"boxes": torch.tensor([[10.0, 10.0, 5.0, 20.0]]), "labels": torch.tensor([1])}])
+        model(image, [{"boxes": torch.tensor([[10.0, 10.0, 5.0, 20.0]]),
+                       "labels": torch.tensor([1])}])
     with pytest.raises(ValueError, match=r"target 0: labels must be in 1..2"):
         model(image, [{"boxes": torch.tensor([[1.0, 1.0, 5.0, 5.0]]), "labels": torch.tensor([3])}])
     with pytest.raises(ValueError, match="one target per image"):

@@ -21,7 +21,8 @@ def test_thresholds_without_low_quality():
 
 
 def test_low_quality_matches():
-    # best IoU per gt: gt 0 -> 0.90 (col 0), gt 1 -> 0.65 (col 3), gt 2 -> 0.45 (cols 1 and 4, a tie)
+    # best IoU per gt: gt 0 -> 0.90 (col 0), gt 1 -> 0.65 (col 3),
+    # gt 2 -> 0.45 (cols 1 and 4, a tie)
     # those columns get their own argmax back: col 3 -> 1, col 4 -> 2, and col 1 -> 1 (its best
     # gt is gt 1 at 0.50, not gt 2 whose maximum it attains: torchvision's rule)
     m = Matcher(high_threshold=0.7, low_threshold=0.3, allow_low_quality_matches=True)

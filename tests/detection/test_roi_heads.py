@@ -1,4 +1,4 @@
-"""RoI heads: sampling, losses and post-processing by hand; torchvision's RoIHeads on random data."""
+"""RoI heads: sampling, losses, post-processing by hand; torchvision's RoIHeads on random data."""
 import math
 
 import torch
