@@ -69,8 +69,10 @@ class BoxCoder:
         return torch.stack((dx, dy, dw, dh), dim=1)
 
     def decode(self, deltas: Tensor, boxes: Tensor) -> Tensor:
-        """Apply ``deltas`` (M, C*4) to ``boxes`` (M, 4); returns boxes (M, C*4)."""
-        boxes = boxes.to(deltas.dtype)
+        """Apply ``deltas`` (M, C*4) to ``boxes`` (M, 4); returns boxes (M, C*4) in at least
+        float32 (deltas of a bf16/fp16 head would put pixel coordinates on a coarse grid)."""
+        dtype = torch.promote_types(torch.promote_types(deltas.dtype, boxes.dtype), torch.float32)
+        deltas, boxes = deltas.to(dtype), boxes.to(dtype)
         widths = boxes[:, 2:3] - boxes[:, 0:1]  # (M, 1)
         heights = boxes[:, 3:4] - boxes[:, 1:2]
         ctr_x = boxes[:, 0:1] + 0.5 * widths

@@ -150,7 +150,9 @@ class RoIHeads(nn.Module):
         counts = torch.tensor([p.shape[0] for p in proposals], device=device)
         roi_images = torch.repeat_interleave(torch.arange(num_images, device=device), counts)
 
-        scores = F.softmax(pred_class_logits, dim=-1)[:, 1:]  # (R, K), background dropped
+        # (R, K) in at least float32, background dropped
+        logits = pred_class_logits.to(torch.promote_types(pred_class_logits.dtype, torch.float32))
+        scores = F.softmax(logits, dim=-1)[:, 1:]
         # candidates in (RoI, class) row-major order, as torchvision's reshape(-1) gives them
         roi_idx, class_idx = torch.nonzero(scores > self.score_thresh, as_tuple=True)
         scores, labels = scores[roi_idx, class_idx], class_idx + 1

@@ -122,8 +122,10 @@ class RPN(nn.Module):
         """Proposals N x (Pi, 4) in input pixels, and the losses when training."""
         maps = [features[f] for f in self.in_features]
         logits, deltas = self.head(maps)
+        # float32 anchors (float64 with float64 maps) even when the maps are bf16/fp16 (AMP)
+        dtype = torch.promote_types(maps[0].dtype, torch.float32)
         anchors = self.anchor_generator(
-            [m.shape[-2:] for m in maps], padded_size, device=maps[0].device, dtype=maps[0].dtype
+            [m.shape[-2:] for m in maps], padded_size, device=maps[0].device, dtype=dtype
         )
         n = maps[0].shape[0]
         # (N, A, Hi, Wi) -> (N, Hi*Wi*A)
@@ -158,7 +160,7 @@ class RPN(nn.Module):
         boxes, logits, levels = [], [], []
         for level, (anc, lg, dl) in enumerate(zip(anchors, pred_objectness_logits, pred_deltas)):
             k = min(self.pre_nms_topk[self.training], lg.shape[1])
-            top_logits, idx = lg.topk(k, dim=1)  # (N, k)
+            top_logits, idx = lg.to(anc.dtype).topk(k, dim=1)  # (N, k)
             # (N, k, 4) -> (N*k, 4) for decoding, back to (N, k, 4)
             top_boxes = self.box_coder.decode(dl[batch_idx, idx].reshape(-1, 4), anc[idx.flatten()])
             boxes.append(top_boxes.view(n, k, 4))

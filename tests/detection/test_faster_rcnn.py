@@ -3,7 +3,7 @@ import pytest
 import torch
 from torchvision.ops import box_iou
 
-from detection import FasterRCNN, build_model
+from detection import build_model
 from detection.config import load_config
 from detection.faster_rcnn import rescale_boxes
 
@@ -108,6 +108,20 @@ def test_eval_output_and_original_sizes():
     assert set(det) == {"boxes", "scores", "labels"}
     torch.testing.assert_close(big["boxes"], det["boxes"] * 2)
     assert bool((det["labels"] >= 1).all()) and bool((det["labels"] <= 2).all())
+
+
+def test_bf16_autocast_keeps_boxes_in_float32():
+    torch.manual_seed(0)
+    model = build_model(_config("R-18-FPN"), num_classes=3)
+    images = [torch.randint(0, 256, (3, 96, 128), dtype=torch.uint8)]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        losses = model.train()(images, _targets()[:1])
+        assert all(torch.isfinite(v) for v in losses.values())
+        with torch.no_grad():
+            (det,) = model.eval()(images)
+    # a bf16 box would sit on a grid of 0.5..1 px at these coordinates
+    assert det["boxes"].dtype == torch.float32 and det["scores"].dtype == torch.float32
+    assert len(det["boxes"]) > 0
 
 
 def test_bad_targets_are_named():
