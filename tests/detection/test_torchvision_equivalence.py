@@ -138,3 +138,21 @@ def test_proposals_and_detections_equal_torchvision(models):
         total += len(our_det["labels"])
     assert total >= 20  # the weights make non-trivial detections
     assert len({int(v) for d in our_dets for v in d["labels"]}) >= 5
+
+
+def test_command_line_tool(models, tmp_path):
+    tv, _, checkpoint = models
+    src, dst = tmp_path / "tv.pth", tmp_path / "out" / "ours.pth"
+    torch.save({"model": tv.state_dict(), "epoch": 25}, src)  # a references/detection checkpoint
+    _load_tool().main([str(src), str(dst)])
+    converted = torch.load(dst, weights_only=True)
+    assert converted["classes"] == checkpoint["classes"]
+    assert converted["model"].keys() == checkpoint["model"].keys()
+    ours_w = converted["model"]["backbone.bottom_up.layer1.0.conv1.weight"]
+    assert torch.equal(ours_w, tv.state_dict()["backbone.body.layer1.0.conv1.weight"])
+    assert "rpn.head.conv.weight" in converted["model"]
+
+    bad = tmp_path / "bad.pth"
+    torch.save({"conv.weight": torch.zeros(1)}, bad)
+    with pytest.raises(ValueError, match="bad.pth: not a torchvision Faster R-CNN"):
+        _load_tool().main([str(bad), str(tmp_path / "x.pth")])
