@@ -31,6 +31,16 @@ SMALL = ["model.backbone.weights=null", "model.rpn.pre_nms_topk_train=200",
          "model.roi_heads.fc_dim=64", "model.fpn.out_channels=64"]
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """One thread: these small CPU convolutions gain little from two, and two threads on cores
+    shared with other jobs can be 5x slower (OpenMP waits for a descheduled thread)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def _config(name: str, extra=()):
     overrides = SMALL + VARIANTS[name]
     overrides += C4 if name.endswith("C4") else VGG if name == "VGG-16" else []
@@ -163,16 +173,7 @@ def _shapes_batch():
     return images, [{"boxes": b, "labels": lab} for b, lab in zip(boxes, labels)]
 
 
-@pytest.fixture
-def one_thread():
-    """Tiny tensors: one thread is as fast, and immune to oversubscribed shared cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def test_overfits_two_images(one_thread):
+def test_overfits_two_images():
     """R-18-FPN from scratch (BN, nothing frozen) learns two images in 90 steps (~20 s)."""
     torch.manual_seed(0)
     cfg = load_config(None, [
