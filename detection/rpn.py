@@ -53,7 +53,7 @@ class RPNHead(nn.Module):
         """L x (N, C, Hi, Wi) -> logits L x (N, A, Hi, Wi), deltas L x (N, A*4, Hi, Wi)."""
         logits, deltas = [], []
         for x in features:
-            t = F.relu(self.conv(x))
+            t = F.relu(self.conv(x), inplace=True)
             logits.append(self.cls_logits(t))
             deltas.append(self.bbox_pred(t))
         return logits, deltas
