@@ -8,12 +8,14 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, uninstalled
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # no PyPI version check (2 s offline)
 
 from detection.build import (build_evaluator, build_model, build_test_dataset,  # noqa: E402
                              build_test_loader, prepare_data)
