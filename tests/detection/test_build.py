@@ -11,14 +11,7 @@ BASE = ["model.backbone.weights=null", "model.num_classes=4"]
 NO_FPN = ["model.fpn.enabled=false", "model.anchor_generator.sizes=[[32, 64, 128, 256, 512]]"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """One thread: these small CPU convolutions gain little from two, and two threads on cores
-    shared with other jobs can be 5x slower (OpenMP waits for a descheduled thread)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _build(*overrides):

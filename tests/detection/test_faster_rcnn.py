@@ -31,14 +31,7 @@ SMALL = ["model.backbone.weights=null", "model.rpn.pre_nms_topk_train=200",
          "model.roi_heads.fc_dim=64", "model.fpn.out_channels=64"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """One thread: these small CPU convolutions gain little from two, and two threads on cores
-    shared with other jobs can be 5x slower (OpenMP waits for a descheduled thread)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _config(name: str, extra=()):

@@ -26,14 +26,7 @@ ROOT = Path(__file__).resolve().parents[2]
 SIZES = [(256, 320), (320, 256)]  # (h, w): min 256 / max 320 make torchvision's resize a no-op
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """One thread: these small CPU convolutions gain little from two, and two threads on cores
-    shared with other jobs can be 5x slower (OpenMP waits for a descheduled thread)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _load_tool():
