@@ -1,13 +1,11 @@
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 import torch
 
 from detection.benchmarking import MODEL_FIELDS, _stats, synthetic_batch, time_alternating
+from tool_loader import load_tool
 
-ROOT = Path(__file__).resolve().parents[2]
 
 TINY_FPN = """
 model:
@@ -23,14 +21,7 @@ data:
 """
 
 
-def _load_tool(name):
-    spec = importlib.util.spec_from_file_location(f"tool_{name}", ROOT / "tools" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-benchmark = _load_tool("benchmark")
+benchmark = load_tool("benchmark")
 
 
 def test_cpu_benchmark_against_torchvision_writes_every_field(tmp_path, capsys):

@@ -1,22 +1,15 @@
-import importlib.util
 import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from tool_loader import load_tool
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _load_tool(name):
-    spec = importlib.util.spec_from_file_location(f"tool_{name}", ROOT / "tools" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-compare = _load_tool("compare")
+compare = load_tool("compare")
 
 VGG = {"mAP": 21.2, "mAP50": 41.5, "mAP75": 20.0, "mAP_s": 5.0, "mAP_m": 23.0, "mAP_l": 30.0,
        "AR100": 33.3, "per_category": {"person": 40.04, "car": 25.55, "zebra": -1.0},

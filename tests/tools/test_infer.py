@@ -1,4 +1,3 @@
-import importlib.util
 import json
 from pathlib import Path
 
@@ -12,8 +11,8 @@ from detection.config import config_to_dict, dump_config, load_config
 from detection.engine.checkpoint import save_checkpoint
 from detection.predictor import Predictor
 from detection.visualize import color_for_label
+from tool_loader import load_tool
 
-ROOT = Path(__file__).resolve().parents[2]
 CLASSES = [{"id": 2, "name": "cat"}, {"id": 5, "name": "dog"}, {"id": 9, "name": "fox"}]
 TINY = ["model.backbone.name=resnet18", "model.backbone.weights=null", "model.num_classes=3",
         "model.fpn.out_channels=32", "model.roi_heads.fc_dim=64",
@@ -22,14 +21,7 @@ TINY = ["model.backbone.name=resnet18", "model.backbone.weights=null", "model.nu
         "data.input.max_size_test=128"]
 
 
-def _load_tool(name):
-    spec = importlib.util.spec_from_file_location(f"tool_{name}", ROOT / "tools" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-infer = _load_tool("infer")
+infer = load_tool("infer")
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,3 @@
-import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -6,18 +5,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def _load_tool(name):
-    spec = importlib.util.spec_from_file_location(f"tool_{name}", ROOT / "tools" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from tool_loader import load_tool
 
 
-plot_logs = _load_tool("plot_logs")
+plot_logs = load_tool("plot_logs")
 
 
 def _write_run(folder: Path, scale: float, partial_last_line: bool = False) -> Path:

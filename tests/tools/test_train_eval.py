@@ -1,7 +1,6 @@
 """tools/train.py and tools/eval.py end to end (subprocesses) on the tiny synthetic set."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -13,6 +12,7 @@ import torch
 import yaml
 
 from detection.config import load_config
+from tool_loader import load_tool
 
 REPO = Path(__file__).resolve().parents[2]
 EVAL_KEYS = {"mAP", "mAP50", "mAP75", "mAP_s", "mAP_m", "mAP_l", "AR100", "per_category",
@@ -171,15 +171,8 @@ def test_resumed_run_ends_with_bitwise_the_same_weights(trained, tmp_path):
     assert loss(full_out) == loss(tmp_path)
 
 
-def _tool(name: str):
-    spec = importlib.util.spec_from_file_location(name, REPO / "tools" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_print_config_and_config_errors(tmp_path, capsys):
-    train = _tool("train")
+    train = load_tool("train")
     assert train.main(["--config", "configs/quickstart.yaml", "--print-config",
                        "--set", "solver.max_iter=7", "--output", str(tmp_path / "o")]) == 0
     printed = yaml.safe_load(capsys.readouterr().out)
