@@ -17,8 +17,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, uninstalled
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # no PyPI version check (2 s offline)
 
-from detection.build import (build_evaluator, build_model, build_test_dataset,  # noqa: E402
-                             build_test_loader, prepare_data)
+from detection.build import build_model  # noqa: E402
+from detection.engine.setup import (build_evaluator, build_test_dataset,  # noqa: E402
+                                    build_test_loader, prepare_data)
 from detection.config import ConfigError, load_config  # noqa: E402
 from detection.engine import distributed as du  # noqa: E402
 from detection.engine.checkpoint import load_checkpoint, load_model_weights  # noqa: E402

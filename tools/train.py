@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # no PyPI version check (2 s offline)
 
 from backbones.weights import WeightsError  # noqa: E402
-from detection.build import build_trainer  # noqa: E402
+from detection.engine.setup import build_trainer  # noqa: E402
 from detection.config import ConfigError, dump_config, load_config  # noqa: E402
 from detection.engine import distributed as du  # noqa: E402
 from detection.engine.logging import LOGGER_NAME, setup_logger, write_eval_json  # noqa: E402

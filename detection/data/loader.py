@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import random
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import cv2
@@ -18,7 +19,8 @@ from torch.utils.data import BatchSampler, DataLoader, Dataset
 from .samplers import (AspectRatioBatchSampler, InferenceSampler, SkipBatches, TrainingSampler,
                        aspect_ratio_groups, dist_rank_world_size)
 
-__all__ = ["build_test_loader", "build_train_loader", "collate"]
+__all__ = ["SeededBatches", "SeededSamples", "build_test_loader", "build_train_loader",
+           "collate"]
 
 
 def collate(batch: list[dict[str, Any] | None]) -> list[dict[str, Any]]:
@@ -43,25 +45,54 @@ def _init_worker(worker_id: int, *, seed: int, rank: int, start_iter: int) -> No
     random.seed(worker_seed)
     np.random.seed(worker_seed)
     torch.manual_seed(worker_seed)
-    _seed_transforms(worker_seed, torch.utils.data.get_worker_info().dataset)
+
+
+class SeededBatches:
+    """Batch ``k`` of ``batches`` (numbered from ``start``) as ``(index, seed)`` pairs; the seed
+    of each slot is a function of ``(seed, rank, k, slot)`` only."""
+
+    def __init__(self, batches: Iterable[list[int]], *, seed: int, rank: int, start: int):
+        self.batches, self.seed, self.rank, self.start = batches, seed, rank, start
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        for k, batch in enumerate(self.batches, start=self.start):
+            seeds = np.random.SeedSequence([self.seed, self.rank, k]).generate_state(len(batch))
+            yield [(int(i), int(s)) for i, s in zip(batch, seeds)]
+
+
+class SeededSamples(Dataset):
+    """``dataset[index]`` for an ``(index, seed)`` pair, its transforms reseeded first."""
+
+    def __init__(self, dataset: Dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, item: tuple[int, int]) -> Any:
+        index, seed = item
+        _seed_transforms(seed, self.dataset)
+        return self.dataset[index]
 
 
 def build_train_loader(dataset: Dataset, *, batch_size: int, num_workers: int, seed: int,
                        start_iter: int = 0, aspect_grouping: bool = True,
                        pin_memory: bool | None = None, rank: int | None = None,
                        world_size: int | None = None) -> DataLoader:
-    """An endless loader of training batches; batch ``k`` holds the same images for a given
-    ``seed`` whether the run started at 0 or resumed at ``start_iter <= k`` (the first
-    ``start_iter`` batches are skipped as indices, nothing is decoded for them). Augmentation is
-    seeded per worker from ``(seed, rank, start_iter, worker id)``: reproducible for a given
-    start and worker count, but a resumed run draws fresh flips / scales.
+    """An endless loader of training batches, exactly resumable: batch ``k`` holds the same
+    images *and the same augmentation* (scales, flips, colour jitter) for a given ``seed``,
+    whether the run started at 0 or resumed at ``start_iter <= k``, and whatever
+    ``num_workers``. The first ``start_iter`` batches are skipped as indices (nothing is decoded
+    for them), and each sample's transform RNG is reseeded from ``(seed, rank, batch number,
+    slot)`` before it is loaded (``SeededBatches``, ``SeededSamples``).
 
     Args:
-        dataset: map-style dataset; with ``aspect_grouping`` it needs ``image_sizes`` ((N, 2)
-            height, width), as ``COCODataset`` has.
+        dataset: map-style dataset whose ``transforms`` may have ``set_random_seed``; with
+            ``aspect_grouping`` it needs ``image_sizes`` ((N, 2) height, width), as
+            ``COCODataset`` has.
         batch_size: images per batch in this process.
         num_workers: DataLoader worker processes (0: load in the main process).
-        seed: the same on every rank; also seeds the workers' augmentation.
+        seed: the same on every rank.
         start_iter: iteration to resume at.
         aspect_grouping: batch landscape and portrait images separately.
         pin_memory: default True when CUDA is available.
@@ -77,10 +108,10 @@ def build_train_loader(dataset: Dataset, *, batch_size: int, num_workers: int, s
         batches = AspectRatioBatchSampler(sampler, aspect_ratio_groups(sizes), batch_size)
     else:
         batches = BatchSampler(sampler, batch_size, drop_last=True)
-    if num_workers == 0:  # the main process's global RNGs are left alone
-        _seed_transforms(_worker_seed(seed, rank, start_iter, 0), dataset)
+    seeded = SeededBatches(SkipBatches(batches, start_iter), seed=seed, rank=rank,
+                           start=start_iter)
     return DataLoader(
-        dataset, batch_sampler=SkipBatches(batches, start_iter), num_workers=num_workers,
+        SeededSamples(dataset), batch_sampler=seeded, num_workers=num_workers,
         collate_fn=collate, pin_memory=_pin(pin_memory), persistent_workers=num_workers > 0,
         worker_init_fn=functools.partial(_init_worker, seed=seed, rank=rank,
                                          start_iter=start_iter),

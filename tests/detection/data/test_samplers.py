@@ -98,6 +98,7 @@ def test_train_loader_resumes_with_the_same_batches(train_set):
     resumed = _batches(build_train_loader(train_set, batch_size=2, num_workers=0, seed=5,
                                           start_iter=5), 3)
     assert [[i for i, _, _ in b] for b in resumed] == [[i for i, _, _ in b] for b in first[5:]]
+    _assert_same(first[5:], resumed)  # and the same scales and flips after resuming
     again = _batches(build_train_loader(train_set, batch_size=2, num_workers=0, seed=5), 8)
     _assert_same(first, again)  # same seed: same images, scales, flips
     sizes = train_set.image_sizes
@@ -117,6 +118,9 @@ def test_train_loader_with_workers_matches_its_index_stream(train_set):
     again = _batches(build_train_loader(train_set, batch_size=2, num_workers=2, seed=5,
                                         aspect_grouping=False), 4)
     assert [[i for i, _, _ in b] for b in again] == ids
+    in_process = _batches(build_train_loader(train_set, batch_size=2, num_workers=0, seed=5,
+                                             aspect_grouping=False), 4)
+    _assert_same(again, in_process)  # augmentation does not depend on the worker count
 
 
 def test_train_loader_shards_by_rank(train_set):
