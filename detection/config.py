@@ -9,9 +9,16 @@ Loading order (later wins)::
 
 An unknown key, a wrong type or a value outside a key's choices raises :class:`ConfigError`, which
 names the full dotted key, the file it came from, and the closest valid key.
+
+The model variant follows from one key, ``model.roi_heads.box_head`` (``fpn_2fc``, ``c4_res5``,
+``vgg_fc``): the keys that depend on it (``fpn.enabled``, ``anchor_generator.sizes``,
+``rpn.in_features``, ``roi_heads.in_features``, ``roi_heads.pooler_resolution``) default to
+``null`` and are filled from ``VARIANT_DEFAULTS`` when the config is built; a value given in a
+file or an override wins.
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import os
@@ -53,19 +60,19 @@ class BackboneConfig:
 
 @dataclass
 class FPNConfig:
-    enabled: bool = True
+    enabled: Optional[bool] = None  # None: derived from roi_heads.box_head (fpn_2fc: true)
     out_channels: int = 256
 
 
 @dataclass
 class AnchorGeneratorConfig:
-    sizes: list[list[float]] = _list([32], [64], [128], [256], [512])
+    sizes: Optional[list[list[float]]] = None  # None: derived from roi_heads.box_head
     aspect_ratios: list[list[float]] = _list([0.5, 1.0, 2.0])
 
 
 @dataclass
 class RPNConfig:
-    in_features: list[str] = _list("p2", "p3", "p4", "p5", "p6")
+    in_features: Optional[list[str]] = None  # None: derived from roi_heads.box_head
     pre_nms_topk_train: int = 2000
     pre_nms_topk_test: int = 1000
     post_nms_topk_train: int = 2000
@@ -82,10 +89,10 @@ class RPNConfig:
 
 @dataclass
 class RoIHeadsConfig:
-    in_features: list[str] = _list("p2", "p3", "p4", "p5")
+    in_features: Optional[list[str]] = None  # None: derived from box_head
     box_head: str = _choices("fpn_2fc", "c4_res5", "vgg_fc", default="fpn_2fc")
     pooler_type: str = _choices("ROIAlign", "ROIPool", default="ROIAlign")
-    pooler_resolution: int = 7
+    pooler_resolution: Optional[int] = None  # None: derived from box_head (c4_res5: 14, else 7)
     sampling_ratio: int = 2
     fc_dim: int = 1024
     fg_iou_thresh: float = 0.5
@@ -110,6 +117,33 @@ class ModelConfig:
     anchor_generator: AnchorGeneratorConfig = field(default_factory=AnchorGeneratorConfig)
     rpn: RPNConfig = field(default_factory=RPNConfig)
     roi_heads: RoIHeadsConfig = field(default_factory=RoIHeadsConfig)
+
+    def __post_init__(self) -> None:
+        """Fill the keys left ``None`` from the one key that names the variant,
+        ``roi_heads.box_head`` (see ``VARIANT_DEFAULTS``); values set explicitly are kept."""
+        derived = VARIANT_DEFAULTS[self.roi_heads.box_head]
+        for dotted, value in derived.items():
+            section, key = dotted.split(".")
+            node = getattr(self, section)
+            if getattr(node, key) is None:
+                setattr(node, key, copy.deepcopy(value))
+
+
+_SINGLE_LEVEL = {"fpn.enabled": False,
+                 "anchor_generator.sizes": [[32.0, 64.0, 128.0, 256.0, 512.0]],
+                 "roi_heads.pooler_resolution": 7}
+#: What ``model.roi_heads.box_head`` implies for the keys left unset (``null``).
+VARIANT_DEFAULTS: dict[str, dict[str, Any]] = {
+    "fpn_2fc": {"fpn.enabled": True,
+                "anchor_generator.sizes": [[32.0], [64.0], [128.0], [256.0], [512.0]],
+                "rpn.in_features": ["p2", "p3", "p4", "p5", "p6"],
+                "roi_heads.in_features": ["p2", "p3", "p4", "p5"],
+                "roi_heads.pooler_resolution": 7},
+    "c4_res5": {**_SINGLE_LEVEL, "rpn.in_features": ["res4"], "roi_heads.in_features": ["res4"],
+                "roi_heads.pooler_resolution": 14},
+    "vgg_fc": {**_SINGLE_LEVEL, "rpn.in_features": ["conv5"],
+               "roi_heads.in_features": ["conv5"]},
+}
 
 
 # ------------------------------------------------------------------------------------------ data
@@ -263,11 +297,7 @@ def _check_override(parts: list[str], value: Any, source: str) -> None:
                                   f"cannot set '{'.'.join(parts)}'")
             cls = hint
             continue
-        checked = _check(value, hint, dotted, source)
-        choices = fields[part].metadata.get("choices")
-        if choices and checked not in choices:
-            raise ConfigError(f"{source}: '{dotted}' must be one of {list(choices)}, "
-                              f"got {checked!r}")
+        _check_field(fields[part], hint, value, dotted, source)
 
 
 def apply_overrides(tree: dict, overrides: list[str]) -> dict:
@@ -373,6 +403,15 @@ def _check(value: Any, hint: Any, dotted: str, source: str) -> Any:
     raise ConfigError(f"{source}: '{dotted}' must be of type {name}, got {value!r}")
 
 
+def _check_field(f: dataclasses.Field, hint: Any, value: Any, dotted: str, source: str) -> Any:
+    """``value`` converted to the field's type and checked against its choices."""
+    checked = _check(value, hint, dotted, source)
+    choices = f.metadata.get("choices")
+    if choices and checked not in choices:
+        raise ConfigError(f"{source}: '{dotted}' must be one of {list(choices)}, got {checked!r}")
+    return checked
+
+
 def _build(cls: type, tree: dict, prefix: str, source: str) -> Any:
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
@@ -381,11 +420,7 @@ def _build(cls: type, tree: dict, prefix: str, source: str) -> Any:
         dotted = f"{prefix}{key}"
         if key not in fields:
             raise _unknown_key_error(cls, dotted, source)
-        kwargs[key] = _check(value, hints[key], dotted, source)
-        choices = fields[key].metadata.get("choices")
-        if choices and kwargs[key] not in choices:
-            raise ConfigError(f"{source}: '{dotted}' must be one of {list(choices)}, "
-                              f"got {kwargs[key]!r}")
+        kwargs[key] = _check_field(fields[key], hints[key], value, dotted, source)
     return cls(**kwargs)
 
 

@@ -1,14 +1,13 @@
-"""build_model: variants chosen by config alone; inconsistent combinations fail with the key."""
+"""build_model: variants chosen by one config key; inconsistent combinations fail with the key."""
 import pytest
 import torch
 
 from detection import FasterRCNN, build_model
 from detection.box_heads import Res5Head, TwoFCHead, VGGFCHead
-from detection.config import load_config
+from detection.config import dump_config, load_config
 from detection.fpn import FPN
 
 BASE = ["model.backbone.weights=null", "model.num_classes=4"]
-NO_FPN = ["model.fpn.enabled=false", "model.anchor_generator.sizes=[[32, 64, 128, 256, 512]]"]
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -30,20 +29,37 @@ def test_default_is_r50_fpn():
     assert model.roi_heads.box_predictor.bbox_pred.out_features == 20
 
 
-def test_c4_and_vgg_variants():
-    c4 = _build(*NO_FPN, "model.backbone.name=resnet101", "model.roi_heads.box_head=c4_res5",
-                "model.rpn.in_features=[res4]", "model.roi_heads.in_features=[res4]",
-                "model.roi_heads.pooler_resolution=14")
+def test_c4_and_vgg_variants_from_one_key():
+    c4 = _build("model.backbone.name=resnet101", "model.roi_heads.box_head=c4_res5")
     assert isinstance(c4.roi_heads.box_head, Res5Head) and len(c4.roi_heads.box_head.res5) == 3
+    assert not isinstance(c4.backbone, FPN) and c4.rpn.in_features == ["res4"]
+    assert c4.roi_heads.in_features == ["res4"]
     assert c4.rpn.head.cls_logits.out_channels == 15  # 5 sizes x 3 ratios on res4
-    assert c4.roi_heads.pooler.scales == [1 / 16]
-    vgg = _build(*NO_FPN, "model.backbone.name=vgg16", "model.roi_heads.box_head=vgg_fc",
-                 "model.rpn.in_features=[conv5]", "model.roi_heads.in_features=[conv5]",
+    assert c4.roi_heads.pooler.scales == [1 / 16] and c4.roi_heads.pooler.output_size == (14, 14)
+    vgg = _build("model.backbone.name=vgg16", "model.roi_heads.box_head=vgg_fc",
                  "model.roi_heads.pooler_type=ROIPool")
     assert isinstance(vgg.roi_heads.box_head, VGGFCHead)
+    assert vgg.rpn.in_features == ["conv5"] and vgg.roi_heads.in_features == ["conv5"]
     assert vgg.roi_heads.box_predictor.cls_score.in_features == 4096
     assert vgg.roi_heads.pooler.pooler_type == "ROIPool"
+    assert vgg.roi_heads.pooler.output_size == (7, 7)
     assert vgg.rpn.head.conv.in_channels == 512
+
+
+def test_derived_keys_are_written_and_explicit_values_win():
+    cfg = load_config(None, BASE + ["model.roi_heads.box_head=c4_res5"])
+    m = cfg.model
+    assert (m.fpn.enabled, m.rpn.in_features, m.roi_heads.in_features) == (
+        False, ["res4"], ["res4"])
+    assert m.anchor_generator.sizes == [[32.0, 64.0, 128.0, 256.0, 512.0]]
+    assert m.roi_heads.pooler_resolution == 14
+    # the resolved config (config.yaml, --print-config) spells the derived values out
+    assert "in_features: [res4]" in dump_config(cfg) and "enabled: false" in dump_config(cfg)
+    c4 = _build("model.backbone.name=resnet18", "model.roi_heads.box_head=c4_res5",
+                "model.anchor_generator.sizes=[[64, 128, 256, 512]]",
+                "model.roi_heads.pooler_resolution=7")
+    assert c4.rpn.head.cls_logits.out_channels == 12  # 4 sizes x 3 ratios
+    assert c4.roi_heads.pooler.output_size == (7, 7)
 
 
 def test_num_classes_argument_and_missing():
@@ -54,20 +70,23 @@ def test_num_classes_argument_and_missing():
         build_model(load_config(None, ["model.backbone.weights=null"]))
 
 
+C4 = "model.roi_heads.box_head=c4_res5"
+P2_P6 = "model.rpn.in_features=[p2, p3, p4, p5, p6]"
+
+
 @pytest.mark.parametrize("overrides, message", [
-    (["model.roi_heads.box_head=c4_res5"], "'c4_res5' .* set model.fpn.enabled: false"),
-    (NO_FPN + ["model.backbone.name=vgg16", "model.roi_heads.box_head=c4_res5"],
+    ([C4, "model.fpn.enabled=true"], "'c4_res5' .* set model.fpn.enabled: false"),
+    (["model.backbone.name=vgg16", C4],
      "'c4_res5' .* needs a ResNet backbone, got model.backbone.name 'vgg16'"),
-    (NO_FPN + ["model.roi_heads.box_head=vgg_fc"], "'vgg_fc' .* needs model.backbone.name"),
-    (["model.backbone.name=vgg16", "model.roi_heads.box_head=vgg_fc"],
+    (["model.roi_heads.box_head=vgg_fc"], "'vgg_fc' .* needs model.backbone.name"),
+    (["model.backbone.name=vgg16", "model.roi_heads.box_head=vgg_fc", "model.fpn.enabled=true"],
      "'vgg_fc' pools VGG-16's conv5: set model.fpn.enabled: false"),
     (["model.backbone.name=vgg16"], "'fpn_2fc' needs the FPN of a ResNet backbone"),
-    (NO_FPN, "'fpn_2fc' needs model.fpn.enabled: true"),
-    (NO_FPN + ["model.backbone.name=vgg16", "model.roi_heads.box_head=vgg_fc",
-               "model.roi_heads.pooler_resolution=14"], "pooler_resolution must be 7"),
-    (NO_FPN + ["model.roi_heads.box_head=c4_res5"], r"model.rpn.in_features \['p2'"),
-    (NO_FPN + ["model.roi_heads.box_head=c4_res5", "model.rpn.in_features=[res4]"],
-     r"model.roi_heads.in_features \['p2'"),
+    (["model.fpn.enabled=false"], "'fpn_2fc' needs model.fpn.enabled: true"),
+    (["model.backbone.name=vgg16", "model.roi_heads.box_head=vgg_fc",
+      "model.roi_heads.pooler_resolution=14"], "pooler_resolution must be 7"),
+    ([C4, P2_P6], r"model.rpn.in_features \['p2'"),
+    ([C4, "model.roi_heads.in_features=[p2, p3]"], r"model.roi_heads.in_features \['p2'"),
     (["model.anchor_generator.sizes=[[32], [64]]"], "sizes has 2 entries .* 5 levels"),
     (["model.anchor_generator.aspect_ratios=[[1.0], [0.5, 1.0], [1.0], [1.0], [1.0]]"],
      "same number of anchors"),
