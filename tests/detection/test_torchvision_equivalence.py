@@ -1,7 +1,8 @@
 """Our Faster R-CNN with weights converted from torchvision's gives torchvision's numbers.
 
 torchvision's ``fasterrcnn_resnet50_fpn`` layout (ResNet-50 with FrozenBN, FPN, 91 classes) with
-random, non-trivial weights goes through ``tools/convert_torchvision.py``; on the same images
+random, non-trivial weights goes through ``detection.convert`` (``tools/convert_torchvision.py``
+is its command line); on the same images
 (sizes for which torchvision's internal resize is the identity) the RPN proposals and the final
 detections must agree. Both models run in float64: our default channels-last convolutions sum in
 another order than torchvision's, which in float32 moves boxes of this deep random network by up
@@ -9,7 +10,6 @@ to ~2e-3 px; in float64 only the algorithms are compared.
 """
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
@@ -20,21 +20,15 @@ from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
 from torchvision.ops import FrozenBatchNorm2d
 
 from detection.build import build_model
-from detection.config import config_from_dict
+from detection.config import config_from_dict, load_config
+from detection.convert import convert_checkpoint, torchvision_twin
 
 ROOT = Path(__file__).resolve().parents[2]
+TV_CONFIG = ROOT / "configs" / "coco" / "faster_rcnn_R_50_FPN_torchvision.yaml"
 SIZES = [(256, 320), (320, 256)]  # (h, w): min 256 / max 320 make torchvision's resize a no-op
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def _load_tool():
-    path = ROOT / "tools" / "convert_torchvision.py"
-    spec = importlib.util.spec_from_file_location("convert_torchvision", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @torch.no_grad()
@@ -95,7 +89,7 @@ def models():
     tv.eval()
     _randomise(tv, [img.float() / 255 for img in _images()])
     tv.double()
-    checkpoint = _load_tool().convert_checkpoint(tv.state_dict())
+    checkpoint = convert_checkpoint(tv.state_dict(), load_config(TV_CONFIG))
     ours = build_model(config_from_dict(checkpoint["config"]))
     ours.load_state_dict(checkpoint["model"])
     ours.double().eval()
@@ -143,19 +137,22 @@ def test_proposals_and_detections_equal_torchvision(models):
     assert len({int(v) for d in our_dets for v in d["labels"]}) >= 5
 
 
-def test_command_line_tool(models, tmp_path):
-    tv, _, checkpoint = models
-    src, dst = tmp_path / "tv.pth", tmp_path / "out" / "ours.pth"
-    torch.save({"model": tv.state_dict(), "epoch": 25}, src)  # a references/detection checkpoint
-    _load_tool().main([str(src), str(dst)])
-    converted = torch.load(dst, weights_only=True)
-    assert converted["classes"] == checkpoint["classes"]
-    assert converted["model"].keys() == checkpoint["model"].keys()
-    ours_w = converted["model"]["backbone.bottom_up.layer1.0.conv1.weight"]
-    assert torch.equal(ours_w, tv.state_dict()["backbone.body.layer1.0.conv1.weight"])
-    assert "rpn.head.conv.weight" in converted["model"]
-
-    bad = tmp_path / "bad.pth"
-    torch.save({"conv.weight": torch.zeros(1)}, bad)
-    with pytest.raises(ValueError, match="bad.pth: not a torchvision Faster R-CNN"):
-        _load_tool().main([str(bad), str(tmp_path / "x.pth")])
+def test_torchvision_twin_of_our_model_is_torchvision(models):
+    """The twin built from our model's own modules (the benchmark's reference) has
+    torchvision's weights and hyperparameters back, and gives its detections."""
+    tv, ours, _ = models
+    twin = torchvision_twin(ours, min_size=256, max_size=320).eval()
+    assert twin.state_dict().keys() == tv.state_dict().keys()
+    for key, value in tv.state_dict().items():
+        assert torch.equal(twin.state_dict()[key], value), key
+    for attr in ("pre_nms_top_n", "post_nms_top_n"):
+        assert getattr(twin.rpn, f"_{attr}") == getattr(tv.rpn, f"_{attr}")
+    assert (twin.roi_heads.score_thresh, twin.roi_heads.nms_thresh) == (
+        tv.roi_heads.score_thresh, tv.roi_heads.nms_thresh)
+    frozen = [n for n, p in twin.named_parameters() if not p.requires_grad]
+    assert frozen == [n for n, p in tv.named_parameters() if not p.requires_grad]
+    images = [img.double() / 255 for img in _images()]
+    with torch.no_grad():
+        for a, b in zip(twin(images), tv(images)):
+            assert a["labels"].tolist() == b["labels"].tolist()
+            torch.testing.assert_close(a["boxes"], b["boxes"], atol=1e-4, rtol=0)  # mean/255
