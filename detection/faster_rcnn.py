@@ -10,9 +10,7 @@ images throughout; detections are rescaled to ``original_sizes`` when given, as 
 
 With ``channels_last`` (the default) the batch is laid out ``(N, H, W, 3)`` in memory, so every
 convolution of the backbone, FPN and RPN runs on channels-last maps (equal results up to float
-rounding). Measured on CPU, R-50-FPN at 512x672: inference 6% faster on one thread and ~25% on
-two; a training step equal on one thread (RoIAlign converts its input back to NCHW) and ~13%
-faster on two.
+rounding; README's "Measured" gives the speed-up).
 """
 from __future__ import annotations
 

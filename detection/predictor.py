@@ -11,7 +11,7 @@ checkpoint), with their names.
 """
 from __future__ import annotations
 
-import copy
+import dataclasses
 import os
 from collections.abc import Sequence
 from typing import Any, Optional, Union
@@ -21,8 +21,9 @@ import torch
 
 from .build import build_model
 from .config import Config, config_from_dict, load_config
+from .data.classes import label_to_category_id
 from .data.transforms import build_transforms
-from .engine.checkpoint import load_checkpoint
+from .engine.checkpoint import load_checkpoint, load_model_weights
 from .engine.distributed import resolve_device
 
 __all__ = ["Predictor"]
@@ -54,7 +55,7 @@ def _check_image(image: Any, index: int) -> None:
 def _resolve_config(config: Union[PathLike, Config, None], ckpt: dict, weights: PathLike
                     ) -> Config:
     if isinstance(config, Config):
-        return copy.deepcopy(config)  # the caller's config stays as it was
+        return config
     if config is not None:
         return load_config(config)
     if not isinstance(ckpt.get("config"), dict):
@@ -108,25 +109,20 @@ class Predictor:
         ckpt = load_checkpoint(weights)
         cfg = _resolve_config(config, ckpt, weights)
         self.classes = _resolve_classes(cfg, ckpt, weights)
-        cfg.model.backbone.weights = None  # every weight comes from the checkpoint
-        if score_thresh is not None:
-            if not 0.0 <= score_thresh <= 1.0:
-                raise ValueError(f"score_thresh must be in [0, 1], got {score_thresh}")
-            cfg.model.roi_heads.score_thresh = float(score_thresh)
-        self.cfg = cfg
+        m = cfg.model
+        if score_thresh is not None and not 0.0 <= score_thresh <= 1.0:
+            raise ValueError(f"score_thresh must be in [0, 1], got {score_thresh}")
+        thresh = m.roi_heads.score_thresh if score_thresh is None else float(score_thresh)
+        self.cfg = cfg = dataclasses.replace(cfg, model=dataclasses.replace(
+            m, backbone=dataclasses.replace(m.backbone, weights=None),  # all in the checkpoint
+            roi_heads=dataclasses.replace(m.roi_heads, score_thresh=thresh)))
         self.device = resolve_device(device)
         model = build_model(cfg, num_classes=len(self.classes))
-        state = ckpt["model"] if isinstance(ckpt.get("model"), dict) else ckpt
-        try:
-            model.load_state_dict(state, strict=True)
-        except RuntimeError as e:
-            raise RuntimeError(f"weights {weights} do not fit the model of the config: {e}"
-                               ) from None
+        load_model_weights(model, weights, ckpt)
         self.model = model.eval().to(self.device)
         self.transforms = build_transforms(train=False, min_size=cfg.data.input.min_size_test,
                                            max_size=cfg.data.input.max_size_test)
         self.batch_size = max(1, int(batch_size))
-        self._category_ids = torch.tensor([c["id"] for c in self.classes], dtype=torch.int64)
         self._names = np.array([c["name"] for c in self.classes], dtype=object)
 
     @property
@@ -162,7 +158,7 @@ class Predictor:
             results.append({
                 "boxes": out["boxes"].float().cpu().numpy(),
                 "scores": out["scores"].float().cpu().numpy(),
-                "labels": self._category_ids[labels - 1].numpy(),
+                "labels": label_to_category_id(self.classes, labels).numpy(),
                 "class_names": self._names[(labels - 1).numpy()].tolist(),
             })
         return results

@@ -12,8 +12,6 @@ import os
 import sys
 from pathlib import Path
 
-import torch
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, uninstalled
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # no PyPI version check (2 s offline)
 
@@ -25,6 +23,7 @@ from detection.engine import distributed as du  # noqa: E402
 from detection.engine.checkpoint import load_checkpoint, load_model_weights  # noqa: E402
 from detection.engine.logging import setup_logger, write_eval_json  # noqa: E402
 from detection.engine.trainer import inference_on_dataset  # noqa: E402
+from detection.evaluation import Relabelled  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -35,36 +34,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="override config keys, e.g. data.test.annotations=...")
     p.add_argument("--output", help="folder for eval.json (default: the config's output_dir)")
     return p.parse_args(argv)
-
-
-class Relabelled:
-    """An evaluator fed with a model's labels mapped to the dataset's (through category ids);
-    detections of categories the dataset lacks are dropped (e.g. the 10 unused ids of a
-    converted 91-way torchvision COCO model)."""
-
-    def __init__(self, evaluator, *, model_classes: list[dict], data_classes: list[dict]):
-        label_of = {c["id"]: label for label, c in enumerate(data_classes, start=1)}
-        self.lut = torch.tensor([0] + [label_of.get(c["id"], 0) for c in model_classes])
-        if not self.lut.any():
-            raise ValueError("the checkpoint's classes share no category id with the dataset: "
-                             f"{[c['id'] for c in model_classes]} vs "
-                             f"{[c['id'] for c in data_classes]}")
-        self.evaluator = evaluator
-
-    def reset(self) -> None:
-        self.evaluator.reset()
-
-    def process(self, samples: list[dict], outputs: list[dict]) -> None:
-        mapped = []
-        for out in outputs:
-            labels = self.lut[out["labels"]]
-            keep = labels > 0
-            mapped.append({"boxes": out["boxes"][keep], "scores": out["scores"][keep],
-                           "labels": labels[keep]})
-        self.evaluator.process(samples, mapped)
-
-    def evaluate(self) -> dict:
-        return self.evaluator.evaluate()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,9 +14,10 @@
 # bench.json; summary and logs are copied to $OUT when it is set (7 files, none nested).
 # Each stage runs under a time limit (R-50-FPN 150 s, R-101-C4 150 s, benchmark 120 s), so the
 # whole check ends in time even on a slower GPU; a stage cut short shows as such in the summary.
-# Training uses BatchNorm (norm BN, nothing frozen) because no ImageNet weights are fetched:
-# from-scratch training, as configs/quickstart.yaml does, at lr 0.01 (half the steps warm-up)
-# with gradients clipped at norm 5, so that a short run from random weights stays finite.
+# The runs are the shipped configs configs/coco/faster_rcnn_{R_50_FPN,R_101_C4}_1x.yaml through
+# configs/gpu_check/*_short.yaml, whose one overlay (short_synthetic.yaml) lists each change a
+# short run on a bare GPU box needs and why (from scratch with BatchNorm, synthetic data, 200 /
+# 100 iterations, AMP bf16).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -25,8 +26,7 @@ WHEELS=(pycocotools albumentations albucore pydantic pydantic_core annotated-typ
 
 if [[ "${1:-}" == "--download-wheels" ]]; then
   # the versions installed here, as cp312 manylinux wheels (the GPU image runs Python 3.12)
-  mkdir -p .whl
-  grep -qx '/.whl/' .git/info/exclude 2>/dev/null || echo '/.whl/' >> .git/info/exclude
+  mkdir -p .whl  # ignored by .gitignore
   for name in "${WHEELS[@]}"; do
     version=$("$PY" -c "import importlib.metadata as m; print(m.version('$name'))")
     "$PY" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
@@ -92,19 +92,24 @@ if [[ -n "$missing" ]]; then
 fi
 
 # ----------------------------------------------------------------------------------- settings
-if [[ "$TINY" == "1" ]]; then
-  DEVICE=cpu AMP=false SIZE=96 MAX=128 IMG=96 NTRAIN=8 NVAL=4 BATCH=2 WORKERS=1
-  R50_ITERS=4 R101_ITERS=2 LOGP=1 BENCH=(--batch 1 --iters 2 --warmup 0 --size 64) T_TRAIN=300
-  T_BENCH=300 BACKBONE_R50=resnet18 BACKBONE_R101=resnet18
-  GPU="none (GPU_CHECK_TINY=1: CPU, tiny sizes)"
-  EXTRA=(model.rpn.pre_nms_topk_train=200 model.rpn.post_nms_topk_train=100
+R50_CONFIG=configs/gpu_check/faster_rcnn_R_50_FPN_1x_short.yaml
+R101_CONFIG=configs/gpu_check/faster_rcnn_R_101_C4_1x_short.yaml
+TV_CONFIG=configs/coco/faster_rcnn_R_50_FPN_torchvision.yaml  # torchvision's hyperparameters
+SET=("data.synthetic.root=$WORK/shapes")
+if [[ "$TINY" == "1" ]]; then  # the same configs, shrunk to run on a CPU in about a minute
+  DEVICE=cpu T_TRAIN=300 T_BENCH=300 BENCH=(--batch 1 --iters 2 --warmup 0 --size 64)
+  BACKBONE=(model.backbone.name=resnet18)
+  SET+=(device=cpu solver.amp=false data.synthetic.num_train=8 data.synthetic.num_val=4
+    data.synthetic.image_size=96 "data.input.min_size_train=[96]" data.input.max_size_train=128
+    data.input.min_size_test=96 data.input.max_size_test=128 data.num_workers=1
+    solver.ims_per_batch=2 solver.max_iter=4 "solver.steps=[3]" solver.warmup_iters=2
+    log_period=1 model.rpn.pre_nms_topk_train=200 model.rpn.post_nms_topk_train=100
     model.rpn.pre_nms_topk_test=200 model.rpn.post_nms_topk_test=50
-    model.roi_heads.batch_size_per_image=64)
+    model.roi_heads.batch_size_per_image=64 "${BACKBONE[@]}")
+  GPU="none (GPU_CHECK_TINY=1: CPU, tiny sizes, ResNet-18)"
 else
-  DEVICE=cuda AMP=true SIZE=800 MAX=1333 IMG=512 NTRAIN=200 NVAL=50 BATCH=8 WORKERS=8
-  R50_ITERS=${R50_ITERS:-200} R101_ITERS=${R101_ITERS:-100} LOGP=20
-  BENCH=(--amp --batch 2 --iters 20 --warmup 3 --size 800) T_TRAIN=150 T_BENCH=120
-  BACKBONE_R50=resnet50 BACKBONE_R101=resnet101 EXTRA=()
+  DEVICE=cuda T_TRAIN=150 T_BENCH=120 BENCH=(--amp --batch 2 --iters 20 --warmup 3 --size 800)
+  BACKBONE=()
   "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" || {
     say "CUDA is not available to $PY: run on a GPU machine (or GPU_CHECK_TINY=1 on the CPU)"
     exit 4; }
@@ -115,20 +120,6 @@ say "GPU: $GPU"
 "$PY" -c "import torch, torchvision; print('torch', torch.__version__, 'torchvision',
           torchvision.__version__, 'cuda', torch.version.cuda)" | tee -a "$LOG"
 
-R50_CONFIG=configs/coco/faster_rcnn_R_50_FPN_1x.yaml
-R101_CONFIG=configs/coco/faster_rcnn_R_101_C4_1x.yaml
-TV_CONFIG=configs/coco/faster_rcnn_R_50_FPN_torchvision.yaml  # torchvision's hyperparameters
-COMMON=(model.backbone.weights=null model.backbone.norm=BN model.backbone.freeze_at=0
-  model.num_classes=null "data.train.images=''" "data.train.annotations=''"
-  "data.test.images=''" "data.test.annotations=''" data.synthetic.enabled=true
-  "data.synthetic.root=$WORK/shapes" "data.synthetic.num_train=$NTRAIN"
-  "data.synthetic.num_val=$NVAL" "data.synthetic.image_size=$IMG"
-  "data.input.min_size_train=[$SIZE]" "data.input.max_size_train=$MAX"
-  "data.input.min_size_test=$SIZE" "data.input.max_size_test=$MAX" "data.num_workers=$WORKERS"
-  "solver.ims_per_batch=$BATCH" solver.base_lr=0.01 "solver.amp=$AMP" solver.amp_dtype=bf16
-  solver.clip_grad_norm=5.0 solver.checkpoint_period=1000000 test.eval_period=0
-  test.vis_images=2 "log_period=$LOGP"
-  "device=$DEVICE" seed=0)
 stage() {  # stage NAME SECONDS COMMAND...: run under a time limit, log, never abort the script
   local name=$1 limit=$2; shift 2
   say "== $name (limit ${limit}s): $*"
@@ -140,70 +131,60 @@ stage() {  # stage NAME SECONDS COMMAND...: run under a time limit, log, never a
   [[ $rc == 0 ]] || say "== $name ended with status $rc$([[ $rc == 124 ]] && echo ' (time limit)')"
 }
 
-solver() {  # solver ITERS: schedule overrides for a short run
-  local it=$1
-  echo "solver.max_iter=$it" "solver.steps=[$(( it * 3 / 4 ))]" \
-       "solver.warmup_iters=$(( it / 2 > 0 ? it / 2 : 1 ))"
-}
-
-# shellcheck disable=SC2046  # word splitting of solver's output is wanted
 stage r50_fpn "$T_TRAIN" "$PY" tools/train.py --config "$R50_CONFIG" --output "$WORK/r50_fpn" \
-  --set "${COMMON[@]}" "model.backbone.name=$BACKBONE_R50" $(solver "$R50_ITERS") \
-  "${EXTRA[@]}"
-# shellcheck disable=SC2046
+  --set "${SET[@]}"
 stage r101_c4 "$T_TRAIN" "$PY" tools/train.py --config "$R101_CONFIG" \
-  --output "$WORK/r101_c4" --set "${COMMON[@]}" \
-  "model.backbone.name=$BACKBONE_R101" $(solver "$R101_ITERS") "${EXTRA[@]}"
+  --output "$WORK/r101_c4" --set "${SET[@]}"
 stage bench "$T_BENCH" "$PY" tools/benchmark.py --config "$TV_CONFIG" --device "$DEVICE" \
-  "${BENCH[@]}" --compare-torchvision --output "$WORK/bench.json" \
-  --set model.backbone.weights=null "model.backbone.name=$BACKBONE_R50" \
-  "data.num_workers=$WORKERS"
+  --task model train "${BENCH[@]}" --compare-torchvision --output "$WORK/bench.json" \
+  --set model.backbone.weights=null "${BACKBONE[@]}"
 
 # ---------------------------------------------------------------------------------- summary
-"$PY" - "$WORK" "$GPU" "$BATCH" "$SIZE" "$AMP" <<'EOF' | tee "$WORK/summary.txt"
+"$PY" - "$WORK" "$GPU" <<'EOF' | tee "$WORK/summary.txt"
 import json, statistics, sys
 from pathlib import Path
 
-work, gpu, batch, size, amp = Path(sys.argv[1]), *sys.argv[2:3], int(sys.argv[3]), *sys.argv[4:6]
-summary = {"gpu": gpu, "batch": batch, "shorter_side": int(size), "amp": amp == "true", "runs": {}}
-lines = [f"GPU: {gpu}   AMP bf16: {amp}   synthetic shapes at shorter side {size}",
-         f"{'run':<10}{'status':>9}{'iters':>7}{'s/iter':>8}{'img/s':>8}{'mem MB':>8}"
-         f"{'loss first->last':>18}{'mAP50':>7}{'mAP':>6}"]
-for run, label in (("r50_fpn", "R-50-FPN"), ("r101_c4", "R-101-C4")):
+sys.path.insert(0, ".")
+from detection.benchmark import format_report
+from detection.config import load_config
+from detection.engine.logging import read_metrics
+
+work, gpu = Path(sys.argv[1]), sys.argv[2]
+summary = {"gpu": gpu, "runs": {}}
+lines = [f"GPU: {gpu}", f"{'run':<24}{'status':>7}{'iters':>6}{'s/iter':>8}{'img/s':>7}"
+         f"{'mem MB':>8}{'loss first->last':>18}{'mAP50':>7}{'mAP':>6}"]
+fmt = lambda v, spec: "-" if v is None else format(v, spec)
+for run in ("r50_fpn", "r101_c4"):
     rc_file = work / f"{run}.rc"
     rc = rc_file.read_text().strip() if rc_file.exists() else "not run"
     status = {"0": "ok", "124": "cut"}.get(rc, f"rc {rc}")
-    train, evals = [], []
-    metrics = work / run / "metrics.jsonl"
-    for line in (metrics.read_text().splitlines() if metrics.exists() else []):
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue
-        if record.get("type") in ("train", "eval"):
-            (train if record["type"] == "train" else evals).append(record)
+    try:
+        metrics, cfg = read_metrics(work / run), load_config(work / run / "config.yaml")
+    except (OSError, ValueError):
+        lines.append(f"{run:<24}{status:>7}  (no metrics)")
+        continue
+    train, evals = metrics["train"], metrics["eval"]
+    m, batch = cfg.model, cfg.solver.ims_per_batch
+    label = f"{m.backbone.name} {m.roi_heads.box_head} b{batch}"  # what really ran
     s_iter = statistics.median(r["time"] for r in train[1:] or train) if train else None
-    row = {"status": status, "iterations": train[-1]["iteration"] if train else 0,
-           "s_per_iter": s_iter, "images_per_s": batch / s_iter if s_iter else None,
+    row = {"config": label, "status": status,
+           "iterations": train[-1]["iteration"] if train else 0, "s_per_iter": s_iter,
+           "images_per_s": batch / s_iter if s_iter else None,
            "memory_mb": max((r.get("memory_mb", 0) for r in train), default=None),
            "loss_first": train[0]["loss"] if train else None,
            "loss_last": train[-1]["loss"] if train else None,
            "mAP50": evals[-1].get("mAP50") if evals else None,
            "mAP": evals[-1].get("mAP") if evals else None}
-    summary["runs"][label] = row
-    f = lambda v, spec: "-" if v is None else format(v, spec)
-    loss = f"{f(row['loss_first'], '.2f')} -> {f(row['loss_last'], '.2f')}"
-    lines.append(f"{label:<10}{status:>9}{row['iterations']:>7}{f(s_iter, '.3f'):>8}"
-                 f"{f(row['images_per_s'], '.1f'):>8}{f(row['memory_mb'], '.0f'):>8}"
-                 f"{loss:>18}{f(row['mAP50'], '.1f'):>7}{f(row['mAP'], '.1f'):>6}")
+    summary["runs"][run] = row
+    loss = f"{fmt(row['loss_first'], '.2f')} -> {fmt(row['loss_last'], '.2f')}"
+    lines.append(f"{label:<24}{status:>7}{row['iterations']:>6}{fmt(s_iter, '.3f'):>8}"
+                 f"{fmt(row['images_per_s'], '.1f'):>7}{fmt(row['memory_mb'], '.0f'):>8}"
+                 f"{loss:>18}{fmt(row['mAP50'], '.1f'):>7}{fmt(row['mAP'], '.1f'):>6}")
 bench = work / "bench.json"
 if bench.exists():
-    sys.path.insert(0, ".")
-    from detection.benchmarking import format_table
     result = json.loads(bench.read_text())
     summary["benchmark"] = result
-    lines += ["", "benchmark, R-50-FPN, random weights: ours vs torchvision (same weights)",
-              format_table(result)]
+    lines += ["", "benchmark: ours vs torchvision (same weights)", format_report(result)]
 else:
     lines.append("benchmark: no bench.json (see the log)")
 print("\n".join(lines))

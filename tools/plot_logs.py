@@ -10,39 +10,16 @@ Needs matplotlib: ``pip install -e ".[plot]"``.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Optional
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, uninstalled
+
+from detection.engine.logging import read_metrics  # noqa: E402
+
 TRAIN_KEYS = ("loss", "loss_rpn_cls", "loss_rpn_box", "loss_cls", "loss_box", "lr")
 EVAL_KEYS = ("mAP", "mAP50")
-
-
-def read_metrics(run: str | Path) -> dict[str, list[dict]]:
-    """``{"train": [...], "eval": [...]}`` from ``run/metrics.jsonl`` (or the file itself).
-
-    A line that is not JSON (say, the half-written last line of a running job) is skipped with
-    a warning naming the file and line.
-    """
-    path = Path(run)
-    file = path / "metrics.jsonl" if path.is_dir() else path
-    if not file.is_file():
-        raise FileNotFoundError(f"no metrics.jsonl at {file}")
-    out: dict[str, list[dict]] = {"train": [], "eval": []}
-    for number, line in enumerate(file.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            print(f"plot_logs.py: skipping {file}:{number}: not a JSON line", file=sys.stderr)
-            continue
-        if isinstance(record, dict) and record.get("type") in out and "iteration" in record:
-            out[record["type"]].append(record)
-    if not out["train"] and not out["eval"]:
-        raise ValueError(f"{file} holds no train or eval lines")
-    return out
 
 
 def _smooth(values: list[float], window: int) -> list[float]:

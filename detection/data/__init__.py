@@ -1,7 +1,8 @@
 """COCO-format data: datasets, transforms, samplers, loaders, synthetic shapes."""
 
-from .coco import (COCODataset, DatasetError, category_id_to_label, classes_from_categories,
-                   decode_image, label_to_category_id, load_coco, read_coco_json)
+from .classes import (category_id_to_label, classes_from_categories, label_to_category_id,
+                      relabel_table)
+from .coco import COCODataset, DatasetError, decode_image, load_coco, read_coco_json
 from .loader import build_test_loader, build_train_loader, collate
 from .samplers import (AspectRatioBatchSampler, InferenceSampler, SkipBatches, TrainingSampler,
                        aspect_ratio_groups)
@@ -14,5 +15,5 @@ __all__ = [
     "aspect_ratio_groups", "build_test_loader", "build_train_loader", "build_transforms",
     "category_id_to_label", "classes_from_categories", "collate", "decode_image",
     "ensure_synthetic", "label_to_category_id", "load_coco", "make_synthetic_coco",
-    "read_coco_json", "resized_shape",
+    "read_coco_json", "relabel_table", "resized_shape",
 ]

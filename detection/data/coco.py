@@ -31,6 +31,8 @@ import numpy as np
 import torch
 from pycocotools.coco import COCO
 
+from .classes import classes_from_categories
+
 logger = logging.getLogger(__name__)
 
 # (image HxWx3 uint8 RGB, boxes (n, 4) float32 xyxy, labels (n,) int64) -> same, transformed
@@ -141,31 +143,6 @@ def load_coco(path: str | os.PathLike) -> COCO:
     with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints "creating index..."
         coco.createIndex()
     return coco
-
-
-# ----------------------------------------------------------------------------- label mapping
-def classes_from_categories(categories: Sequence[dict]) -> list[dict]:
-    """``[{"id", "name"}, ...]`` ordered by category id: entry ``label - 1`` is label ``label``."""
-    return [{"id": int(c["id"]), "name": str(c["name"])}
-            for c in sorted(categories, key=lambda c: c["id"])]
-
-
-def label_to_category_id(classes: Sequence[dict], labels: int | torch.Tensor) -> int | torch.Tensor:
-    """Contiguous label(s) ``1..K`` -> category id(s); a Tensor is mapped in one indexing op."""
-    if isinstance(labels, torch.Tensor):
-        ids = torch.tensor([c["id"] for c in classes], dtype=torch.int64, device=labels.device)
-        return ids[labels.long() - 1]
-    if not 1 <= labels <= len(classes):
-        raise ValueError(f"label {labels} outside 1..{len(classes)}")
-    return classes[labels - 1]["id"]
-
-
-def category_id_to_label(classes: Sequence[dict], category_id: int) -> int:
-    """Category id -> contiguous label ``1..K``."""
-    for label, c in enumerate(classes, start=1):
-        if c["id"] == category_id:
-            return label
-    raise ValueError(f"category id {category_id} is not one of {[c['id'] for c in classes]}")
 
 
 # ----------------------------------------------------------------------------- decoding

@@ -112,7 +112,8 @@ def load_model_weights(model: nn.Module, path: PathLike,
     try:
         unwrap_model(model).load_state_dict(state, strict=True)
     except RuntimeError as e:
-        raise RuntimeError(f"weights {path} do not fit the model built from the config: {e}")
+        raise RuntimeError(f"weights {path} do not fit the model built from the config: {e}"
+                           ) from None
     return ckpt
 
 

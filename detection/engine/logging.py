@@ -19,7 +19,7 @@ from typing import Any, Optional, Union
 import torch
 
 __all__ = [
-    "setup_logger", "MetricsWriter", "format_eta", "memory_mb",
+    "setup_logger", "MetricsWriter", "format_eta", "memory_mb", "peak_rss_mb", "read_metrics",
     "write_eval_json",
 ]
 
@@ -45,11 +45,16 @@ def format_eta(seconds: float) -> str:
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
+def peak_rss_mb() -> float:
+    """This process's peak resident set size in MiB."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
 def memory_mb(device: torch.device) -> float:
     """Peak memory in MiB: allocated tensors on a GPU, the process's peak RSS on the CPU."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+    return peak_rss_mb()
 
 
 def _jsonable(value: Any) -> Any:
@@ -121,6 +126,32 @@ class MetricsWriter:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+def read_metrics(run: Union[str, os.PathLike]) -> dict[str, list[dict]]:
+    """``{"train": [...], "eval": [...]}`` from ``run/metrics.jsonl`` (or the file itself).
+
+    A line that is not JSON (say, the half-written last line of a running job) is skipped with
+    a warning naming the file and line.
+    """
+    path = Path(run)
+    file = path / "metrics.jsonl" if path.is_dir() else path
+    if not file.is_file():
+        raise FileNotFoundError(f"no metrics.jsonl at {file}")
+    out: dict[str, list[dict]] = {"train": [], "eval": []}
+    for number, line in enumerate(file.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            print(f"warning: skipping {file}:{number}: not a JSON line", file=sys.stderr)
+            continue
+        if isinstance(record, dict) and record.get("type") in out and "iteration" in record:
+            out[record["type"]].append(record)
+    if not out["train"] and not out["eval"]:
+        raise ValueError(f"{file} holds no train or eval lines")
+    return out
 
 
 def write_eval_json(path: Union[str, os.PathLike], results: Mapping[str, Any], *, backbone: str,

@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, Optional
 
@@ -30,10 +30,10 @@ from .checkpoint import get_rng_state, save_checkpoint, set_rng_state, unwrap_mo
 from .logging import LOGGER_NAME, MetricsWriter, format_eta, memory_mb
 
 __all__ = ["Trainer", "NonFiniteLossError", "DatasetInference", "inference_on_dataset",
-           "save_visualizations", "move_batch", "endless"]
+           "save_visualizations", "move_batch", "AMP_DTYPES"]
 
 logger = logging.getLogger(LOGGER_NAME)
-_AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -82,7 +82,7 @@ class Trainer:
         self.amp = bool(amp) and device.type == "cuda"
         if amp and not self.amp:
             logger.info("solver.amp is for CUDA only; training in float32 on %s", device)
-        self.amp_dtype = _AMP_DTYPES[amp_dtype]
+        self.amp_dtype = AMP_DTYPES[amp_dtype]
         self.scaler = torch.amp.GradScaler(
             "cuda", enabled=self.amp and self.amp_dtype == torch.float16)
         self.clip_grad_norm = clip_grad_norm
@@ -150,7 +150,7 @@ class Trainer:
             self.iteration = it + 1
             window.append({**losses, "time": time.perf_counter() - t0, "data_time": t1 - t0})
             if self.iteration % self.log_period == 0 or self.iteration == self.max_iter:
-                self._log(window, elapsed=time.perf_counter() - t_start, done=it + 1 - start)
+                self._log(window, elapsed=time.perf_counter() - t_start)
                 window = []
             self._after_step()
         return self.last_results
@@ -193,7 +193,7 @@ class Trainer:
         if done or (self.checkpoint_period > 0 and self.iteration % self.checkpoint_period == 0):
             self.save("last.pth")
 
-    def _log(self, window: list[dict], *, elapsed: float, done: int) -> None:
+    def _log(self, window: list[dict], *, elapsed: float) -> None:
         keys = [k for k in window[-1] if k not in ("time", "data_time")]
         mean = {k: sum(w[k] for w in window) / len(window) for k in window[-1]}
         # the first iterations are slow (allocations, cuDNN tuning): ETA from the recent window
@@ -301,7 +301,7 @@ def inference_on_dataset(model: nn.Module, data_loader: Iterable[list[dict]], ev
     use_amp = amp and device.type == "cuda"
     for batch in data_loader:
         images, _ = move_batch(batch, device, with_targets=False)
-        with torch.autocast(device.type, dtype=_AMP_DTYPES[amp_dtype], enabled=use_amp):
+        with torch.autocast(device.type, dtype=AMP_DTYPES[amp_dtype], enabled=use_amp):
             preds = model(images, original_sizes=[tuple(s["original_size"]) for s in batch])
         preds = [{k: v.float().cpu() if v.is_floating_point() else v.cpu()
                   for k, v in p.items()} for p in preds]
@@ -309,9 +309,3 @@ def inference_on_dataset(model: nn.Module, data_loader: Iterable[list[dict]], ev
         kept.extend(list(zip(batch, preds))[: max(0, keep - len(kept))])
     model.train(was_training)
     return evaluator.evaluate(), kept
-
-
-def endless(loader: Iterable) -> Iterator:
-    """Iterate ``loader`` again and again (for a loader whose sampler is finite)."""
-    while True:
-        yield from loader

@@ -1,4 +1,5 @@
 """Box heads and predictor: shapes, the res5 + average pool head, torchvision's delta layout."""
+import pytest
 import torch
 from torch import nn
 
@@ -27,11 +28,21 @@ def test_res5_head_on_pooled_res4():
     torch.testing.assert_close(out, res5.mean(dim=(2, 3)))
 
 
-def test_vgg_fc_head():
-    fc = nn.Sequential(nn.Flatten(), nn.Linear(512 * 49, 16))
-    fc.out_channels = 16
-    head = VGGFCHead(fc=fc)
-    assert head(torch.randn(2, 512, 7, 7)).shape == (2, 16) and head.out_channels == 16
+def test_vgg_fc_head_is_vgg16s_fc6_fc7():
+    torch.manual_seed(0)
+    backbone = build_backbone("vgg16", weights=None)
+    head = VGGFCHead(fc=backbone.split_head())
+    assert head.out_channels == 4096 and backbone.classifier is None
+    x = torch.randn(3, 512, 7, 7)
+    fc6, fc7 = [m for m in head.modules() if isinstance(m, nn.Linear)]
+    assert (fc6.in_features, fc6.out_features, fc7.out_features) == (512 * 7 * 7, 4096, 4096)
+    with torch.no_grad():
+        expected = torch.relu(fc7(torch.relu(fc6(x.flatten(1)))))  # (R, 512, 7, 7) -> (R, 4096)
+        torch.testing.assert_close(head.eval()(x), expected)
+        head.train()  # dropout after fc6 and fc7 in training, as VGG-16 was trained
+        assert not torch.equal(head(x), expected)
+    with pytest.raises(ValueError, match="out_channels"):
+        VGGFCHead(fc=nn.Linear(4, 4))
 
 
 def test_predictor_shapes_and_init():

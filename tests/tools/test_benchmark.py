@@ -1,11 +1,15 @@
+"""tools/benchmark.py and detection.benchmark: every task, side by side with torchvision."""
 import json
+from pathlib import Path
 
 import pytest
 import torch
 
-from detection.benchmarking import MODEL_FIELDS, _stats, synthetic_batch, time_alternating
+from detection.benchmark import make_like_trained, summarize, synthetic_batch, time_alternating
+from detection.build import build_model
+from detection.config import load_config
+from detection.engine.logging import peak_rss_mb
 from tool_loader import load_tool
-
 
 TINY_FPN = """
 model:
@@ -19,69 +23,87 @@ data:
   num_workers: 0
   input: {{min_size_test: 64, max_size_test: 96, min_size_train: [64], max_size_train: 96}}
 """
-
+FIELDS = {"median_ms", "p90_ms", "min_ms", "images_per_s", "gflops_per_image",
+          "achieved_gflops_per_s", "peak_memory_mb", "params_m"}
 
 benchmark = load_tool("benchmark")
 
 
-def test_cpu_benchmark_against_torchvision_writes_every_field(tmp_path, capsys):
+def test_every_task_against_torchvision(tmp_path, capsys):
     config = tmp_path / "tiny.yaml"
     config.write_text(TINY_FPN.format(root=tmp_path / "shapes"))
     out = tmp_path / "bench.json"
-    code = benchmark.main(["--config", str(config), "--batch", "1", "--iters", "2",
-                           "--warmup", "0", "--size", "48", "--compare-torchvision",
-                           "--output", str(out)])
+    code = benchmark.main(["--config", str(config), "--batch", "1", "--iters", "3",
+                           "--warmup", "0", "--size", "48", "--threads", "1",
+                           "--compare-torchvision", "--output", str(out)])
     assert code == 0
     table = capsys.readouterr().out
-    assert "ours/torchvision" in table and "inference ms (median)" in table
+    assert "ours/torchvision" in table and "training step" in table and "data loader" in table
     result = json.loads(out.read_text())
-    assert {"config", "device", "device_name", "torch", "torchvision", "threads", "amp",
-            "amp_dtype", "batch", "iters", "warmup", "input_hw", "num_classes", "memory",
-            "process_peak_rss_mb", "models", "ratios", "data_loader"} <= set(result)
-    assert result["input_hw"] == [48, 64] and result["batch"] == 1
-    assert result["process_peak_rss_mb"] > 100
-    for name in ("ours", "torchvision"):
-        fields = result["models"][name]
-        assert set(fields) == set(MODEL_FIELDS)
-        for key, value in fields.items():
-            if "memory" in key:
-                assert value is None  # per-model memory is a CUDA measurement
-            else:
-                assert isinstance(value, float) and value > 0, (name, key, value)
-        assert fields["inference_ms_p90"] >= fields["inference_ms_median"]
-        assert fields["train_gflops_per_image"] > 2 * fields["inference_gflops_per_image"]
-    # the same network: equal parameter counts and equal FLOPs (counted independently)
-    ratios = result["ratios"]
-    assert ratios["params_m"] == 1.0
-    assert ratios["inference_gflops_per_image"] == pytest.approx(1.0, abs=1e-3)
-    assert ratios["train_gflops_per_image"] == pytest.approx(1.0, abs=0.02)
-    ours, tv = result["models"]["ours"], result["models"]["torchvision"]
-    assert ratios["inference_ms_median"] == pytest.approx(
-        ours["inference_ms_median"] / tv["inference_ms_median"])
-    data = result["data_loader"]
-    assert data["images_per_s"] > 0 and data["num_workers"] == 0 and data["batches"] == 2
-    assert data["source"] == "data.train"
+    assert result["input_hw"] == [48, 64] and result["batch"] == 1 and result["threads"] == 1
+    assert result["tasks"] == ["model", "train", "data"]
+    for task in ("model", "train"):
+        models, ratio = result["results"][task]["models"], result["results"][task]["ratio"]
+        for name in ("ours", "torchvision"):
+            assert set(models[name]) == FIELDS
+            assert models[name]["peak_memory_mb"] is None  # per-model memory is for CUDA
+            assert models[name]["median_ms"] > 0 and models[name]["images_per_s"] > 0
+        # the same network: equal parameter counts and FLOPs (counted independently)
+        assert ratio["params_m"] == 1.0
+        assert ratio["gflops_per_image"] == pytest.approx(1.0, abs=0.02)
+        ours, tv = models["ours"], models["torchvision"]
+        assert ratio["median_ms"] == pytest.approx(ours["median_ms"] / tv["median_ms"])
+        assert ours["images_per_s"] == pytest.approx(1000 / ours["median_ms"])
+    train, infer = result["results"]["train"]["models"], result["results"]["model"]["models"]
+    assert train["ours"]["gflops_per_image"] > 2 * infer["ours"]["gflops_per_image"]
+    data = result["results"]["data"]
+    assert data["images_per_s"] > 0 and data["num_workers"] == 0 and data["batches"] == 3
+    assert data["source"] == "data.train" and data["min_size_train"] == [64]
 
 
-def test_bad_options_are_clear_errors(tmp_path, capsys):
+def test_bad_options_are_one_line_errors(tmp_path, capsys):
     config = tmp_path / "c4.yaml"
-    config.write_text("model: {backbone: {name: resnet18, weights: null}, fpn: {enabled: false},"
-                      " rpn: {in_features: [res4]}, roi_heads: {box_head: c4_res5,"
-                      " in_features: [res4]}, num_classes: 2}\n")
-    assert benchmark.main(["--config", str(config), "--compare-torchvision"]) == 2
-    assert "--compare-torchvision needs an R-xx-FPN config" in capsys.readouterr().err
+    config.write_text("model: {backbone: {name: resnet18, weights: null}, "
+                      "roi_heads: {box_head: c4_res5}, num_classes: 2}\n")
+    assert benchmark.main(["--config", str(config), "--task", "model",
+                           "--compare-torchvision"]) == 2
+    assert "torchvision's FasterRCNN cannot express this model" in capsys.readouterr().err
     assert benchmark.main(["--config", str(config), "--amp"]) == 2
-    assert "--amp is for CUDA" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert err.startswith("error: --amp is for CUDA") and err.count("\n") == 1
 
 
-def test_time_alternating_order_and_stats():
+def test_like_trained_weights_make_postprocessing_work():
+    """After make_like_trained many (RoI, class) pairs of several classes pass score_thresh
+    with unsaturated scores, so post-processing and NMS have real work."""
+    cfg = load_config(None, ["model.backbone.weights=null", "model.backbone.name=resnet18",
+                             "model.num_classes=80"])
+    torch.manual_seed(0)
+    model = build_model(cfg).eval()
+    images, _ = synthetic_batch(batch=1, height=128, width=160, num_classes=80,
+                                device=torch.device("cpu"))
+    with torch.no_grad():
+        out = make_like_trained(model, images)(images)[0]
+    assert len(out["scores"]) == 100  # detections_per_img
+    assert len(out["labels"].unique()) > 10 and float(out["scores"].max()) < 0.99
+
+
+def test_time_alternating_order_and_summary():
     calls = []
     fns = {"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}
     out = time_alternating(fns, iters=3, warmup=1, device=torch.device("cpu"))
     assert calls == ["a", "b", "a", "b", "b", "a", "a", "b"]
     assert len(out["a"]["times"]) == 3 and out["a"]["peak_mb"] is None
-    median, p90 = _stats([0.004, 0.001, 0.002, 0.003, 0.010])
-    assert median == pytest.approx(3.0) and p90 == pytest.approx(10.0)
+    stats = summarize([0.004, 0.001, 0.002, 0.003, 0.010])
+    assert stats == pytest.approx({"median_ms": 3.0, "p90_ms": 10.0, "min_ms": 1.0})
+    assert summarize([0.001 * k for k in range(1, 11)])["p90_ms"] == pytest.approx(9.0)
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").is_file(), reason="needs Linux /proc")
+def test_peak_rss_is_the_kernels_high_water_mark_in_mib():
+    status = Path("/proc/self/status").read_text()
+    hwm_kib = int(next(line for line in status.splitlines() if line.startswith("VmHWM")).split()[1])
+    assert peak_rss_mb() == pytest.approx(hwm_kib / 1024, rel=0.02)
 
 
 def test_synthetic_batch_targets_are_valid_boxes():

@@ -1,6 +1,8 @@
 """tools/train.py and tools/eval.py end to end (subprocesses) on the tiny synthetic set."""
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import subprocess
@@ -10,6 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
 
 from detection.config import load_config
 from tool_loader import load_tool
@@ -94,7 +98,14 @@ def test_train_writes_every_output_file(trained):
     assert result["backbone"] == "resnet18" and result["iteration"] == 4
     assert result["config"] == str(config) and result["weights"].endswith("last.pth")
     assert sorted(result["per_category"]) == ["circle", "cross", "square", "star", "triangle"]
-    assert result["mAP"] == evals[-1]["mAP"] and 0.0 <= result["mAP50"] <= 100.0
+    assert result["mAP"] == evals[-1]["mAP"]
+    # the numbers are pycocotools' own on the results the run wrote (an independent COCOeval)
+    coco_gt = COCO(str(load_config(config).data.test.annotations))
+    coco_eval = COCOeval(coco_gt, coco_gt.loadRes(str(out / "coco_results.json")), "bbox")
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco_eval.evaluate(), coco_eval.accumulate(), coco_eval.summarize()
+    assert result["mAP"] == pytest.approx(100 * coco_eval.stats[0], abs=1e-9)
+    assert result["mAP50"] == pytest.approx(100 * coco_eval.stats[1], abs=1e-9)
 
     last = torch.load(out / "last.pth", weights_only=True)
     assert {"model", "config", "classes", "iteration", "optimizer", "scheduler", "scaler",

@@ -1,0 +1,148 @@
+"""Speed, memory and FLOPs of a config's detector and data loader (``tools/benchmark.py``).
+
+Tasks: ``model`` (inference), ``train`` (one training step), ``data`` (training-loader
+throughput) and ``eval`` (COCO evaluation backends); see ``models.py`` and ``data.py`` for what
+each number means. With ``compare_torchvision`` the model tasks time torchvision's
+``FasterRCNN`` carrying the same weights side by side and report ``ratio = ours / torchvision``
+(< 1: ours is faster or smaller).
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Optional
+
+import torch
+
+from ..build import build_model
+from ..config import Config
+from ..engine.logging import peak_rss_mb
+from ..engine.trainer import AMP_DTYPES
+from .data import measure_loader
+from .models import make_like_trained, measure_models, synthetic_batch
+from .timing import summarize, time_alternating
+
+__all__ = ["TASKS", "run_benchmark", "format_report", "build_models", "measure_models",
+           "measure_loader", "make_like_trained", "synthetic_batch", "summarize",
+           "time_alternating"]
+
+TASKS = ("model", "train", "data")
+_MODEL_TASKS = {"model": "inference", "train": "train"}
+
+
+def build_models(cfg: Config, *, compare_torchvision: bool, height: int, width: int,
+                 device: torch.device, weights: Optional[str] = None) -> dict[str, Any]:
+    """``{"ours": model, ["torchvision": twin]}`` on ``device``: a checkpoint's weights, or random
+    weights made like a trained model's (``make_like_trained``)."""
+    from ..convert import torchvision_twin
+    from ..engine.checkpoint import load_checkpoint, load_model_weights
+
+    m = cfg.model
+    cfg = dataclasses.replace(cfg, model=dataclasses.replace(
+        m, backbone=dataclasses.replace(m.backbone, weights=None)))
+    torch.manual_seed(0)
+    if weights:
+        ckpt = load_checkpoint(weights)
+        classes = ckpt.get("classes")
+        ours = build_model(cfg, num_classes=len(classes) if classes else m.num_classes)
+        load_model_weights(ours, weights, ckpt)
+    else:
+        ours = build_model(cfg, num_classes=m.num_classes or 80)
+        images, _ = synthetic_batch(batch=1, height=height, width=width, num_classes=1,
+                                    device=torch.device("cpu"), seed=1)
+        make_like_trained(ours, images)
+    models = {"ours": ours}
+    if compare_torchvision:
+        models["torchvision"] = torchvision_twin(ours, min_size=min(height, width),
+                                                 max_size=max(height, width))
+    return {name: model.to(device) for name, model in models.items()}
+
+
+def run_benchmark(cfg: Config, *, tasks: tuple[str, ...] = TASKS, device: str = "cpu",
+                  amp: bool = False, batch: int = 2, iters: int = 10, warmup: int = 2,
+                  size: Optional[int] = None, threads: Optional[int] = None,
+                  compare_torchvision: bool = False, weights: Optional[str] = None,
+                  config_path: Optional[str] = None) -> dict[str, Any]:
+    """Measure ``tasks``; returns a JSON-ready dict (``results[task]`` per task)."""
+    import torchvision
+
+    dev = torch.device(device)
+    if amp and dev.type != "cuda":
+        raise ValueError("--amp is for CUDA (solver.amp is CUDA only); drop it on the CPU")
+    unknown = [t for t in tasks if t not in TASKS]
+    if unknown:
+        raise ValueError(f"unknown task(s) {unknown}; choose from {list(TASKS)}")
+    if threads:
+        torch.set_num_threads(threads)
+    if dev.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed input size: pick the fastest kernels
+    height = size or cfg.data.input.min_size_test
+    width = int(round(height * 4 / 3))
+    results: dict[str, Any] = {}
+    model_tasks = [t for t in tasks if t in _MODEL_TASKS]
+    if model_tasks:
+        models = build_models(cfg, compare_torchvision=compare_torchvision, height=height,
+                              width=width, device=dev, weights=weights)
+        num_classes = models["ours"].roi_heads.box_predictor.num_classes
+        for task in model_tasks:
+            per_model = measure_models(
+                models, task=_MODEL_TASKS[task], batch=batch, height=height, width=width,
+                num_classes=num_classes, iters=iters, warmup=warmup, device=dev,
+                amp_dtype=AMP_DTYPES[cfg.solver.amp_dtype] if amp else None)
+            results[task] = {"models": per_model, "ratio": _ratios(per_model)}
+    if "data" in tasks:
+        results["data"] = measure_loader(cfg, batch=batch, batches=max(2, iters))
+    return {
+        "config": config_path, "tasks": list(tasks), "device": str(dev),
+        "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
+        "torch": torch.__version__, "torchvision": torchvision.__version__,
+        "threads": torch.get_num_threads(), "amp_dtype": cfg.solver.amp_dtype if amp else None,
+        "batch": batch, "iters": iters, "warmup": warmup, "input_hw": [height, width],
+        "weights": weights, "process_peak_rss_mb": peak_rss_mb(), "results": results,
+    }
+
+
+def _ratios(per_model: dict[str, dict[str, Any]]) -> Optional[dict[str, float]]:
+    if "torchvision" not in per_model:
+        return None
+    ours, tv = per_model["ours"], per_model["torchvision"]
+    return {k: ours[k] / tv[k] for k in ours if ours[k] is not None and tv[k]}
+
+
+_ROWS = (("median ms", "median_ms", "{:.1f}"), ("p90 ms", "p90_ms", "{:.1f}"),
+         ("images/s", "images_per_s", "{:.2f}"), ("GFLOPs/image", "gflops_per_image", "{:.1f}"),
+         ("achieved GFLOP/s", "achieved_gflops_per_s", "{:.1f}"),
+         ("peak memory MB", "peak_memory_mb", "{:.0f}"), ("parameters (M)", "params_m", "{:.2f}"))
+
+
+def _table(title: str, per_model: dict[str, dict], ratio: Optional[dict]) -> list[str]:
+    names = list(per_model)
+    header = [title, *names] + (["ours/torchvision"] if ratio else [])
+    rows = []
+    for label, key, fmt in _ROWS:
+        cells = [fmt.format(v) if v is not None else "-"
+                 for v in (per_model[n][key] for n in names)]
+        if ratio:
+            cells.append(f"{ratio[key]:.3f}" if key in ratio else "-")
+        rows.append([label, *cells])
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    return ["  ".join(c.ljust(w) if i == 0 else c.rjust(w)
+                      for i, (c, w) in enumerate(zip(r, widths))) for r in [header, *rows]]
+
+
+def format_report(result: dict[str, Any]) -> str:
+    """The measurements as text: one table per model task, one line for the loader."""
+    h, w = result["input_hw"]
+    lines = [f"{result['device_name']} ({result['device']}, {result['threads']} threads), "
+             f"batch {result['batch']} x {h}x{w}, amp {result['amp_dtype'] or 'off'}, "
+             f"{result['iters']} timed iterations, torch {result['torch']}"]
+    for task, title in (("model", "inference"), ("train", "training step")):
+        if task in result["results"]:
+            r = result["results"][task]
+            lines += _table(title, r["models"], r["ratio"])
+    if "data" in result["results"]:
+        d = result["results"]["data"]
+        lines.append(f"data loader: {d['images_per_s']:.1f} images/s ({d['num_workers']} "
+                     f"workers, batch {d['batch']}, {d['source']}); one sample in process "
+                     f"{d['sample_ms_in_process']:.1f} ms")
+    lines.append(f"process peak RSS {result['process_peak_rss_mb']:.0f} MB")
+    return "\n".join(lines)

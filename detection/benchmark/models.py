@@ -1,0 +1,155 @@
+"""The model tasks of ``tools/benchmark.py``: inference and a training step, side by side.
+
+Inputs are ``N`` random RGB images of ``S x round(4 S / 3)`` pixels (already at the test scale, as
+the data transforms leave them) and, for training, random boxes. Per model and task: median,
+90th percentile and minimum time, images/s, FLOPs per image
+(``torch.utils.flop_counter.FlopCounterMode``: a multiply-add counts 2) and the achieved rate
+``FLOPs per batch / median time``, and the peak allocated memory on CUDA.
+
+Without ``weights`` the model gets random weights made to behave like a trained model's where it
+matters for speed: FrozenBN statistics away from the identity and a classifier whose scores are
+peaky, so that a few thousand (RoI, class) pairs pass ``score_thresh`` and post-processing and NMS
+do their real work (an untrained classifier scores every class ~1/K, below the threshold).
+
+With ``compare_torchvision`` torchvision's ``FasterRCNN`` with the same weights and
+hyperparameters (``detection.convert.torchvision_twin``) runs in the same process, alternating
+call by call; torchvision gets float images in 0..1, ours uint8 in 0..255. The SGD steps use
+``lr = 0``: the arithmetic of a step runs, but the weights stay equal, so both models keep seeing
+the same proposals.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import nullcontext
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+from torchvision.ops import FrozenBatchNorm2d
+
+from .timing import summarize, time_alternating
+
+__all__ = ["synthetic_batch", "make_like_trained", "measure_models"]
+
+
+def synthetic_batch(*, batch: int, height: int, width: int, num_classes: int, device: torch.device,
+                    boxes_per_image: int = 8, seed: int = 0
+                    ) -> tuple[list[torch.Tensor], list[dict[str, torch.Tensor]]]:
+    """``batch`` random uint8 (3, H, W) images and targets of random boxes (>= 16 px sides)."""
+    g = torch.Generator().manual_seed(seed)
+    images = [torch.randint(0, 256, (3, height, width), generator=g, dtype=torch.uint8)
+              for _ in range(batch)]
+    targets = []
+    for _ in range(batch):
+        xy = torch.rand(boxes_per_image, 2, generator=g) * torch.tensor([width - 17, height - 17])
+        wh = 16 + torch.rand(boxes_per_image, 2, generator=g) * (
+            torch.tensor([width, height]) - 17 - xy)  # x2 <= W - 1, y2 <= H - 1
+        boxes = torch.cat([xy, xy + wh], dim=1)
+        labels = torch.randint(1, num_classes + 1, (boxes_per_image,), generator=g)
+        targets.append({"boxes": boxes.to(device), "labels": labels.to(device)})
+    return [im.to(device) for im in images], targets
+
+
+@torch.no_grad()
+def make_like_trained(model: nn.Module, images: list[torch.Tensor], *, logit_std: float = 2.0,
+                      seed: int = 0) -> nn.Module:
+    """Random FrozenBN statistics (as a trained backbone's), then a classifier calibrated on
+    ``images`` so that its logits vary by ``logit_std`` around 0 over the RoIs: peaky softmax
+    scores over several classes, neither uniform (nothing passes ``score_thresh``) nor
+    saturated (one class everywhere). In place; returns ``model``."""
+    g = torch.Generator().manual_seed(seed)
+    for m in model.modules():
+        if isinstance(m, FrozenBatchNorm2d):
+            m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) * 1.5 + 0.5)
+            m.weight.copy_(torch.rand(m.weight.shape, generator=g) * 0.5 + 0.5)
+    was_training = model.training
+    model.eval()
+    batch, sizes = model.preprocess(images)
+    features = model.backbone(batch)
+    proposals, _ = model.rpn(features, sizes, batch.shape[-2:])
+    heads = model.roi_heads
+    x = heads.box_head(heads.pooler([features[f] for f in heads.in_features], proposals))
+    x = x.double()  # (R, D)
+    cls_score = heads.box_predictor.cls_score
+    weight = torch.randn(cls_score.weight.shape, generator=g, dtype=torch.float64)
+    weight *= logit_std / (float(x.std(0).mean()) * x.shape[1] ** 0.5 + 1e-12)
+    cls_score.weight.copy_(weight)
+    cls_score.bias.copy_(-(weight @ x.mean(0)))
+    model.train(was_training)
+    return model
+
+
+class _Runner:
+    """One model's inference call and training step on fixed inputs."""
+
+    def __init__(self, model: nn.Module, images: list[torch.Tensor], targets: list[dict],
+                 autocast: Callable[[], Any], scaler: torch.amp.GradScaler | None) -> None:
+        self.model, self.images, self.targets = model, images, targets
+        self.autocast, self.scaler = autocast, scaler
+        params = [p for p in model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.SGD(params, lr=0.0, momentum=0.9, weight_decay=1e-4)
+
+    def inference(self) -> Any:
+        self.model.eval()
+        with torch.inference_mode(), self.autocast():
+            return self.model(self.images)
+
+    def train(self) -> None:
+        self.model.train()
+        with self.autocast():
+            losses = self.model(self.images, self.targets)
+        loss = sum(losses.values())
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            loss.backward()
+            self.optimizer.step()
+
+    def flops(self, task: str) -> int:
+        """FLOPs of one call (training: forward + backward; the SGD update is not counted)."""
+        with FlopCounterMode(display=False) as counter:
+            if task == "inference":
+                self.inference()
+            else:
+                self.model.train()
+                with self.autocast():
+                    losses = self.model(self.images, self.targets)
+                sum(losses.values()).backward()
+        self.optimizer.zero_grad(set_to_none=True)
+        return counter.get_total_flops()
+
+
+def measure_models(models: dict[str, nn.Module], *, task: str, batch: int, height: int,
+                   width: int, num_classes: int, iters: int, warmup: int, device: torch.device,
+                   amp_dtype: torch.dtype | None = None) -> dict[str, dict[str, Any]]:
+    """Time ``task`` ("inference" or "train") of each model, alternating; see the docstring.
+
+    ``models``: ``{"ours": ..., "torchvision": ...}`` (the latter optional) on ``device``.
+    """
+    images, targets = synthetic_batch(batch=batch, height=height, width=width,
+                                      num_classes=num_classes, device=device)
+    autocast = nullcontext if amp_dtype is None else (
+        lambda: torch.autocast(device_type=device.type, dtype=amp_dtype))
+    runners = {}
+    for name, model in models.items():
+        inputs = images if name == "ours" else [im.float().div_(255) for im in images]
+        scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
+        runners[name] = _Runner(model, inputs, targets, autocast, scaler)
+    timing = time_alternating({n: getattr(r, task) for n, r in runners.items()}, iters=iters,
+                              warmup=warmup, device=device)
+    results = {}
+    for name, runner in runners.items():
+        stats = summarize(timing[name]["times"])
+        flops = runner.flops(task)
+        results[name] = {
+            **stats, "images_per_s": 1000 * batch / stats["median_ms"],
+            "gflops_per_image": flops / batch / 1e9,
+            "achieved_gflops_per_s": flops / 1e9 / (stats["median_ms"] / 1000),
+            "peak_memory_mb": timing[name]["peak_mb"],
+            "params_m": sum(p.numel() for p in runner.model.parameters()) / 1e6,
+        }
+    return results
