@@ -36,6 +36,8 @@ from pycocotools.cocoeval import COCOeval
 
 from detection.data.coco import DatasetError, load_coco
 
+from .gather import gather_by_image, on_main_process
+
 __all__ = ["COCOEvaluator", "format_table"]
 
 _SUMMARY = (("mAP", 0), ("mAP50", 1), ("mAP75", 2), ("mAP_s", 3), ("mAP_m", 4), ("mAP_l", 5),
@@ -97,25 +99,8 @@ class COCOEvaluator:
 
     def evaluate(self) -> dict[str, Any]:
         """Gather, write the results json, run COCOeval; the same dict on every rank."""
-        predictions = self._gather()
-        distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
-        rank = torch.distributed.get_rank() if distributed else 0
-        result = self._evaluate(predictions) if rank == 0 else None
-        if distributed:
-            box = [result]
-            torch.distributed.broadcast_object_list(box, src=0)
-            result = box[0]
-        return result
-
-    def _gather(self) -> dict[int, np.ndarray]:
-        if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
-            return self._predictions
-        parts: list[dict | None] = [None] * torch.distributed.get_world_size()
-        torch.distributed.all_gather_object(parts, self._predictions)
-        merged: dict[int, np.ndarray] = {}
-        for part in parts:
-            merged.update(part)
-        return merged
+        predictions = gather_by_image(self._predictions)
+        return on_main_process(lambda: self._evaluate(predictions))
 
     def _evaluate(self, predictions: dict[int, np.ndarray]) -> dict[str, Any]:
         if not predictions:
