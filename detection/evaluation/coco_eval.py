@@ -164,12 +164,14 @@ class COCOEvaluator:
         return out
 
 
-def format_table(result: dict[str, Any], columns: int = 3) -> str:
-    """The summary line and a per-category AP table, as text."""
+def format_table(result: dict[str, Any], columns: int = 3,
+                 keys: Sequence[str] | None = None) -> str:
+    """The summary line (``keys``, default COCO's) and a per-category AP table, as text."""
     def fmt(v: float) -> str:
         return "  nan" if math.isnan(v) else f"{v:5.2f}"
 
-    lines = ["  ".join(f"{key} {fmt(result[key])}" for key, _ in _SUMMARY)]
+    keys = [key for key, _ in _SUMMARY] if keys is None else keys
+    lines = ["  ".join(f"{key} {fmt(result[key])}" for key in keys)]
     items = list(result.get("per_category", {}).items())
     if items:
         width = max(8, *(len(name) for name, _ in items))
