@@ -1,4 +1,4 @@
-"""VOCDataset / read_voc: a generated VOCdevkit tree read to hand-computed boxes, every bad input."""
+"""VOCDataset, read_voc: a generated VOCdevkit tree read to hand-computed boxes; bad input."""
 
 from __future__ import annotations
 
