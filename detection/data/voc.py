@@ -31,6 +31,7 @@ expansion attacks are refused by expat >= 2.4.1).
 from __future__ import annotations
 
 import logging
+import math
 import os
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
@@ -167,12 +168,12 @@ def _parse_xml(path: str, class_index: dict[str, int]
         raise DatasetError(f"{path}: cannot read annotation file: {e}") from None
     if root.tag != "annotation":
         raise DatasetError(f"{path}: top element is <{root.tag}>, expected <annotation>")
-    h, w = (_number(root, f"size/{key}") for key in ("height", "width"))
+    size = root.find("size")
+    h, w = (_number(size, key) for key in ("height", "width"))
     if not (h is not None and w is not None and h > 0 and w > 0 and h.is_integer()
             and w.is_integer()):
         raise DatasetError(f"{path}: <size> needs positive integer <width> and <height>, got "
-                           f"width {_text(root, 'size/width')!r}, "
-                           f"height {_text(root, 'size/height')!r}")
+                           f"width {_text(size, 'width')!r}, height {_text(size, 'height')!r}")
     objects = []
     for k, obj in enumerate(root.findall("object"), start=1):  # direct children: not <part>s
         objects.append(_parse_object(obj, f"{path}: object #{k}", class_index))
@@ -188,9 +189,10 @@ def _parse_object(obj: ET.Element, where: str, class_index: dict[str, int]
         raise DatasetError(f"{where}: unknown class {name!r}; the classes are "
                            f"{list(class_index)}")
     where = f"{where} ({name})"
-    xmin, ymin, xmax, ymax = coords = [_number(obj, f"bndbox/{c}") for c in _COORDS]
+    bndbox = obj.find("bndbox")
+    xmin, ymin, xmax, ymax = coords = [_number(bndbox, c) for c in _COORDS]
     if any(v is None for v in coords):
-        found = {c: _text(obj, f"bndbox/{c}") for c in _COORDS}
+        found = {c: _text(bndbox, c) for c in _COORDS}
         raise DatasetError(f"{where}: <bndbox> needs numbers <xmin> <ymin> <xmax> <ymax>, got "
                            f"{found}")
     if xmax < xmin or ymax < ymin:
@@ -203,19 +205,19 @@ def _parse_object(obj: ET.Element, where: str, class_index: dict[str, int]
     return [xmin - 1.0, ymin - 1.0, xmax, ymax], class_index[name], diff == "1"
 
 
-def _text(element: ET.Element, path: str) -> str | None:
-    found = element.find(path)
+def _text(element: ET.Element | None, tag: str) -> str | None:
+    """The stripped text of ``element``'s child ``tag`` (a plain tag: ElementTree's fast path)."""
+    found = None if element is None else element.find(tag)
     return None if found is None or found.text is None else found.text.strip()
 
 
-def _number(element: ET.Element, path: str) -> float | None:
-    """The finite number at ``path``, or None."""
-    text = _text(element, path)
+def _number(element: ET.Element | None, tag: str) -> float | None:
+    """The finite number in child ``tag``, or None."""
     try:
-        value = float(text)  # type: ignore[arg-type]
+        value = float(_text(element, tag))  # type: ignore[arg-type]
     except (TypeError, ValueError):
         return None
-    return value if np.isfinite(value) else None
+    return value if math.isfinite(value) else None
 
 
 class VOCDataset(DetectionDataset):
