@@ -56,14 +56,14 @@ from detection.data.base import DatasetError
 from detection.data.voc import PathLike, read_voc, voc_pairs
 
 from .coco_eval import format_table
-from .gather import gather_by_image, on_main_process
+from .common import PerImageEvaluator
 
 __all__ = ["VOCEvaluator", "average_precision", "match_detections"]
 
 _SUMMARY = ("mAP", "mAP_11point", "mAP_allpoint")
 
 
-class VOCEvaluator:
+class VOCEvaluator(PerImageEvaluator):
     """Accumulates detections over a pass, then computes VOC AP at IoU 0.5 per class.
 
     Args:
@@ -85,43 +85,18 @@ class VOCEvaluator:
                  classes: Sequence[dict], use_07_metric: bool = True,
                  output_dir: PathLike | None = None, verbose: bool = True) -> None:
         self.pairs = voc_pairs(roots, splits)
-        self.classes = [{"id": int(c["id"]), "name": str(c["name"])} for c in classes]
         self.ground_truth = read_voc(*zip(*self.pairs),
-                                     class_names=[c["name"] for c in self.classes])
+                                     class_names=[str(c["name"]) for c in classes])
         self.use_07_metric = use_07_metric
-        self.output_dir = None if output_dir is None else os.fspath(output_dir)
-        self.verbose = verbose
-        self.reset()
+        super().__init__(classes=classes, output_dir=output_dir, verbose=verbose)
 
-    def reset(self) -> None:
-        """Forget everything processed so far."""
-        # image id -> (n, 6) float64 rows [x0, y0, x1, y1, score, label]
-        self._predictions: dict[int, np.ndarray] = {}
-
-    def process(self, samples: Sequence[dict], outputs: Sequence[dict]) -> None:
-        """Record one batch: ``samples`` give ``image_id``; ``outputs`` hold ``boxes`` (n, 4)
-        xyxy in original pixels, ``scores`` (n,), ``labels`` (n,) in ``1..K``."""
-        if len(samples) != len(outputs):
-            raise ValueError(f"{len(samples)} samples but {len(outputs)} outputs")
-        num_classes = len(self.classes)
-        for sample, output in zip(samples, outputs):
-            labels = output["labels"].detach().to("cpu", torch.float64)
-            if len(labels) and not (1 <= labels.min() and labels.max() <= num_classes):
-                raise ValueError(f"image id {sample['image_id']}: labels must be in "
-                                 f"1..{num_classes}, got {labels.unique().long().tolist()}")
-            rows = torch.cat([output["boxes"].detach().to("cpu", torch.float64).round(decimals=2),
-                              output["scores"].detach().to("cpu", torch.float64)
-                              .round(decimals=5)[:, None], labels[:, None]], dim=1)  # (n, 6)
-            self._predictions[int(sample["image_id"])] = rows.numpy()
-
-    def evaluate(self) -> dict[str, Any]:
-        """Gather, compute the APs on rank 0; the same dict on every rank."""
-        predictions = gather_by_image(self._predictions)
-        return on_main_process(lambda: self._evaluate(predictions))
+    def _rows(self, boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor
+              ) -> torch.Tensor:
+        """(n, 6) rows ``[x0, y0, x1, y1, score, label]``."""
+        return torch.cat([boxes.round(decimals=2), scores.round(decimals=5)[:, None],
+                          labels[:, None].double()], dim=1)
 
     def _evaluate(self, predictions: dict[int, np.ndarray]) -> dict[str, Any]:
-        if not predictions:
-            raise RuntimeError("VOCEvaluator.evaluate: no image was processed")
         gt = self.ground_truth
         image_ids = sorted(predictions)
         unknown = [i for i in image_ids if not 1 <= i <= len(gt.names)]

@@ -4,7 +4,6 @@ all-point), and equal to a line-by-line transliteration of the devkit's VOCevald
 from __future__ import annotations
 
 import math
-import multiprocessing
 
 import numpy as np
 import pytest
@@ -87,30 +86,16 @@ def test_ap_equals_the_hand_computation(root, use_07_metric, tmp_path):
     assert lines[0] == "img1 0.90000 1.00 1.00 10.00 10.00" and len(lines) == 6
 
 
-def _distributed_worker(rank, init_file, root, queue):
-    torch.distributed.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank,
-                                         world_size=2)
-    try:
-        evaluator = VOCEvaluator(roots=root, splits="test", classes=CLASSES, verbose=False)
-        samples, outputs = _outputs(DETECTIONS)
-        part = slice(0, 2) if rank == 0 else slice(2, 3)  # images 1, 2 | image 3
-        evaluator.process(samples[part], outputs[part])
-        queue.put((rank, evaluator.evaluate()))
-    finally:
-        torch.distributed.destroy_process_group()
+def _evaluate_part(rank, root):
+    evaluator = VOCEvaluator(roots=root, splits="test", classes=CLASSES, verbose=False)
+    samples, outputs = _outputs(DETECTIONS)
+    part = slice(0, 2) if rank == 0 else slice(2, 3)  # images 1, 2 | image 3
+    evaluator.process(samples[part], outputs[part])
+    return evaluator.evaluate()
 
 
-def test_two_processes_gather_to_the_hand_computation(root, tmp_path):
-    ctx = multiprocessing.get_context("fork")
-    queue = ctx.Queue()
-    procs = [ctx.Process(target=_distributed_worker, args=(r, str(tmp_path / "init"), root,
-                                                           queue)) for r in range(2)]
-    for p in procs:
-        p.start()
-    results = dict(queue.get(timeout=120) for _ in procs)
-    for p in procs:
-        p.join(timeout=30)
-        assert p.exitcode == 0
+def test_two_processes_gather_to_the_hand_computation(root, two_processes):
+    results = two_processes(_evaluate_part, root)
     for rank in (0, 1):
         assert results[rank]["mAP"] == pytest.approx(100 * (CAT_11 + DOG_AP) / 2, abs=1e-9)
         assert results[rank]["mAP_allpoint"] == pytest.approx(100 * (CAT_ALL + DOG_AP) / 2,
