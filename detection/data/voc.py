@@ -6,6 +6,8 @@ Layout (the devkit's, as unpacked from ``VOCtrainval_06-Nov-2007.tar`` and frien
                       JPEGImages/000005.jpg
                       ImageSets/Main/{train,val,trainval,test}.txt   one image name a line
 
+An image is ``JPEGImages/<name>.jpg`` (as Detectron2 and torchvision's ``VOCDetection`` read it;
+the XML's ``<filename>`` is not used) and its size is the XML's ``<size>``, checked on decoding.
 Several ``(root, split)`` pairs are concatenated in the order given (VOC 2007+2012 trainval:
 ``roots=[".../VOC2007", ".../VOC2012"], splits="trainval"``); image ids are ``1..N`` in that
 order, so a dataset and an evaluator built from the same pairs agree on them.
