@@ -1,16 +1,20 @@
-"""COCO-format data: datasets, transforms, samplers, loaders, synthetic shapes."""
+"""Detection data: COCO and PASCAL VOC datasets, format conversion, transforms, samplers,
+loaders, synthetic shapes."""
 
+from .base import DatasetError, DetectionDataset, decode_image
 from .classes import (category_id_to_label, classes_from_categories, label_to_category_id,
                       relabel_table)
-from .coco import COCODataset, DatasetError, decode_image, load_coco, read_coco_json
+from .coco import COCODataset, load_coco, read_coco_json
 from .loader import build_test_loader, build_train_loader, collate
 from .samplers import (AspectRatioBatchSampler, InferenceSampler, SkipBatches, TrainingSampler,
                        aspect_ratio_groups)
 from .synthetic import SyntheticCOCO, ensure_synthetic, make_synthetic_coco
 from .transforms import DetectionTransform, ResizeShortestEdge, build_transforms, resized_shape
+from .voc import VOC_CLASSES, VOCAnnotations, VOCDataset, read_voc
 
 __all__ = [
-    "AspectRatioBatchSampler", "COCODataset", "DatasetError", "DetectionTransform",
+    "AspectRatioBatchSampler", "COCODataset", "DatasetError", "DetectionDataset",
+    "DetectionTransform", "VOC_CLASSES", "VOCAnnotations", "VOCDataset", "read_voc",
     "InferenceSampler", "ResizeShortestEdge", "SkipBatches", "SyntheticCOCO", "TrainingSampler",
     "aspect_ratio_groups", "build_test_loader", "build_train_loader", "build_transforms",
     "category_id_to_label", "classes_from_categories", "collate", "decode_image",

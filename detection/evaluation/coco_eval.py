@@ -36,6 +36,8 @@ from pycocotools.cocoeval import COCOeval
 
 from detection.data.coco import DatasetError, load_coco
 
+from .common import PerImageEvaluator
+
 __all__ = ["COCOEvaluator", "format_table"]
 
 _SUMMARY = (("mAP", 0), ("mAP50", 1), ("mAP75", 2), ("mAP_s", 3), ("mAP_m", 4), ("mAP_l", 5),
@@ -46,7 +48,7 @@ def _percent(value: float) -> float:
     return float("nan") if value < 0 else 100.0 * float(value)
 
 
-class COCOEvaluator:
+class COCOEvaluator(PerImageEvaluator):
     """Accumulates detections over a pass, then computes COCO box AP.
 
     Args:
@@ -66,60 +68,17 @@ class COCOEvaluator:
         if missing:
             raise DatasetError(f"{self.annotations}: category ids {missing} of the given classes "
                                f"are not among its categories {sorted(known)}")
-        self.classes = [{"id": int(c["id"]), "name": str(c["name"])} for c in classes]
+        super().__init__(classes=classes, output_dir=output_dir, verbose=verbose)
         self._category_ids = torch.tensor([c["id"] for c in self.classes], dtype=torch.float64)
-        self.output_dir = None if output_dir is None else os.fspath(output_dir)
-        self.verbose = verbose
-        self.reset()
 
-    def reset(self) -> None:
-        """Forget everything processed so far."""
-        # image id -> (n, 6) float64 rows [x, y, w, h, score, category_id]
-        self._predictions: dict[int, np.ndarray] = {}
-
-    def process(self, samples: Sequence[dict], outputs: Sequence[dict]) -> None:
-        """Record one batch: ``samples`` give ``image_id``; ``outputs`` hold ``boxes`` (n, 4)
-        xyxy in original pixels, ``scores`` (n,), ``labels`` (n,) in ``1..K``."""
-        if len(samples) != len(outputs):
-            raise ValueError(f"{len(samples)} samples but {len(outputs)} outputs")
-        num_classes = len(self.classes)
-        for sample, output in zip(samples, outputs):
-            boxes = output["boxes"].detach().to("cpu", torch.float64)
-            labels = output["labels"].detach().cpu().long()
-            if len(labels) and not (1 <= int(labels.min()) and int(labels.max()) <= num_classes):
-                raise ValueError(f"image id {sample['image_id']}: labels must be in "
-                                 f"1..{num_classes}, got {labels.unique().tolist()}")
-            xywh = torch.cat([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], dim=1)
-            scores = output["scores"].detach().to("cpu", torch.float64)
-            rows = torch.cat([xywh.round(decimals=2), scores.round(decimals=5)[:, None],
-                              self._category_ids[labels - 1][:, None]], dim=1)  # (n, 6)
-            self._predictions[int(sample["image_id"])] = rows.numpy()
-
-    def evaluate(self) -> dict[str, Any]:
-        """Gather, write the results json, run COCOeval; the same dict on every rank."""
-        predictions = self._gather()
-        distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
-        rank = torch.distributed.get_rank() if distributed else 0
-        result = self._evaluate(predictions) if rank == 0 else None
-        if distributed:
-            box = [result]
-            torch.distributed.broadcast_object_list(box, src=0)
-            result = box[0]
-        return result
-
-    def _gather(self) -> dict[int, np.ndarray]:
-        if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
-            return self._predictions
-        parts: list[dict | None] = [None] * torch.distributed.get_world_size()
-        torch.distributed.all_gather_object(parts, self._predictions)
-        merged: dict[int, np.ndarray] = {}
-        for part in parts:
-            merged.update(part)
-        return merged
+    def _rows(self, boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor
+              ) -> torch.Tensor:
+        """(n, 6) rows ``[x, y, w, h, score, category_id]``."""
+        xywh = torch.cat([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], dim=1)
+        return torch.cat([xywh.round(decimals=2), scores.round(decimals=5)[:, None],
+                          self._category_ids[labels - 1][:, None]], dim=1)
 
     def _evaluate(self, predictions: dict[int, np.ndarray]) -> dict[str, Any]:
-        if not predictions:
-            raise RuntimeError("COCOEvaluator.evaluate: no image was processed")
         unknown = sorted(set(predictions) - set(self.coco_gt.getImgIds()))
         if unknown:
             raise DatasetError(f"{self.annotations}: processed image ids {unknown[:10]} are not "
@@ -179,12 +138,14 @@ class COCOEvaluator:
         return out
 
 
-def format_table(result: dict[str, Any], columns: int = 3) -> str:
-    """The summary line and a per-category AP table, as text."""
+def format_table(result: dict[str, Any], columns: int = 3,
+                 keys: Sequence[str] | None = None) -> str:
+    """The summary line (``keys``, default COCO's) and a per-category AP table, as text."""
     def fmt(v: float) -> str:
         return "  nan" if math.isnan(v) else f"{v:5.2f}"
 
-    lines = ["  ".join(f"{key} {fmt(result[key])}" for key, _ in _SUMMARY)]
+    keys = [key for key, _ in _SUMMARY] if keys is None else keys
+    lines = ["  ".join(f"{key} {fmt(result[key])}" for key in keys)]
     items = list(result.get("per_category", {}).items())
     if items:
         width = max(8, *(len(name) for name, _ in items))

@@ -6,7 +6,6 @@ import contextlib
 import io
 import json
 import math
-import multiprocessing
 
 import pytest
 import torch
@@ -185,30 +184,16 @@ def _mixed():
     return [s_exact[0], s_shift[1]], [o_exact[0], o_shift[1]]
 
 
-def _distributed_worker(rank, init_file, gt_path, queue):
-    torch.distributed.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank,
-                                         world_size=2)
-    try:
-        samples, outputs = _mixed()
-        evaluator = COCOEvaluator(annotations=gt_path, classes=CLASSES, verbose=False)
-        evaluator.process(samples[rank:rank + 1], outputs[rank:rank + 1])  # one image per rank
-        queue.put((rank, evaluator.evaluate()))
-    finally:
-        torch.distributed.destroy_process_group()
+def _evaluate_one_image_per_rank(rank, gt_path):
+    samples, outputs = _mixed()
+    evaluator = COCOEvaluator(annotations=gt_path, classes=CLASSES, verbose=False)
+    evaluator.process(samples[rank:rank + 1], outputs[rank:rank + 1])  # one image per rank
+    return evaluator.evaluate()
 
 
-def test_distributed_gather_over_two_processes(tmp_path):
+def test_distributed_gather_over_two_processes(tmp_path, two_processes):
     gt_path = _write_gt(tmp_path)
-    ctx = multiprocessing.get_context("fork")
-    queue = ctx.Queue()
-    procs = [ctx.Process(target=_distributed_worker,
-                         args=(r, str(tmp_path / "init"), gt_path, queue)) for r in range(2)]
-    for p in procs:
-        p.start()
-    results = dict(queue.get(timeout=120) for _ in procs)
-    for p in procs:
-        p.join(timeout=30)
-        assert p.exitcode == 0
+    results = two_processes(_evaluate_one_image_per_rank, gt_path)
     single = _evaluate(gt_path, *_mixed())  # both images in one process
     rank0_alone = _evaluate(gt_path, *(x[:1] for x in _mixed()))
     assert single["mAP"] != pytest.approx(rank0_alone["mAP"])

@@ -1,0 +1,219 @@
+"""What every detection dataset shares: decoding, the flat box index, the bad-image policy.
+
+A format-specific subclass (``COCODataset``, ``VOCDataset``) parses its annotation files once,
+validates them, and hands :meth:`DetectionDataset._set_index` one row per image and one row per
+box; from then on everything is format-free. A sample (``dataset[i]``) is the dict of
+docs/ARCHITECTURE.md::
+
+    {"image": uint8 Tensor (3, H, W) RGB after transforms,
+     "boxes": float32 Tensor (n, 4) xyxy in transformed pixels,
+     "labels": int64 Tensor (n,) in 1..K,
+     "image_id": int, "original_size": (h, w) before transforms, "file_name": str}
+
+The index is a handful of numpy arrays (image ids, sizes, file names, boxes grouped by image
+through offsets), so DataLoader workers share it copy-on-write without touching Python reference
+counts.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+
+# (image HxWx3 uint8 RGB, boxes (n, 4) float32 xyxy, labels (n,) int64) -> same, transformed
+Transform = Callable[[np.ndarray, np.ndarray, np.ndarray],
+                     tuple[np.ndarray, np.ndarray, np.ndarray]]
+
+
+class DatasetError(ValueError):
+    """Bad dataset input; the message names the file and the image / annotation id at fault."""
+
+
+def decode_image(path: str) -> np.ndarray:
+    """Read an image file as ``(H, W, 3)`` uint8 RGB with OpenCV.
+
+    Grayscale is replicated to 3 channels, RGBA drops alpha, 16-bit is scaled to 8-bit
+    (``v8 = round(v16 * 255 / 65535)``). Raises ``DatasetError`` naming the file otherwise.
+    """
+    if not os.path.isfile(path):
+        raise DatasetError(f"image file not found: {path}")
+    img = cv2.imread(path, cv2.IMREAD_UNCHANGED)
+    if img is None:
+        raise DatasetError(f"cannot decode image (corrupt or unsupported format): {path}")
+    if img.dtype == np.uint16:
+        img = cv2.convertScaleAbs(img, alpha=255.0 / 65535.0)
+    elif img.dtype != np.uint8:
+        raise DatasetError(f"unsupported pixel type {img.dtype} in image: {path}")
+    channels = 1 if img.ndim == 2 else img.shape[2]
+    codes = {1: cv2.COLOR_GRAY2RGB, 3: cv2.COLOR_BGR2RGB, 4: cv2.COLOR_BGRA2RGB}
+    if channels not in codes:
+        raise DatasetError(f"unsupported number of channels {channels} in image: {path}")
+    return cv2.cvtColor(img, codes[channels])
+
+
+class DetectionDataset(torch.utils.data.Dataset):
+    """Base of the detection datasets: indexing, decoding, transforms and bad images.
+
+    Args (keyword-only, passed on by the subclass):
+        transforms: ``(image, boxes, labels) -> (image, boxes, labels)`` on numpy arrays;
+            ``None`` keeps the original pixels.
+        train: a bad image is replaced by the next good image of the same orientation
+            (training) or gives ``None``, which ``collate`` drops (evaluation).
+        on_bad_image: ``"skip"`` (warn once per file, count in ``num_bad_images``) or
+            ``"error"`` (raise ``DatasetError`` naming the file at once).
+
+    A subclass sets ``classes`` and calls :meth:`_set_index`, and says where an image and its
+    recorded size come from (:meth:`_image_path`, :meth:`_size_origin`, :attr:`_image_folders`).
+    Warnings go to the subclass's module logger (``detection.data.coco``, ...).
+    """
+
+    _MAX_BAD_IN_A_ROW = 10
+    classes: list[dict]
+
+    def __init__(self, *, transforms: Transform | None, train: bool, on_bad_image: str) -> None:
+        if on_bad_image not in ("skip", "error"):
+            raise ValueError(f'on_bad_image must be "skip" or "error", got {on_bad_image!r}')
+        self.transforms = transforms
+        self.train = train
+        self.on_bad_image = on_bad_image
+        self._num_bad = torch.zeros((), dtype=torch.int64).share_memory_()  # seen by workers
+        self._warned: set[int] = set()  # per process
+        self._logger = logging.getLogger(type(self).__module__)
+
+    # ------------------------------------------------------------------------- subclass hooks
+    def _image_path(self, idx: int) -> str:
+        raise NotImplementedError
+
+    def _size_origin(self, idx: int) -> str:
+        """The file that gives image ``idx``'s height and width (for error messages)."""
+        raise NotImplementedError
+
+    @property
+    def _image_folders(self) -> str:
+        """The image folder(s), for error messages."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------------- the index
+    def _set_index(self, *, image_ids: np.ndarray, sizes: np.ndarray, file_names: np.ndarray,
+                   rows: np.ndarray, boxes: np.ndarray, labels: np.ndarray,
+                   ignored: np.ndarray, min_box_size: float,
+                   filter_empty: bool) -> tuple[np.ndarray, dict[str, int]]:
+        """Store the flat arrays; boxes are clipped to their image, and tiny or ignored ones
+        (crowd, difficult) left out of the targets.
+
+        Args:
+            image_ids, sizes, file_names: (I,) int64, (I, 2) int64 ``(h, w)``, (I,) str.
+            rows, boxes, labels, ignored: per box, its image row in ``0..I-1``, xyxy (B, 4)
+                float pixels, label ``1..K``, and whether it stays out of the targets.
+            min_box_size: a box whose width or height after clipping is <= this is dropped.
+            filter_empty: leave out images without a kept box.
+
+        Returns the boolean (I,) mask of images kept and the counts ``images``,
+        ``images_without_boxes``, ``boxes`` (kept), ``ignored``, ``dropped_boxes``.
+        """
+        xyxy = np.array(boxes, dtype=np.float64).reshape(-1, 4)
+        hw = sizes[rows].astype(np.float64)
+        xyxy[:, 0::2] = np.clip(xyxy[:, 0::2], 0, hw[:, 1:2])
+        xyxy[:, 1::2] = np.clip(xyxy[:, 1::2], 0, hw[:, 0:1])
+        big = (xyxy[:, 2:] - xyxy[:, :2] > min_box_size).all(axis=1)
+        keep = ~ignored & big
+        kept_rows = rows[keep]
+        by_image = np.argsort(kept_rows, kind="stable")  # file order within an image
+        counts = np.bincount(kept_rows, minlength=len(image_ids))
+        selected = counts > 0 if filter_empty else np.ones(len(image_ids), dtype=bool)
+        self._image_ids, self._sizes, self._file_names = (
+            image_ids[selected], sizes[selected], file_names[selected])
+        self._offsets = np.concatenate([[0], np.cumsum(counts[selected])])
+        self._boxes = xyxy[keep][by_image].astype(np.float32)
+        self._labels = np.asarray(labels, dtype=np.int64)[keep][by_image]
+        counts_out = {"images": len(image_ids), "images_without_boxes": int((counts == 0).sum()),
+                      "boxes": int(keep.sum()), "ignored": int(ignored.sum()),
+                      "dropped_boxes": int((~ignored & ~big).sum())}
+        return selected, counts_out
+
+    def __len__(self) -> int:
+        return len(self._image_ids)
+
+    @property
+    def image_ids(self) -> np.ndarray:
+        """(N,) int64 image id of each index."""
+        return self._image_ids
+
+    @property
+    def image_sizes(self) -> np.ndarray:
+        """(N, 2) int64 ``(height, width)`` of each index, from the annotations (no decoding)."""
+        return self._sizes
+
+    @property
+    def num_dropped_boxes(self) -> int:
+        return self.stats["dropped_boxes"]
+
+    @property
+    def num_bad_images(self) -> int:
+        """Bad images skipped so far, summed over DataLoader workers."""
+        return int(self._num_bad)
+
+    # ------------------------------------------------------------------------- samples
+    def __getitem__(self, idx: int) -> dict[str, Any] | None:
+        for _ in range(self._MAX_BAD_IN_A_ROW):
+            try:
+                return self._load(idx)
+            except DatasetError as e:
+                if self.on_bad_image == "error":
+                    raise
+                self._note_bad(idx, e)
+                if not self.train:
+                    return None
+                last_error = e
+                idx = self._substitute(idx)
+        raise DatasetError(f"{self._MAX_BAD_IN_A_ROW} images in a row failed to load, the last: "
+                           f"{last_error}; check the image folder {self._image_folders}")
+
+    def _load(self, idx: int) -> dict[str, Any]:
+        h, w = (int(v) for v in self._sizes[idx])
+        path = self._image_path(idx)
+        image = decode_image(path)
+        if image.shape[:2] != (h, w):
+            raise DatasetError(f"{path}: image is {image.shape[0]}x{image.shape[1]} (h x w) but "
+                               f"{self._size_origin(idx)} gives {h}x{w} for image id "
+                               f"{self._image_ids[idx]}")
+        start, end = self._offsets[idx], self._offsets[idx + 1]
+        boxes, labels = self._boxes[start:end], self._labels[start:end]
+        if self.transforms is not None:
+            image, boxes, labels = self.transforms(image, boxes, labels)
+        return {
+            "image": torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))),
+            "boxes": torch.from_numpy(np.array(boxes, dtype=np.float32).reshape(-1, 4)),
+            "labels": torch.from_numpy(np.array(labels, dtype=np.int64)),
+            "image_id": int(self._image_ids[idx]),
+            "original_size": (h, w),
+            "file_name": str(self._file_names[idx]),
+        }
+
+    def _note_bad(self, idx: int, error: DatasetError) -> None:
+        self._num_bad += 1
+        if idx not in self._warned:
+            self._warned.add(idx)
+            self._logger.warning("skipping bad image (%s): %s", "training" if self.train else
+                                 "left out of evaluation", error)
+
+    def _substitute(self, idx: int) -> int:
+        """The next index of the same orientation (w >= h or w < h) not yet known to be bad."""
+        portrait = self._sizes[:, 1] < self._sizes[:, 0]
+        for step in range(1, len(self)):
+            j = (idx + step) % len(self)
+            if portrait[j] == portrait[idx] and j not in self._warned:
+                return j
+        raise DatasetError(f"no loadable image left in {self._image_folders}")
+
+    def _check_not_empty(self, source: str) -> None:
+        """Raise when no image is left (``source``: the annotation file(s), for the message)."""
+        if len(self) == 0:
+            raise DatasetError(f"{source}: no image" + (
+                " with a usable box (filter_empty=True)" if self.stats["images"] else "s"))

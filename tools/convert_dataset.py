@@ -1,0 +1,86 @@
+#!/usr/bin/env python
+"""Convert detection annotations: PASCAL VOC or YOLO to COCO json, COCO json to YOLO.
+
+    python tools/convert_dataset.py voc2coco --root datasets/VOCdevkit/VOC2007 \\
+        --root datasets/VOCdevkit/VOC2012 --split trainval --out datasets/voc0712_trainval.json
+    python tools/convert_dataset.py yolo2coco --images data/images/train \\
+        --labels data/labels/train --names data/classes.txt --out data/train.json
+    python tools/convert_dataset.py coco2yolo --annotations data/train.json \\
+        --labels data/labels/train --names data/classes.txt
+
+Input files are only read; an output that exists already is refused. The COCO json then trains
+with ``data.train.images`` set to the image folder printed here.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, uninstalled
+
+from detection.data.base import DatasetError  # noqa: E402
+from detection.data.formats import (coco_to_yolo, read_class_names, voc_to_coco,  # noqa: E402
+                                    write_json, yolo_to_coco)
+from detection.data.voc import VOC_CLASSES  # noqa: E402
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    sub = p.add_subparsers(dest="command", required=True)
+    voc = sub.add_parser("voc2coco", help="VOCdevkit folder(s) -> COCO json")
+    voc.add_argument("--root", action="append", required=True,
+                     help="a VOCdevkit/VOCyyyy folder; repeat to concatenate (07+12)")
+    voc.add_argument("--split", action="append", required=True,
+                     help="ImageSets/Main/<split>.txt: once for every root, or once per root")
+    voc.add_argument("--classes", help="class names file (default: the 20 VOC classes)")
+    voc.add_argument("--keep-difficult", action="store_true",
+                     help="write difficult objects as ordinary boxes (default: iscrowd 1)")
+    voc.add_argument("--out", required=True, help="the COCO json to write")
+    yolo = sub.add_parser("yolo2coco", help="YOLO txt labels + class names -> COCO json")
+    yolo.add_argument("--images", required=True, help="image folder (searched recursively)")
+    yolo.add_argument("--labels", required=True, help="label folder, same relative paths")
+    yolo.add_argument("--names", required=True, help="class names: one a line, or data.yaml")
+    yolo.add_argument("--out", required=True, help="the COCO json to write")
+    coco = sub.add_parser("coco2yolo", help="COCO json -> YOLO txt labels + class names")
+    coco.add_argument("--annotations", required=True, help="the COCO json to read")
+    coco.add_argument("--labels", required=True, help="folder for the label files")
+    coco.add_argument("--names", required=True, help="the class names file to write")
+    return p.parse_args(argv)
+
+
+def _summary(data: dict, out: str, images: str) -> str:
+    return (f"wrote {out}: {len(data['images'])} images, {len(data['annotations'])} boxes, "
+            f"{len(data['categories'])} classes; image folder: {images}")
+
+
+def run(args: argparse.Namespace) -> str:
+    if args.command == "voc2coco":
+        splits = args.split[0] if len(args.split) == 1 else args.split
+        names = read_class_names(args.classes) if args.classes else VOC_CLASSES
+        data, images = voc_to_coco(args.root, splits, class_names=names,
+                                   keep_difficult=args.keep_difficult)
+        write_json(data, args.out)
+        return _summary(data, args.out, images)
+    if args.command == "yolo2coco":
+        data = yolo_to_coco(args.images, args.labels, args.names)
+        write_json(data, args.out)
+        return _summary(data, args.out, args.images)
+    stats = coco_to_yolo(args.annotations, args.labels, args.names)
+    return (f"wrote {stats['images']} label files under {args.labels} ({stats['boxes']} boxes; "
+            f"left out: {stats['crowd_skipped']} crowd, {stats['empty_skipped']} empty after "
+            f"clipping) and {args.names}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        print(run(args))
+    except (DatasetError, FileExistsError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
