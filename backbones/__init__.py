@@ -36,7 +36,7 @@ def build_backbone(name: str, *, weights: str | os.PathLike | None = None, norm:
     norm: "FrozenBN" | "BN" | "GN" | "SyncBN" (ResNet; VGG-16 has no norm layers).
     freeze_at: 0 nothing, 1 the stem (VGG: conv1), k the stem and res2..res(k) (VGG: conv1..k).
     out_features: ResNet `res2..res5` (default all), VGG `conv1..conv5` (default conv5).
-    options: ResNet `shortcut` ("A" | "B" | "C"), `stride_in_1x1`; VGG `head_dropout`.
+    options: ResNet `shortcut` ("A" | "B" | "C"), `stride_in_1x1`, `norm_eps`; VGG `head_dropout`.
     """
     if name not in BACKBONES:
         raise ValueError(f"unknown backbone {name!r}; valid names: {', '.join(BACKBONES)}")

@@ -47,6 +47,8 @@ Note that with norm="FrozenBN" gamma/beta are buffers, not parameters.
 
 `stride_in_1x1=True` puts a bottleneck's stride in its first 1x1 conv (the original MSRA models)
 instead of the 3x3 conv (torchvision, "ResNet v1.5"); the parameters are the same.
+`norm_eps` is the eps of every norm layer, `y = (x - mean) / sqrt(var + eps) * w + b`: 1e-5 by
+default; torchvision's published COCO detectors need 0 (their builders call `overwrite_eps`).
 """
 
 from __future__ import annotations
@@ -197,7 +199,7 @@ class ResNet(nn.Module):
 
     def __init__(self, *, depth: int, residual: bool = True, shortcut: str | None = None,
                  stride_in_1x1: bool = False, norm: str = "FrozenBN", freeze_at: int = 2,
-                 out_features: list[str] | None = None) -> None:
+                 out_features: list[str] | None = None, norm_eps: float = 1e-5) -> None:
         super().__init__()
         block_kind, blocks = _check_options(depth, residual, shortcut, stride_in_1x1, norm,
                                             freeze_at)
@@ -225,6 +227,9 @@ class ResNet(nn.Module):
             stage_channels[name], stage_strides[name] = in_channels, 4 * 2**i
         self.stage_channels = stage_channels
         self._init_weights()
+        for m in self.modules():  # `norm_eps` in every norm layer (1e-5 is PyTorch's default)
+            if isinstance(m, (FrozenBatchNorm2d, nn.modules.batchnorm._NormBase, nn.GroupNorm)):
+                m.eps = float(norm_eps)
 
         self.out_features = check_out_features(out_features, STAGE_NAMES)
         self.out_channels = {f: stage_channels[f] for f in self.out_features}
@@ -320,14 +325,15 @@ def check_out_features(out_features: list[str] | None, valid: tuple[str, ...],
 
 def build_resnet(*, depth: int, residual: bool = True, weights: str | None = None,
                  norm: str = "FrozenBN", freeze_at: int = 2, out_features: list[str] | None = None,
-                 shortcut: str | None = None, stride_in_1x1: bool = False) -> ResNet:
+                 shortcut: str | None = None, stride_in_1x1: bool = False,
+                 norm_eps: float = 1e-5) -> ResNet:
     """Build a ResNet (or plain net) and load `weights` (None, "imagenet", "imagenet_v2", a path).
 
     torchvision's ImageNet weights fit only residual nets with shortcut B and the stride in the
     3x3 conv; plain nets and shortcuts A/C have no pretrained weights there.
     """
     model = ResNet(depth=depth, residual=residual, shortcut=shortcut, stride_in_1x1=stride_in_1x1,
-                   norm=norm, freeze_at=freeze_at, out_features=out_features)
+                   norm=norm, freeze_at=freeze_at, out_features=out_features, norm_eps=norm_eps)
     if weights is None:
         return model
     if weights in IMAGENET_WEIGHTS:

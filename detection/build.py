@@ -22,6 +22,8 @@ Data, solver, evaluation and the training run are built from the config in
 """
 from __future__ import annotations
 
+import os
+
 from backbones import build_backbone
 
 from .anchors import AnchorGenerator
@@ -52,6 +54,7 @@ def build_model(cfg: Config, *, num_classes: int | None = None) -> FasterRCNN:
             "(the number of foreground classes of the dataset)"
         )
     _check_variant(m)
+    _check_weights_file(m)
     backbone, box_head = _build_backbone_and_box_head(m)
     return FasterRCNN(
         backbone=backbone,
@@ -60,7 +63,28 @@ def build_model(cfg: Config, *, num_classes: int | None = None) -> FasterRCNN:
         pixel_mean=m.pixel_mean,
         pixel_std=m.pixel_std,
         size_divisibility=m.size_divisibility,
+        input_format=m.input_format,
     )
+
+
+#: Where Detectron2 publishes MSRA's original ImageNet ResNets (stride in the 1x1 conv, BGR).
+MSRA_URL = "https://dl.fbaipublicfiles.com/detectron2/ImageNetPretrained/MSRA/{}.pkl"
+
+
+def _check_weights_file(m: ModelConfig) -> None:
+    """A ``model.backbone.weights`` path that does not exist: one error naming the file and,
+    for MSRA's models (``stride_in_1x1``), how to make it."""
+    weights = m.backbone.weights
+    if weights in (None, "imagenet", "imagenet_v2") or os.path.isfile(weights):
+        return
+    message = f"model.backbone.weights: file not found: {weights}"
+    depth = m.backbone.name.removeprefix("resnet")
+    if m.backbone.stride_in_1x1 and depth in ("50", "101"):
+        src = f"R-{depth}.pkl"
+        message += (f". It holds MSRA's ImageNet {m.backbone.name} converted to this project's "
+                    f"format: download {MSRA_URL.format(f'R-{depth}')} (on a machine with "
+                    f"internet), then run: python tools/convert_pretrained.py {src} {weights}")
+    raise FileNotFoundError(message)
 
 
 def _check_variant(m: ModelConfig) -> None:
@@ -91,9 +115,10 @@ def _build_backbone_and_box_head(m: ModelConfig):
     b, rh = m.backbone, m.roi_heads
     options = {}
     if b.name.startswith("resnet"):
-        options = {"shortcut": b.shortcut, "stride_in_1x1": b.stride_in_1x1}
+        options = {"shortcut": b.shortcut, "stride_in_1x1": b.stride_in_1x1,
+                   "norm_eps": b.norm_eps}
     elif b.name.startswith("plain"):
-        options = {"stride_in_1x1": b.stride_in_1x1}
+        options = {"stride_in_1x1": b.stride_in_1x1, "norm_eps": b.norm_eps}
     if rh.box_head == "fpn_2fc":
         out_features = FPN_IN_FEATURES
     elif rh.box_head == "c4_res5":
@@ -160,7 +185,7 @@ def _build_rpn(m: ModelConfig, backbone) -> RPN:
         pre_nms_topk_train=r.pre_nms_topk_train, pre_nms_topk_test=r.pre_nms_topk_test,
         post_nms_topk_train=r.post_nms_topk_train, post_nms_topk_test=r.post_nms_topk_test,
         nms_thresh=r.nms_thresh, min_box_size=r.min_box_size, score_thresh=r.score_thresh,
-        smooth_l1_beta=r.smooth_l1_beta,
+        smooth_l1_beta=r.smooth_l1_beta, ignore_cross_boundary=r.ignore_cross_boundary,
     )
 
 

@@ -14,7 +14,8 @@ The model variant follows from one key, ``model.roi_heads.box_head`` (``fpn_2fc`
 ``vgg_fc``): the keys that depend on it (``fpn.enabled``, ``anchor_generator.sizes``,
 ``rpn.in_features``, ``roi_heads.in_features``, ``roi_heads.pooler_resolution``) default to
 ``null`` and are filled from ``VARIANT_DEFAULTS`` when the config is built; a value given in a
-file or an override wins.
+file or an override wins. ``model.pixel_mean`` / ``pixel_std`` follow ``model.input_format`` in
+the same way (``INPUT_FORMAT_DEFAULTS``).
 """
 from __future__ import annotations
 
@@ -55,7 +56,8 @@ class BackboneConfig:
     norm: str = _choices("FrozenBN", "BN", "GN", "SyncBN", default="FrozenBN")
     freeze_at: int = 2
     shortcut: str = _choices("A", "B", "C", default="B")
-    stride_in_1x1: bool = False
+    stride_in_1x1: bool = False  # true for MSRA's original weights (Detectron2's R-50.pkl)
+    norm_eps: float = 1e-5  # eps of the norm layers; 0.0 for torchvision's COCO detectors
 
 
 @dataclass
@@ -84,14 +86,16 @@ class RPNConfig:
     bg_iou_thresh: float = 0.3
     batch_size_per_image: int = 256
     positive_fraction: float = 0.5
-    smooth_l1_beta: float = 1.0 / 9.0
+    smooth_l1_beta: float = 1.0 / 9.0  # 0: exactly L1 (Detectron2)
+    ignore_cross_boundary: bool = False  # true: anchors crossing the image border are ignored
 
 
 @dataclass
 class RoIHeadsConfig:
     in_features: Optional[list[str]] = None  # None: derived from box_head
     box_head: str = _choices("fpn_2fc", "c4_res5", "vgg_fc", default="fpn_2fc")
-    pooler_type: str = _choices("ROIAlign", "ROIPool", default="ROIAlign")
+    # ROIAlignV2: RoIAlign with aligned=True (half-pixel shift), Detectron2's default
+    pooler_type: str = _choices("ROIAlign", "ROIAlignV2", "ROIPool", default="ROIAlign")
     pooler_resolution: Optional[int] = None  # None: derived from box_head (c4_res5: 14, else 7)
     sampling_ratio: int = 2
     fc_dim: int = 1024
@@ -100,7 +104,7 @@ class RoIHeadsConfig:
     batch_size_per_image: int = 512
     positive_fraction: float = 0.25
     box_reg_weights: list[float] = _list(10.0, 10.0, 5.0, 5.0)
-    smooth_l1_beta: float = 1.0 / 9.0
+    smooth_l1_beta: float = 1.0 / 9.0  # 0: exactly L1 (Detectron2)
     score_thresh: float = 0.05
     nms_thresh: float = 0.5
     detections_per_img: int = 100
@@ -111,8 +115,11 @@ class ModelConfig:
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     fpn: FPNConfig = field(default_factory=FPNConfig)
     num_classes: Optional[int] = None  # None: taken from the training annotations
-    pixel_mean: list[float] = _list(123.675, 116.28, 103.53)  # RGB, 0..255 units
-    pixel_std: list[float] = _list(58.395, 57.12, 57.375)
+    # the channel order the backbone's weights expect; images always come in RGB, and with
+    # BGR the model reverses their channels first
+    input_format: str = _choices("RGB", "BGR", default="RGB")
+    pixel_mean: Optional[list[float]] = None  # None: from input_format (INPUT_FORMAT_DEFAULTS)
+    pixel_std: Optional[list[float]] = None  # in input_format's channel order, 0..255 units
     size_divisibility: int = 32
     anchor_generator: AnchorGeneratorConfig = field(default_factory=AnchorGeneratorConfig)
     rpn: RPNConfig = field(default_factory=RPNConfig)
@@ -120,13 +127,26 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         """Fill the keys left ``None`` from the one key that names the variant,
-        ``roi_heads.box_head`` (see ``VARIANT_DEFAULTS``); values set explicitly are kept."""
+        ``roi_heads.box_head`` (see ``VARIANT_DEFAULTS``), and the pixel mean/std from
+        ``input_format`` (``INPUT_FORMAT_DEFAULTS``); values set explicitly are kept."""
         derived = VARIANT_DEFAULTS[self.roi_heads.box_head]
         for dotted, value in derived.items():
             section, key = dotted.split(".")
             node = getattr(self, section)
             if getattr(node, key) is None:
                 setattr(node, key, copy.deepcopy(value))
+        for key, value in INPUT_FORMAT_DEFAULTS[self.input_format].items():
+            if getattr(self, key) is None:
+                setattr(self, key, list(value))
+
+
+#: Pixel mean/std (0..255 units, in the format's channel order) for each ``input_format``:
+#: RGB is torchvision's ImageNet normalisation; BGR is MSRA's original ResNets (Detectron2's
+#: ``R-50.pkl``/``R-101.pkl``): the mean pixel only, std 1 (absorbed into conv1's weights).
+INPUT_FORMAT_DEFAULTS: dict[str, dict[str, list[float]]] = {
+    "RGB": {"pixel_mean": [123.675, 116.28, 103.53], "pixel_std": [58.395, 57.12, 57.375]},
+    "BGR": {"pixel_mean": [103.53, 116.28, 123.675], "pixel_std": [1.0, 1.0, 1.0]},
+}
 
 
 _SINGLE_LEVEL = {"fpn.enabled": False,

@@ -5,7 +5,9 @@ Shape shorthand: ``N`` images, ``Hp, Wp`` the padded batch size (a multiple of
 
 Input images are ``(3, H, W)`` RGB in 0..255 (uint8 or float), of any sizes; each is normalised
 ``(x - pixel_mean) / pixel_std`` and copied to the top-left of a zero batch ``(N, 3, Hp, Wp)``
-(zero after normalisation: the mean colour). Boxes are absolute ``xyxy`` pixels of the input
+(zero after normalisation: the mean colour). With ``input_format="BGR"`` (backbone weights
+trained on BGR images, e.g. MSRA's original ResNets) the channels are reversed first, and
+``pixel_mean``/``pixel_std`` are given in BGR order. Boxes are absolute ``xyxy`` pixels of the input
 images throughout; detections are rescaled to ``original_sizes`` when given, as torchvision does.
 
 With ``channels_last`` (the default) the batch is laid out ``(N, H, W, 3)`` in memory, so every
@@ -32,11 +34,14 @@ class FasterRCNN(nn.Module):
     def __init__(
         self, *, backbone: nn.Module, rpn: RPN, roi_heads: RoIHeads,
         pixel_mean: Sequence[float], pixel_std: Sequence[float], size_divisibility: int = 32,
-        channels_last: bool = True,
+        channels_last: bool = True, input_format: str = "RGB",
     ) -> None:
         super().__init__()
         if len(pixel_mean) != 3 or len(pixel_std) != 3:
             raise ValueError(f"pixel_mean/pixel_std need 3 values, got {pixel_mean}, {pixel_std}")
+        if input_format not in ("RGB", "BGR"):
+            raise ValueError(f"input_format must be 'RGB' or 'BGR', got {input_format!r}")
+        self.input_format = input_format
         self.backbone = backbone
         self.rpn = rpn
         self.roi_heads = roi_heads
@@ -62,6 +67,8 @@ class FasterRCNN(nn.Module):
                             memory_format=layout).zero_()
         for img, out, (h, w) in zip(images, batch, sizes):
             region = out[:, :h, :w]
+            if self.input_format == "BGR":
+                img = img.flip(0)  # (3, H, W) RGB -> BGR
             region.copy_(img)  # uint8 or float -> float32, on the model's device
             region.sub_(mean).div_(std)
         return batch, sizes

@@ -1,5 +1,9 @@
 """RoI feature pooling (RoIAlign or RoIPool from ``torchvision.ops``), single or multi-level.
 
+``pooler_type``: ``ROIAlign`` (torchvision's ``MultiScaleRoIAlign``, ``aligned=False``),
+``ROIAlignV2`` (``aligned=True``: box corners shifted by -0.5 px so that a pixel's centre sits at
+``i + 0.5``, Detectron2's default) or ``ROIPool`` (quantised max pooling, Fast R-CNN).
+
 Shape shorthand: ``N`` images, ``R`` RoIs over the batch, ``C`` channels, ``S`` output size,
 ``L`` levels.
 
@@ -42,8 +46,9 @@ class RoIPooler(nn.Module):
         sampling_ratio: int = 0,
     ) -> None:
         super().__init__()
-        if pooler_type not in ("ROIAlign", "ROIPool"):
-            raise ValueError(f"pooler_type must be 'ROIAlign' or 'ROIPool', got {pooler_type!r}")
+        if pooler_type not in ("ROIAlign", "ROIAlignV2", "ROIPool"):
+            raise ValueError("pooler_type must be 'ROIAlign', 'ROIAlignV2' or 'ROIPool', "
+                             f"got {pooler_type!r}")
         levels = [math.log2(s) for s in strides]
         if not strides or any(lv != int(lv) for lv in levels):
             raise ValueError(f"pooler strides must be powers of two, got {list(strides)}")
@@ -56,9 +61,10 @@ class RoIPooler(nn.Module):
         self.sampling_ratio = int(sampling_ratio)
 
     def _pool(self, feature: Tensor, rois: Tensor, scale: float) -> Tensor:
-        if self.pooler_type == "ROIAlign":
-            return roi_align(feature, rois, self.output_size, scale, self.sampling_ratio)
-        return roi_pool(feature, rois, self.output_size, scale)
+        if self.pooler_type == "ROIPool":
+            return roi_pool(feature, rois, self.output_size, scale)
+        return roi_align(feature, rois, self.output_size, scale, self.sampling_ratio,
+                         aligned=self.pooler_type == "ROIAlignV2")
 
     def forward(self, features: Sequence[Tensor], boxes: Sequence[Tensor]) -> Tensor:
         """``features`` L x (N, C, Hi, Wi), ``boxes`` N x (Ri, 4) -> (R, C, S, S)."""

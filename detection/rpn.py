@@ -19,6 +19,12 @@ Losses over ``batch_size_per_image`` anchors sampled per image (``positive_fract
     loss_rpn_box = sum_positive smooth_l1(pred_deltas - encode(gt_box, anchor); beta) / num_sampled
 
 as torchvision's ``RegionProposalNetwork`` (the box loss is normalised by all sampled anchors).
+``smooth_l1_beta = 0`` is exactly the L1 loss (``F.smooth_l1_loss`` computes ``l1_loss`` then).
+
+With ``ignore_cross_boundary`` (Ren et al. 2015, section 3.3; py-faster-rcnn's
+``anchor_target_layer``), anchors not inside the image, ``x1 >= 0, y1 >= 0, x2 <= w, y2 <= h``,
+take no part in training: they are matched to no ground truth, cannot be a box's best anchor, and
+are labelled -1 (ignored). Proposals still come from every anchor.
 """
 from __future__ import annotations
 
@@ -95,6 +101,7 @@ class RPN(nn.Module):
         pre_nms_topk_train: int, pre_nms_topk_test: int, post_nms_topk_train: int,
         post_nms_topk_test: int, nms_thresh: float, min_box_size: float = 1e-3,
         score_thresh: float = 0.0, smooth_l1_beta: float = 1.0 / 9.0,
+        ignore_cross_boundary: bool = False,
     ) -> None:
         super().__init__()
         if len(in_features) != len(anchor_generator.cell_anchors):
@@ -114,6 +121,7 @@ class RPN(nn.Module):
         self.min_box_size = min_box_size
         self.score_thresh = score_thresh
         self.smooth_l1_beta = smooth_l1_beta
+        self.ignore_cross_boundary = ignore_cross_boundary
 
     def forward(
         self, features: dict[str, Tensor], image_sizes: Sequence[tuple[int, int]],
@@ -141,7 +149,7 @@ class RPN(nn.Module):
         if gt_boxes is None:
             raise ValueError("the RPN needs gt_boxes in training mode")
         all_anchors = torch.cat(anchors)
-        gt_labels, matched_gt_boxes = self.label_anchors(all_anchors, gt_boxes)
+        gt_labels, matched_gt_boxes = self.label_anchors(all_anchors, gt_boxes, image_sizes)
         losses = self.losses(
             all_anchors, torch.cat(pred_objectness_logits, 1), torch.cat(pred_deltas, 1),
             gt_labels, matched_gt_boxes,
@@ -188,21 +196,43 @@ class RPN(nn.Module):
 
     @torch.no_grad()
     def label_anchors(
-        self, anchors: Tensor, gt_boxes: Sequence[Tensor]
+        self, anchors: Tensor, gt_boxes: Sequence[Tensor],
+        image_sizes: Sequence[tuple[int, int]] | None = None,
     ) -> tuple[Tensor, Tensor]:
-        """gt_labels (N, M) in {1, 0, -1} and the matched gt box per anchor (N, M, 4)."""
+        """gt_labels (N, M) in {1, 0, -1} and the matched gt box per anchor (N, M, 4).
+
+        ``image_sizes`` (h, w) are needed with ``ignore_cross_boundary``.
+        """
+        if self.ignore_cross_boundary and image_sizes is None:
+            raise ValueError("ignore_cross_boundary needs the image_sizes")
         labels, matched = [], []
-        for gt in gt_boxes:
+        for i, gt in enumerate(gt_boxes):
+            outside = ~self._inside(anchors, image_sizes[i]) if self.ignore_cross_boundary \
+                else None
             if gt.numel() == 0:  # background image: every anchor is negative
-                labels.append(anchors.new_zeros(anchors.shape[0], dtype=torch.int64))
-                matched.append(torch.zeros_like(anchors))
-                continue
-            match = self.matcher(box_iou(gt, anchors))  # (M,)
-            label = (match >= 0).to(torch.int64)
-            label[match == Matcher.BETWEEN_THRESHOLDS] = -1
+                label = anchors.new_zeros(anchors.shape[0], dtype=torch.int64)
+                match_gt = torch.zeros_like(anchors)
+            else:
+                iou = box_iou(gt, anchors)  # (G, M)
+                if outside is not None:
+                    iou[:, outside] = -1.0  # below every threshold and every gt's best IoU
+                match = self.matcher(iou)  # (M,)
+                label = (match >= 0).to(torch.int64)
+                label[match == Matcher.BETWEEN_THRESHOLDS] = -1
+                match_gt = gt[match.clamp(min=0)]
+            if outside is not None:
+                label[outside] = -1
             labels.append(label)
-            matched.append(gt[match.clamp(min=0)])
+            matched.append(match_gt)
         return torch.stack(labels), torch.stack(matched)
+
+    @staticmethod
+    def _inside(anchors: Tensor, size: tuple[int, int]) -> Tensor:
+        """(M,) bool: the anchor lies within the (h, w) image (py-faster-rcnn's allowed border 0;
+        its inclusive ``x2 < w`` is ``x2 <= w`` in our continuous coordinates)."""
+        h, w = size
+        return ((anchors[:, 0] >= 0) & (anchors[:, 1] >= 0) & (anchors[:, 2] <= w)
+                & (anchors[:, 3] <= h))
 
     def losses(
         self, anchors: Tensor, pred_objectness_logits: Tensor, pred_deltas: Tensor,

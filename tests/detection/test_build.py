@@ -101,3 +101,41 @@ def test_plain_backbone_builds():
     assert model.backbone.bottom_up.residual is False
     with torch.no_grad():
         model.eval()([torch.zeros(3, 64, 64)])
+
+
+def test_recipe_keys_reach_the_model():
+    """norm_eps in every norm layer (the C4 head's res5 included), input_format, ROIAlignV2,
+    the L1 losses and cross-boundary anchors: the config keys the recipes set."""
+    from torchvision.ops import FrozenBatchNorm2d
+
+    model = _build("model.backbone.name=resnet50", C4, "model.backbone.norm_eps=0.0",
+                   "model.input_format=BGR", "model.roi_heads.pooler_type=ROIAlignV2",
+                   "model.rpn.smooth_l1_beta=0", "model.roi_heads.smooth_l1_beta=0",
+                   "model.rpn.ignore_cross_boundary=true")
+    norms = [m for m in model.modules() if isinstance(m, FrozenBatchNorm2d)]
+    assert len(norms) == 53 and {m.eps for m in norms} == {0.0}  # stem + 3 x 16 blocks + 4
+    head_norms = [m for m in model.roi_heads.box_head.modules()
+                  if isinstance(m, FrozenBatchNorm2d)]
+    assert len(head_norms) == 10 and {m.eps for m in head_norms} == {0.0}
+    assert model.input_format == "BGR"
+    assert model.pixel_mean.flatten().tolist() == pytest.approx([103.53, 116.28, 123.675])
+    assert model.pixel_std.flatten().tolist() == [1.0, 1.0, 1.0]
+    assert model.roi_heads.pooler.pooler_type == "ROIAlignV2"
+    assert model.rpn.smooth_l1_beta == 0.0 and model.roi_heads.smooth_l1_beta == 0.0
+    assert model.rpn.ignore_cross_boundary
+    default = _build("model.backbone.name=resnet18", "model.backbone.norm=BN")
+    assert {m.eps for m in default.modules() if isinstance(m, torch.nn.BatchNorm2d)} == {1e-5}
+
+
+def test_missing_weights_file_names_it_and_how_to_make_it(tmp_path):
+    path = tmp_path / "pretrained" / "R-101.pth"
+    with pytest.raises(FileNotFoundError) as err:
+        build_model(load_config(None, ["model.num_classes=2", "model.backbone.name=resnet101",
+                                       f"model.backbone.weights={path}",
+                                       "model.backbone.stride_in_1x1=true"]))
+    message = str(err.value)
+    assert message.startswith(f"model.backbone.weights: file not found: {path}")
+    assert "ImageNetPretrained/MSRA/R-101.pkl" in message
+    assert f"python tools/convert_pretrained.py R-101.pkl {path}" in message
+    with pytest.raises(FileNotFoundError, match=r"file not found: .*other.pth$"):
+        _build(f"model.backbone.weights={tmp_path / 'other.pth'}")  # no MSRA hint

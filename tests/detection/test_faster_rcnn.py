@@ -95,6 +95,34 @@ def test_preprocess_normalises_and_pads():
     assert batch[0, :, 30:].abs().sum() == 0 and batch[1, :, :, 20:].abs().sum() == 0
 
 
+def test_bgr_input_format_equals_rgb_with_channels_and_mean_std_swapped():
+    """A BGR model (channels reversed before normalising, mean/std in BGR order) whose conv1
+    has the RGB model's weights with the input channels reversed is the same function of the
+    RGB images: the same normalised batch, channels swapped, and the same detections."""
+    torch.manual_seed(0)
+    rgb = build_model(_config("R-18-FPN", ["model.roi_heads.score_thresh=0.0"]),
+                      num_classes=3).eval()
+    mean, std = [123.675, 116.28, 103.53], [58.395, 57.12, 57.375]
+    bgr = build_model(_config("R-18-FPN", ["model.input_format=BGR", "model.roi_heads."
+                                           "score_thresh=0.0", f"model.pixel_mean={mean[::-1]}",
+                                           f"model.pixel_std={std[::-1]}"]), num_classes=3).eval()
+    state = rgb.state_dict()
+    key = "backbone.bottom_up.conv1.weight"
+    state[key] = state[key].flip(1)  # (64, 3, 7, 7): input channels RGB -> BGR
+    bgr.load_state_dict(state)
+    images = [torch.randint(0, 256, (3, 64, 96), dtype=torch.uint8),
+              torch.randint(0, 256, (3, 80, 64), dtype=torch.uint8)]
+    assert torch.equal(bgr.preprocess(images)[0], rgb.preprocess(images)[0].flip(1))
+    with torch.no_grad():
+        for a, b in zip(bgr(images), rgb(images)):
+            assert len(a["labels"]) > 10 and a["labels"].tolist() == b["labels"].tolist()
+            torch.testing.assert_close(a["boxes"], b["boxes"], atol=1e-3, rtol=0)
+            torch.testing.assert_close(a["scores"], b["scores"], atol=1e-5, rtol=0)
+    # and the BGR model is not the RGB one on RGB input: the flip happens
+    bgr.input_format = "RGB"
+    assert not torch.equal(bgr.preprocess(images)[0], rgb.preprocess(images)[0].flip(1))
+
+
 def test_rescale_to_original_size():
     boxes = torch.tensor([[10.0, 20.0, 30.0, 40.0]])
     # an 800 x 1000 original resized to 400 x 500: everything doubles

@@ -1,4 +1,4 @@
-"""RoI pooler: FPN level assignment by hand, torchvision's MultiScaleRoIAlign, RoIPool."""
+"""RoI pooler: FPN level assignment by hand, MultiScaleRoIAlign, RoIAlignV2, RoIPool."""
 import pytest
 import torch
 from torchvision.ops import MultiScaleRoIAlign, roi_pool
@@ -38,6 +38,18 @@ def test_single_level_roi_pool():
     boxes = [torch.tensor([[0.0, 0.0, 64.0, 48.0], [16.0, 32.0, 100.0, 150.0]])]
     pooler = RoIPooler(output_size=7, strides=[16], pooler_type="ROIPool")
     assert torch.equal(pooler([feat], boxes), roi_pool(feat, boxes, 7, 1 / 16))
+
+
+def test_roi_align_v2_is_aligned_by_hand():
+    """On the ramp f[y, x] = x one bilinear sample returns its x coordinate. Box (0, 0, 4, 4)
+    with one bin and one sample: ROIAlign samples at x = 2 (pixel i at coordinate i),
+    ROIAlignV2 shifts the box by -0.5 px (pixel i's centre at i + 0.5) and samples at 1.5."""
+    feat = torch.arange(8.0).repeat(8, 1)[None, None]  # (1, 1, 8, 8), value = column index
+    boxes = [torch.tensor([[0.0, 0.0, 4.0, 4.0]])]
+    values = {kind: RoIPooler(output_size=1, strides=[1], pooler_type=kind,
+                              sampling_ratio=1)([feat], boxes).item()
+              for kind in ("ROIAlign", "ROIAlignV2")}
+    assert values == {"ROIAlign": 2.0, "ROIAlignV2": 1.5}
 
 
 def test_gradients_reach_every_level():

@@ -14,7 +14,7 @@ from detection.roi_heads import RoIHeads
 from detection.sampler import BalancedSampler
 
 
-def _heads(*, num_classes=2, channels=4, batch=512, detections=100, fc_dim=16):
+def _heads(*, num_classes=2, channels=4, batch=512, detections=100, fc_dim=16, beta=1 / 9):
     return RoIHeads(
         in_features=["p2", "p3"],
         pooler=RoIPooler(output_size=7, strides=[4, 8], sampling_ratio=2),
@@ -23,7 +23,7 @@ def _heads(*, num_classes=2, channels=4, batch=512, detections=100, fc_dim=16):
         box_coder=BoxCoder(weights=(10.0, 10.0, 5.0, 5.0)),
         matcher=Matcher(high_threshold=0.5, low_threshold=0.5, allow_low_quality_matches=False),
         sampler=BalancedSampler(batch_size_per_image=batch, positive_fraction=0.25),
-        score_thresh=0.05, nms_thresh=0.5, detections_per_img=detections,
+        smooth_l1_beta=beta, score_thresh=0.05, nms_thresh=0.5, detections_per_img=detections,
     )
 
 
@@ -54,6 +54,18 @@ def test_losses_by_hand():
     assert math.isclose(losses["loss_cls"].item(), math.log(3), rel_tol=1e-6)
     # smooth L1 (beta 1/9): 0.5 * 0.1^2 * 9 = 0.045 and 1 - 0.5 / 9 = 0.94444, over 3 RoIs
     assert math.isclose(losses["loss_box"].item(), (0.045 + 1 - 0.5 / 9) / 3, rel_tol=1e-5)
+
+
+def test_beta_zero_is_exactly_l1():
+    heads = _heads(beta=0.0)
+    deltas = torch.zeros(3, 12)
+    deltas[0, 4:8] = torch.tensor([0.1, -0.05, 0.0, 0.02])  # RoI 0, class 1
+    deltas[1, 0:4] = 7.0  # RoI 1 is background: its deltas never count
+    labels = torch.tensor([1, 0, 2])
+    targets = torch.tensor([[0.0, 0.0, 0.0, 0.0], [0.0, 0.0, 1.0, 0.0]])  # RoIs 0 and 2
+    losses = heads.losses(torch.zeros(3, 3), deltas, labels, targets)
+    # |0.1| + |-0.05| + |0.02| + |0 - 1| over 3 RoIs (smooth L1 would give 0.045 + ... instead)
+    assert math.isclose(losses["loss_box"].item(), (0.17 + 1.0) / 3, rel_tol=1e-6)
 
 
 def test_postprocess_by_hand():

@@ -16,7 +16,8 @@ A, B = [0.0, 0.0, 10.0, 10.0], [1.0, 0.0, 11.0, 10.0]  # IoU 90 / 110 = 0.82
 C, D = [20.0, 20.0, 30.0, 30.0], [0.0, 0.0, 0.0005, 10.0]  # D is 0.0005 px wide
 
 
-def _rpn(*, levels=1, num_anchors=1, channels=4, pre=1000, post=1000, batch=256):
+def _rpn(*, levels=1, num_anchors=1, channels=4, pre=1000, post=1000, batch=256, beta=1 / 9,
+         ignore_cross_boundary=False):
     return RPN(
         in_features=[f"p{i}" for i in range(levels)],
         head=RPNHead(in_channels=channels, num_anchors=num_anchors),
@@ -26,6 +27,7 @@ def _rpn(*, levels=1, num_anchors=1, channels=4, pre=1000, post=1000, batch=256)
         sampler=BalancedSampler(batch_size_per_image=batch, positive_fraction=0.5),
         pre_nms_topk_train=pre, pre_nms_topk_test=pre, post_nms_topk_train=post,
         post_nms_topk_test=post, nms_thresh=0.7, min_box_size=1e-3, score_thresh=0.0,
+        smooth_l1_beta=beta, ignore_cross_boundary=ignore_cross_boundary,
     ).eval()
 
 
@@ -74,6 +76,37 @@ def test_losses_by_hand():
     # box: anchor B -> gt A is t_x = (5 - 6) / 10 = -0.1 (|x| < beta = 1/9), anchor A -> 0:
     # smooth_l1 = 0.5 * 0.1^2 / (1/9) = 0.045, summed and divided by 4 sampled anchors
     assert math.isclose(losses["loss_rpn_box"].item(), 0.045 / 4, rel_tol=1e-5)
+
+
+def test_beta_zero_is_exactly_l1():
+    rpn = _rpn(beta=0.0)
+    anchors = torch.tensor([A, B, C, D])
+    labels, matched = rpn.label_anchors(anchors, [torch.tensor([A])])
+    deltas = torch.zeros(1, 4, 4)
+    deltas[0, 0] = torch.tensor([0.03, -0.2, 0.0, 0.5])  # anchor A, target 0
+    losses = rpn.losses(anchors, torch.zeros(1, 4), deltas, labels, matched)
+    # |0.03| + |-0.2| + |0.5| (anchor A) + |0 - (-0.1)| (anchor B, t_x = -0.1), over 4 sampled:
+    # with beta 1/9 the terms below 1/9 would be 0.5 * x^2 * 9 instead
+    assert math.isclose(losses["loss_rpn_box"].item(), (0.73 + 0.1) / 4, rel_tol=1e-6)
+
+
+def test_cross_boundary_anchors_ignored_in_training():
+    """Image 30 wide, 20 high; gt (0, 0, 10, 10). X crosses the left border (IoU 100/110 =
+    0.909), Y is inside (IoU 80/120 = 0.667, between the thresholds), Z is inside and far
+    (IoU 0), W crosses the right border (x2 = 35 > 30), V touches it (x2 = 30: inside)."""
+    anchors = torch.tensor([[-1.0, 0.0, 10.0, 10.0], [2.0, 0.0, 12.0, 10.0],
+                            [15.0, 0.0, 25.0, 10.0], [25.0, 5.0, 35.0, 15.0],
+                            [20.0, 10.0, 30.0, 20.0]])
+    gt = [torch.tensor([[0.0, 0.0, 10.0, 10.0]]), torch.zeros(0, 4)]
+    labels, _ = _rpn().label_anchors(anchors, gt)
+    # X positive (>= 0.7), Y ignored (between 0.3 and 0.7, not the gt's best), Z, W, V negative
+    assert labels.tolist() == [[1, -1, 0, 0, 0], [0, 0, 0, 0, 0]]
+    labels, matched = _rpn(ignore_cross_boundary=True).label_anchors(anchors, gt,
+                                                                     [(20, 30), (20, 30)])
+    # X and W ignored (in the image without boxes too); Y is now the gt's best anchor inside
+    # the image: positive (low-quality match, py-faster-rcnn matches inside anchors only)
+    assert labels.tolist() == [[-1, 1, 0, -1, 0], [-1, 0, 0, -1, 0]]
+    assert matched[0, 1].tolist() == [0.0, 0.0, 10.0, 10.0]
 
 
 def test_image_without_boxes_has_zero_box_loss():
