@@ -5,7 +5,11 @@
   ``torch.load(weights_only=True)``); ``tools/convert_torchvision.py`` is its command line.
   torchvision's COCO model has 91 outputs with label == COCO category id; the 91-way classifier is
   kept as is (``num_classes = 90``, ``classes[i - 1] = {"id": i, "name": ...}``, "N/A" for the
-  ten unused ids), so scores are unchanged.
+  ten unused ids), so scores are unchanged. The stored config has ``model.backbone.norm_eps``
+  0.0 by default: torchvision runs its published COCO detectors' FrozenBatchNorm2d with eps 0
+  (its builders call ``overwrite_eps(model, 0.0)``; the weights were trained that way); with
+  the default 1e-5 the scores of a model whose running variances are small drift by more than
+  1e-3 (``tests/detection/test_torchvision_equivalence.py`` measures it).
 - :func:`torchvision_twin` builds torchvision's ``FasterRCNN`` with every hyperparameter and
   weight of one of our R-xx-FPN models, read from the model itself (not from a config): the
   reference of the equivalence tests and of ``tools/benchmark.py --compare-torchvision``.
@@ -18,6 +22,7 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import replace
+from functools import partial
 
 import torch
 from torch import Tensor, nn
@@ -87,16 +92,19 @@ def read_torchvision_checkpoint(src: str | os.PathLike) -> dict[str, Tensor]:
     return state
 
 
-def convert_checkpoint(tv_state: dict[str, Tensor], cfg: Config) -> dict:
+def convert_checkpoint(tv_state: dict[str, Tensor], cfg: Config, *,
+                       norm_eps: float = 0.0) -> dict:
     """Our checkpoint dict from a torchvision state_dict, checked by loading it (strict).
 
     ``cfg`` describes torchvision's model (``configs/coco/faster_rcnn_R_50_FPN_torchvision.yaml``);
-    ``model.num_classes`` is set from the checkpoint and ``model.backbone.weights`` to null.
+    ``model.num_classes`` is set from the checkpoint, ``model.backbone.weights`` to null and
+    ``model.backbone.norm_eps`` to ``norm_eps``: 0.0 for torchvision's published detectors, 1e-5
+    for one trained with torchvision's references/detection today (FrozenBatchNorm2d's default).
     """
     num_outputs = tv_state["roi_heads.box_predictor.cls_score.weight"].shape[0]
     m = cfg.model
-    cfg = replace(cfg, model=replace(m, num_classes=num_outputs - 1,
-                                     backbone=replace(m.backbone, weights=None)))
+    backbone = replace(m.backbone, weights=None, norm_eps=float(norm_eps))
+    cfg = replace(cfg, model=replace(m, num_classes=num_outputs - 1, backbone=backbone))
     if num_outputs == 91:
         classes = coco_id_classes()
     else:  # a fine-tuned torchvision model: no names known
@@ -120,18 +128,28 @@ def _check_twin(model: FasterRCNN) -> None:
     elif not (getattr(body, "residual", False) and body.shortcut == "B"
               and not body.stride_in_1x1 and body.norm == "FrozenBN"):
         problems.append("need a ResNet with shortcut B, stride_in_1x1 false and FrozenBN")
+    elif len(_norm_eps(model)) != 1:
+        problems.append(f"need one FrozenBN eps, got {sorted(_norm_eps(model))}")
+    if model.input_format != "RGB":
+        problems.append("need input_format RGB")
     rpn, rh = model.rpn, model.roi_heads
     if rpn.in_features != ["p2", "p3", "p4", "p5", "p6"] or rh.in_features != [
             "p2", "p3", "p4", "p5"]:
         problems.append("need rpn.in_features p2..p6 and roi_heads.in_features p2..p5")
     if rh.pooler.pooler_type != "ROIAlign":
-        problems.append("need roi_heads.pooler_type ROIAlign")
+        problems.append("need roi_heads.pooler_type ROIAlign (aligned=False)")
     if rpn.min_box_size != 1e-3 or not math.isclose(rpn.smooth_l1_beta, 1 / 9) or (
             not math.isclose(rh.smooth_l1_beta, 1 / 9)) or rh.min_box_size != 1e-2:
         problems.append("torchvision fixes rpn.min_box_size 1e-3 and smooth_l1_beta 1/9")
     if problems:
         raise ValueError("torchvision's FasterRCNN cannot express this model (it needs an "
                          "R-xx-FPN like fasterrcnn_resnet50_fpn): " + "; ".join(problems))
+
+
+def _norm_eps(model: nn.Module) -> set[float]:
+    from torchvision.ops import FrozenBatchNorm2d
+
+    return {m.eps for m in model.modules() if isinstance(m, FrozenBatchNorm2d)}
 
 
 def torchvision_twin(model: FasterRCNN, *, min_size: int, max_size: int) -> nn.Module:
@@ -151,8 +169,9 @@ def torchvision_twin(model: FasterRCNN, *, min_size: int, max_size: int) -> nn.M
 
     _check_twin(model)
     body, rpn, rh = model.backbone.bottom_up, model.rpn, model.roi_heads
+    (eps,) = _norm_eps(model)
     tv_body = getattr(torchvision.models, f"resnet{body.depth}")(
-        weights=None, norm_layer=FrozenBatchNorm2d)
+        weights=None, norm_layer=partial(FrozenBatchNorm2d, eps=eps))
     backbone = BackboneWithFPN(
         tv_body, {f"layer{k}": str(k - 1) for k in range(1, 5)},
         [body.stage_channels[f"res{k}"] for k in range(2, 6)],

@@ -6,7 +6,8 @@
 
 The output ``{"model", "config", "classes", "iteration": 0}`` loads with
 ``torch.load(path, weights_only=True)``; see ``detection/convert.py`` for the mapping. The
-stored config has ``model.backbone.weights: null``: the checkpoint holds every weight.
+stored config has ``model.backbone.weights: null`` (the checkpoint holds every weight) and
+``model.backbone.norm_eps`` from ``--norm-eps`` (0: torchvision runs its COCO weights so).
 """
 from __future__ import annotations
 
@@ -30,10 +31,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("dst", help="output checkpoint path")
     parser.add_argument("--config", default=str(DEFAULT_CONFIG),
                         help="config describing torchvision's model (default: %(default)s)")
+    parser.add_argument("--norm-eps", type=float, default=0.0,
+                        help="FrozenBN eps the model ran with: 0 for torchvision's published "
+                             "weights (default), 1e-5 for one trained with its references")
     args = parser.parse_args(argv)
     try:
         checkpoint = convert_checkpoint(read_torchvision_checkpoint(args.src),
-                                        load_config(args.config))
+                                        load_config(args.config), norm_eps=args.norm_eps)
     except (ConfigError, FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

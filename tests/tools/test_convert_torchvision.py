@@ -17,9 +17,10 @@ def tv_state():
 def test_converts_a_references_training_checkpoint(tv_state, tmp_path):
     src, dst = tmp_path / "tv.pth", tmp_path / "out" / "ours.pth"
     torch.save({"model": tv_state, "epoch": 25}, src)  # a references/detection checkpoint
-    assert tool.main([str(src), str(dst)]) == 0
+    assert tool.main([str(src), str(dst), "--norm-eps", "1e-5"]) == 0  # trained today: 1e-5
     converted = torch.load(dst, weights_only=True)
     assert set(converted) == {"model", "config", "classes", "iteration"}
+    assert converted["config"]["model"]["backbone"]["norm_eps"] == 1e-5  # default: 0
     assert len(converted["classes"]) == 90 and converted["classes"][0]["name"] == "person"
     ours_w = converted["model"]["backbone.bottom_up.layer1.0.conv1.weight"]
     assert torch.equal(ours_w, tv_state["backbone.body.layer1.0.conv1.weight"])
