@@ -1,3 +1,5 @@
+import dataclasses
+import json
 import re
 import textwrap
 from pathlib import Path
@@ -169,24 +171,146 @@ def test_every_shipped_config_loads_and_builds_its_model(name):
     assert getattr(body, "depth", 16) == int(m.backbone.name.lstrip("resnetplainvg"))
 
 
-def test_coco_and_paper_configs_follow_the_1x_recipe_and_write_apart():
-    wanted = {f"configs/coco/faster_rcnn_{v}_1x.yaml"
-              for v in ("R_50_C4", "R_101_C4", "R_152_C4", "R_50_FPN", "R_101_FPN", "VGG16")}
-    assert wanted <= set(LEAF_CONFIGS)
+COCO_DATA = ("datasets/coco/annotations/instances_train2017.json", "datasets/coco/val2017")
+D2_ZOO = ("R_50_C4_1x", "R_50_C4_3x", "R_50_FPN_1x", "R_50_FPN_3x", "R_101_C4_3x",
+          "R_101_FPN_3x")
+SCHEDULES = {"1x": (90000, [60000, 80000]), "3x": (270000, [210000, 250000])}
+
+
+def test_every_leaf_config_writes_apart():
     outputs = {}
-    for name in wanted | {p for p in LEAF_CONFIGS if p.startswith("configs/paper/")}:
-        cfg = load_config(REPO / name)
-        s = cfg.solver
-        assert (s.max_iter, s.ims_per_batch, s.base_lr, s.steps, s.warmup_iters) == (
-            90000, 16, 0.02, [60000, 80000], 1000), name
-        assert cfg.data.train.annotations == "datasets/coco/annotations/instances_train2017.json"
-        assert cfg.data.test.images == "datasets/coco/val2017"
-        assert cfg.model.backbone.weights == "imagenet"
-        outputs.setdefault(cfg.output_dir, []).append(name)
+    for name in LEAF_CONFIGS:
+        outputs.setdefault(load_config(REPO / name).output_dir, []).append(name)
     assert all(len(names) == 1 for names in outputs.values()), outputs
-    c4 = load_config(REPO / "configs/coco/faster_rcnn_R_152_C4_1x.yaml").model
-    assert (c4.backbone.name, c4.fpn.enabled, c4.roi_heads.box_head) == ("resnet152", False,
-                                                                         "c4_res5")
+
+
+def test_coco_configs_are_detectron2_recipes():
+    """configs/coco/*_{1x,3x}: Detectron2's hyperparameters with torchvision's ImageNet weights;
+    configs/coco/msra/: the same with MSRA's weights (Detectron2's model zoo exactly)."""
+    wanted = {f"configs/coco/faster_rcnn_{v}.yaml" for v in (
+        *D2_ZOO, "R_101_C4_1x", "R_152_C4_1x", "R_101_FPN_1x", "VGG16_1x")}
+    wanted |= {f"configs/coco/msra/faster_rcnn_{v}.yaml" for v in D2_ZOO}
+    recipes = {p for p in LEAF_CONFIGS if re.fullmatch(r"configs/coco/.*_[13]x\.yaml", p)}
+    assert wanted == recipes
+    for name in sorted(recipes):
+        cfg = load_config(REPO / name)
+        s, m = cfg.solver, cfg.model
+        assert (s.max_iter, s.steps) == SCHEDULES[name[-7:-5]], name
+        assert (s.ims_per_batch, s.base_lr, s.warmup_iters, s.weight_decay) == (
+            16, 0.02, 1000, 1e-4), name
+        assert (cfg.data.train.annotations, cfg.data.test.images) == COCO_DATA
+        assert cfg.data.input.min_size_train == [640, 672, 704, 736, 768, 800]
+        if "VGG16" in name:
+            continue
+        assert (m.roi_heads.pooler_type, m.roi_heads.sampling_ratio) == ("ROIAlignV2", 0), name
+        assert m.rpn.smooth_l1_beta == m.roi_heads.smooth_l1_beta == 0.0, name
+        assert not m.rpn.ignore_cross_boundary and m.backbone.norm_eps == 1e-5
+        if "/msra/" not in name:
+            assert (m.backbone.weights, m.backbone.stride_in_1x1, m.input_format) == (
+                "imagenet", False, "RGB"), name
+            continue
+        depth = m.backbone.name.removeprefix("resnet")
+        assert (m.backbone.weights, m.backbone.stride_in_1x1, m.input_format) == (
+            f"datasets/pretrained/R-{depth}.pth", True, "BGR"), name
+        assert (m.pixel_mean, m.pixel_std) == ([103.53, 116.28, 123.675], [1.0, 1.0, 1.0])
+        sibling = load_config(REPO / name.replace("msra/", ""))  # all else equal
+        backbone = dataclasses.replace(m.backbone, weights="imagenet", stride_in_1x1=False)
+        model = dataclasses.replace(m, backbone=backbone, input_format="RGB",
+                                    pixel_mean=sibling.model.pixel_mean,
+                                    pixel_std=sibling.model.pixel_std)
+        assert dataclasses.replace(cfg, model=model, output_dir=sibling.output_dir) == sibling
+
+
+def test_paper_configs_use_the_papers_values():
+    """py-faster-rcnn's values where the code allows (what still differs is in the headers)."""
+    for name in ("configs/paper/faster_rcnn_VGG16_table8.yaml",
+                 "configs/paper/faster_rcnn_R_101_C4_table8.yaml"):
+        cfg = load_config(REPO / name)
+        m, s, inp = cfg.model, cfg.solver, cfg.data.input
+        rh, rpn = m.roi_heads, m.rpn
+        assert (rh.batch_size_per_image, rh.positive_fraction, rh.nms_thresh) == (128, 0.25, 0.3)
+        assert (rh.smooth_l1_beta, rh.pooler_type, rh.score_thresh) == (1.0, "ROIPool", 0.05)
+        assert rpn.smooth_l1_beta == pytest.approx(1 / 9) and rpn.ignore_cross_boundary
+        assert (rpn.post_nms_topk_test, rpn.nms_thresh, rpn.batch_size_per_image) == (300, 0.7,
+                                                                                       256)
+        assert m.anchor_generator.sizes == [[64.0, 128.0, 256.0, 512.0]]
+        assert (inp.min_size_train, inp.max_size_train, inp.min_size_test) == ([600], 1000, 600)
+        assert (s.max_iter, s.steps, s.ims_per_batch, s.base_lr) == (90000, [60000, 80000], 16,
+                                                                      0.02)
+        assert (cfg.data.train.annotations, cfg.data.test.images) == COCO_DATA
+    vgg = load_config(REPO / "configs/paper/faster_rcnn_VGG16_table8.yaml")
+    assert (vgg.solver.weight_decay, vgg.model.backbone.weights) == (5e-4, "imagenet")
+    r101 = load_config(REPO / "configs/paper/faster_rcnn_R_101_C4_table8.yaml")
+    assert r101.solver.weight_decay == 1e-4 and r101.model.input_format == "BGR"
+    assert (r101.model.backbone.weights, r101.model.backbone.stride_in_1x1) == (
+        "datasets/pretrained/R-101.pth", True)
+
+
+def _header(path: Path) -> str:
+    """A config file's leading comment block as one line of text."""
+    lines = []
+    for line in path.read_text().splitlines():
+        if not line.startswith("#"):
+            break
+        lines.append(line.lstrip("# "))
+    return " ".join(lines)
+
+
+def test_readme_reference_table_agrees_with_the_config_headers():
+    """Every configs/coco leaf has one README row whose reference equals its header's."""
+    readme = (REPO / "README.md").read_text().splitlines()
+    for name in (p for p in LEAF_CONFIGS if p.startswith("configs/coco/")):
+        rows = [r for r in readme if r.startswith(f"| `{name}` |")]
+        assert len(rows) == 1, name
+        reference = rows[0].split("|")[2].strip()
+        stated = re.search(r"Reference: ([\d.]+) box AP", _header(REPO / name))
+        if stated:
+            assert reference == stated[1], name
+        else:
+            assert "Reference: none published" in _header(REPO / name) and reference == "-"
+
+
+def test_torchvision_training_config_trains_on_cocos_category_ids(tmp_path):
+    """The 26-epoch config builds a trainer on a json with COCO's real category ids (80 of
+    1..90); the converted-checkpoint config (91-way) is refused there with a clear message."""
+    import cv2
+    import numpy as np
+    import torch
+    import torchvision
+
+    from detection.coco_names import COCO_CATEGORY_NAMES
+    from detection.engine.setup import build_trainer
+
+    categories = [{"id": i, "name": n} for i, n in enumerate(COCO_CATEGORY_NAMES)
+                  if i and n != "N/A"]
+    assert len(categories) == 80 and categories[-1]["id"] == 90
+    images, annotations = [], []
+    for i, cat in enumerate((1, 13, 90), start=1):  # person, stop sign, toothbrush
+        cv2.imwrite(str(tmp_path / f"{i}.jpg"), np.full((48, 64, 3), 40 * i, np.uint8))
+        images.append({"id": i, "file_name": f"{i}.jpg", "height": 48, "width": 64})
+        annotations.append({"id": i, "image_id": i, "category_id": cat, "iscrowd": 0,
+                            "bbox": [4.0, 6.0, 30.0, 20.0], "area": 600.0})
+    ann = tmp_path / "instances.json"
+    ann.write_text(json.dumps({"images": images, "annotations": annotations,
+                               "categories": categories}))
+    backbone = tmp_path / "resnet50.pth"  # ImageNet-format weights, offline
+    torch.save(torchvision.models.resnet50().state_dict(), backbone)
+    overrides = [f"data.train.images={tmp_path}", f"data.train.annotations={ann}",
+                 f"data.test.images={tmp_path}", f"data.test.annotations={ann}",
+                 f"model.backbone.weights={backbone}", "data.num_workers=0", "device=cpu",
+                 f"output_dir={tmp_path / 'out'}"]
+    cfg = load_config(REPO / "configs/coco/faster_rcnn_R_50_FPN_torchvision_26ep.yaml",
+                      overrides)
+    assert cfg.model.num_classes is None and cfg.model.backbone.norm_eps == 1e-5
+    trainer, resolved = build_trainer(cfg, device=torch.device("cpu"))
+    assert resolved.model.num_classes == 80
+    assert trainer.model.roi_heads.box_predictor.cls_score.out_features == 81
+    assert trainer.extra_state["classes"] == categories  # label 80 is category id 90
+    assert trainer.max_iter == 190554
+    converted = load_config(REPO / "configs/coco/faster_rcnn_R_50_FPN_torchvision.yaml",
+                            overrides)
+    with pytest.raises(ValueError, match="model.num_classes is 90 but the annotations have 80"):
+        build_trainer(converted, device=torch.device("cpu"))
 
 
 def test_paper_config_headers_agree_with_readme_and_with_the_config():
@@ -200,6 +324,16 @@ def test_paper_config_headers_agree_with_readme_and_with_the_config():
         assert f"| {numbers[1]} | {numbers[2]} | `{name}` |" in readme, name
         assert set(re.findall(r"--config (\S+)", header)) == {name}
         assert f"{cfg.output_dir}/last.pth" in header and cfg.model.backbone.name == backbone
+
+
+def test_input_format_implies_pixel_mean_and_std_unless_set():
+    rgb, bgr = load_config(None).model, load_config(None, ["model.input_format=BGR"]).model
+    assert (rgb.pixel_mean, rgb.pixel_std) == ([123.675, 116.28, 103.53], [58.395, 57.12, 57.375])
+    assert (bgr.pixel_mean, bgr.pixel_std) == ([103.53, 116.28, 123.675], [1.0, 1.0, 1.0])
+    own = load_config(None, ["model.input_format=BGR", "model.pixel_std=[57.4, 57.1, 58.4]"])
+    assert own.model.pixel_std == [57.4, 57.1, 58.4] and own.model.pixel_mean == bgr.pixel_mean
+    with pytest.raises(ConfigError, match=r"'model.input_format' must be one of \['RGB', 'BGR'\]"):
+        load_config(None, ["model.input_format=YUV"])
 
 
 def test_quickstart_is_a_cpu_run_from_scratch_on_synthetic_data():
