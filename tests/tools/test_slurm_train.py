@@ -12,6 +12,8 @@ from pathlib import Path
 import torch
 import yaml
 
+from test_train_eval import _tiny_config
+
 REPO = Path(__file__).resolve().parents[2]
 SRUN = """#!/usr/bin/env bash
 # fake srun: the command once per node (SLURM_NNODES tasks), concurrently; its options dropped
@@ -37,30 +39,14 @@ def _free_port() -> int:
 
 
 def _config(folder: Path, data) -> Path:
-    """R-18-FPN with 32 channels on 64 px images, 2 iterations of 2 images (one per node),
-    evaluation at the end only; every detection kept (score 0, 20 per image). GroupNorm: no
+    """test_train_eval's tiny R-18-FPN run, shortened to 2 iterations of 2 images (one per node)
+    and evaluated at the end only, every detection kept (score 0, 20 per image). GroupNorm: no
     per-process running statistics, so the whole state of the replicas must agree."""
-    cfg = {
-        "model": {"backbone": {"name": "resnet18", "weights": None, "norm": "GN",
-                               "freeze_at": 0},
-                  "fpn": {"out_channels": 32},
-                  "anchor_generator": {"sizes": [[16], [32], [64], [128], [256]],
-                                       "aspect_ratios": [[1.0]]},
-                  "rpn": {"pre_nms_topk_train": 200, "post_nms_topk_train": 64,
-                          "pre_nms_topk_test": 100, "post_nms_topk_test": 32,
-                          "batch_size_per_image": 32},
-                  "roi_heads": {"fc_dim": 64, "batch_size_per_image": 16,
-                                "detections_per_img": 20, "score_thresh": 0.0}},
-        "data": {"train": {"images": data.train_images, "annotations": data.train_annotations},
-                 "test": {"images": data.val_images, "annotations": data.val_annotations},
-                 "input": {"min_size_train": [64], "max_size_train": 96, "min_size_test": 64,
-                           "max_size_test": 96},
-                 "num_workers": 0},
-        "solver": {"max_iter": 2, "base_lr": 0.01, "ims_per_batch": 2, "steps": [1],
-                   "warmup_iters": 1, "checkpoint_period": 1000},
-        "test": {"eval_period": 0, "vis_images": 0},
-        "output_dir": str(folder / "out"), "device": "cpu", "log_period": 1,
-    }
+    cfg = yaml.safe_load(_tiny_config(folder, data).read_text())
+    cfg["model"]["backbone"]["norm"] = "GN"
+    cfg["data"]["input"]["min_size_train"] = [64]
+    cfg["solver"].update(max_iter=2, steps=[1], warmup_iters=1, checkpoint_period=1000)
+    cfg["test"].update(eval_period=0, vis_images=0)
     path = folder / "tiny.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path
