@@ -30,20 +30,12 @@ CLS_W, CLS_B, BOX_W, BOX_B = PREDICTOR_KEYS
 SIZE = 48  # image side
 
 
-def _model_config(**model) -> dict:
-    """R-18-FPN, 32 channels, SIZE px: a real detector that trains in seconds."""
-    return {"model": {"backbone": {"name": "resnet18", "weights": None, "norm": "BN",
-                                   "freeze_at": 5},
-                      "fpn": {"out_channels": 32},
-                      "anchor_generator": {"sizes": [[16], [32], [64], [128], [256]],
-                                           "aspect_ratios": [[1.0]]},
-                      "rpn": {"pre_nms_topk_train": 200, "post_nms_topk_train": 64,
-                              "pre_nms_topk_test": 100, "post_nms_topk_test": 32,
-                              "batch_size_per_image": 32},
-                      "roi_heads": {"fc_dim": 64, "batch_size_per_image": 16,
-                                    "detections_per_img": 20, "score_thresh": 0.0},
-                      **model},
-            "device": "cpu"}
+def _model_config(tiny_model_config) -> dict:
+    """The tiny R-18-FPN of tests/conftest.py with a frozen backbone: its random features are
+    enough to tell colours, and the heads then learn in seconds."""
+    tree = {"model": tiny_model_config(), "device": "cpu"}
+    tree["model"]["backbone"]["freeze_at"] = 5
+    return tree
 
 
 def _write_colour_set(root, categories, *, n: int, seed: int, only_listed: bool = False
@@ -83,7 +75,7 @@ def _data(images: str, annotations: str) -> dict:
 
 
 @pytest.fixture(scope="module")
-def source_run(tmp_path_factory, one_thread):
+def source_run(tmp_path_factory, one_thread, tiny_model_config):
     """A 5-class detector trained 50 iterations on the colour set (frozen random backbone: the
     heads learn in seconds); no data.test, so no evaluation."""
     root = tmp_path_factory.mktemp("colours")
@@ -91,7 +83,7 @@ def source_run(tmp_path_factory, one_thread):
     data = _data(images, annotations)
     del data["test"]
     cfg = config_from_dict({
-        **_model_config(), "data": data,
+        **_model_config(tiny_model_config), "data": data,
         "solver": {"max_iter": 50, "base_lr": 0.01, "ims_per_batch": 4, "steps": [50],
                    "warmup_iters": 5, "checkpoint_period": 1000, "clip_grad_norm": 5.0},
         "test": {"vis_images": 0}, "output_dir": str(root / "five"), "log_period": 1000})
@@ -151,15 +143,19 @@ def test_transfer_to_a_class_subset_copies_rows_and_keeps_the_ap(source_run, cap
         assert after["per_category"][name] >= ap - 6, (name, before, after)
 
 
-def _tiny(num_classes: int, **backbone):
-    tree = _model_config()
-    tree["model"]["backbone"].update(backbone)
-    return build_model(config_from_dict(tree), num_classes=num_classes)
+@pytest.fixture(scope="module")
+def tiny(tiny_model_config):
+    """``tiny(num_classes, **backbone)``: a fresh model like the source's."""
+    def build(num_classes: int, **backbone):
+        tree = _model_config(tiny_model_config)
+        tree["model"]["backbone"].update(backbone)
+        return build_model(config_from_dict(tree), num_classes=num_classes)
+    return build
 
 
-def test_the_same_classes_load_every_tensor_as_is(source_run):
+def test_the_same_classes_load_every_tensor_as_is(source_run, tiny):
     ckpt = load_checkpoint(source_run["last"])
-    model = _tiny(5)
+    model = tiny(5)
     upper = [{**c, "name": c["name"].upper()} for c in FIVE]  # names match case-insensitively
     report = transfer_weights(model, ckpt, classes=upper, source="last.pth")
     state = model.state_dict()
@@ -168,9 +164,9 @@ def test_the_same_classes_load_every_tensor_as_is(source_run):
     assert sorted(report.loaded) == sorted(state) and report.ignored == []
 
 
-def test_weights_classes_none_reinitialises_the_predictor(source_run):
+def test_weights_classes_none_reinitialises_the_predictor(source_run, tiny):
     ckpt = load_checkpoint(source_run["last"])
-    model = _tiny(3)
+    model = tiny(3)
     fresh = {k: v.clone() for k, v in model.state_dict().items()}
     report = transfer_weights(model, ckpt, classes=THREE, weights_classes="none")
     state = model.state_dict()
@@ -178,16 +174,16 @@ def test_weights_classes_none_reinitialises_the_predictor(source_run):
     assert sorted(report.reinitialised) == sorted(report.ignored) == sorted(PREDICTOR_KEYS)
     assert all(torch.equal(state[k], ckpt["model"][k]) for k in state if k not in PREDICTOR_KEYS)
     # a bare state_dict names no classes: the same shapes load, other shapes start fresh
-    report = transfer_weights(_tiny(5), ckpt["model"], classes=THREE[:1] * 5)
+    report = transfer_weights(tiny(5), ckpt["model"], classes=THREE[:1] * 5)
     assert report.reinitialised == []
-    report = transfer_weights(_tiny(3), ckpt["model"], classes=THREE)
+    report = transfer_weights(tiny(3), ckpt["model"], classes=THREE)
     assert report.matches == [] and "the checkpoint names none" in report.lines()[0]
 
 
-def test_another_architecture_stops_with_the_keys_listed(source_run):
+def test_another_architecture_stops_with_the_keys_listed(source_run, tiny):
     ckpt = load_checkpoint(source_run["last"])  # an R-18 detector
     with pytest.raises(WeightsError) as error:
-        transfer_weights(_tiny(5, name="resnet50"), ckpt, classes=FIVE, source="r18.pth")
+        transfer_weights(tiny(5, name="resnet50"), ckpt, classes=FIVE, source="r18.pth")
     message = str(error.value)
     assert "r18.pth does not fit FasterRCNN" in message
     assert "missing keys" in message and "backbone.bottom_up.layer1.0.conv3.weight" in message
@@ -195,7 +191,7 @@ def test_another_architecture_stops_with_the_keys_listed(source_run):
         "(64, 64, 3, 3) vs model (64, 64, 1, 1)" in message
     tv = {"backbone.body.conv1.weight": torch.zeros(64, 3, 7, 7)}
     with pytest.raises(WeightsError, match="torchvision state_dict: convert it first"):
-        transfer_weights(_tiny(5), tv, classes=FIVE, source="tv.pth")
+        transfer_weights(tiny(5), tv, classes=FIVE, source="tv.pth")
 
 
 def test_names_match_case_insensitively_and_a_repeated_name_matches_nothing():
