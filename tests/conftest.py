@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,25 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def detection_log():
+    """The messages of the ``detection`` logger during the test, as a list of strings.
+
+    Its state is restored afterwards, so a tool run in-process (whose ``setup_logger`` would
+    print to this test's captured stdout and stop propagation for later tests) leaves no trace.
+    """
+    logger = logging.getLogger("detection")
+    saved = logger.handlers[:], logger.propagate, logger.level
+    messages: list[str] = []
+    handler = logging.Handler(logging.INFO)
+    handler.emit = lambda record: messages.append(record.getMessage())
+    logger.handlers[:] = [handler]
+    logger.setLevel(logging.INFO)
+    yield messages
+    logger.handlers[:], logger.propagate = saved[0], saved[1]
+    logger.setLevel(saved[2])
 
 
 @pytest.fixture(scope="session")

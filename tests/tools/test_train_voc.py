@@ -23,7 +23,7 @@ def devkit(tmp_path_factory, write_voc):
 
 
 def test_voc_run_trains_evaluates_and_reports_voc_map(devkit, tmp_path, capsys,
-                                                      tiny_model_config, one_thread):
+                                                      tiny_model_config, one_thread, detection_log):
     """tools/train.py on a VOC config: the VOC evaluator's numbers, its headline, eval.json;
     tools/compare.py shows them under the VOC rows."""
     cfg = tmp_path / "voc.yaml"
