@@ -1,7 +1,6 @@
 """engine/setup.py: data.format voc, data.test optional, the relative-path rule."""
 from __future__ import annotations
 
-import json
 import os
 
 import pytest
