@@ -101,7 +101,7 @@ def test_the_walkthrough_runs_as_written(scratch, capsys, detection_log, one_thr
     assert {"config.yaml", "last.pth"} <= written and not {"eval.json", "best.pth"} & written
 
 
-def test_every_backbone_choice_of_the_table_loads(scratch):
+def test_every_backbone_choice_of_the_table_loads(tmp_path):
     """Each ``_base_`` / ``model.backbone.name`` pair of "Choosing a backbone" is a valid
     config (resolved, not built: that needs the ImageNet files)."""
     from detection.config import load_config
@@ -110,6 +110,6 @@ def test_every_backbone_choice_of_the_table_loads(scratch):
     assert len(rows) == 4
     for base, names in rows:
         for name in re.findall(r"`(\w+)`", names):
-            (scratch / "choice.yaml").write_text(
-                f"_base_: configs/_base_/models/{base}\nmodel:\n  backbone: {{name: {name}}}\n")
-            assert load_config(scratch / "choice.yaml").model.backbone.name == name
+            (tmp_path / "choice.yaml").write_text(f"_base_: {REPO}/configs/_base_/models/{base}"
+                                                  f"\nmodel:\n  backbone: {{name: {name}}}\n")
+            assert load_config(tmp_path / "choice.yaml").model.backbone.name == name
