@@ -10,6 +10,12 @@ Loading order (later wins)::
 An unknown key, a wrong type or a value outside a key's choices raises :class:`ConfigError`, which
 names the full dotted key, the file it came from, and the closest valid key.
 
+**Paths.** One rule: a relative path in a config value (``data.*``, ``model.weights``,
+``model.backbone.weights``, ``output_dir``, ...) resolves from the current working directory,
+the folder the command runs in, wherever the config file lies; :func:`existing_path` checks
+one and names the key and that folder when it is missing. Only ``_base_`` entries, which are
+references between config files rather than values, resolve from the file that names them.
+
 The model variant follows from one key, ``model.roi_heads.box_head`` (``fpn_2fc``, ``c4_res5``,
 ``vgg_fc``): the keys that depend on it (``fpn.enabled``, ``anchor_generator.sizes``,
 ``rpn.in_features``, ``roi_heads.in_features``, ``roi_heads.pooler_resolution``) default to
@@ -32,7 +38,7 @@ import yaml
 
 __all__ = [
     "Config", "ConfigError", "load_config", "config_from_dict", "config_to_dict", "dump_config",
-    "apply_overrides", "save_config",
+    "apply_overrides", "save_config", "existing_path",
 ]
 
 
@@ -124,6 +130,12 @@ class ModelConfig:
     anchor_generator: AnchorGeneratorConfig = field(default_factory=AnchorGeneratorConfig)
     rpn: RPNConfig = field(default_factory=RPNConfig)
     roi_heads: RoIHeadsConfig = field(default_factory=RoIHeadsConfig)
+    # the whole detector from a checkpoint of this toolkit (or a converted torchvision one);
+    # tensors matching by name and shape are loaded (detection/transfer.py); --resume wins
+    weights: Optional[str] = None
+    # class-dependent predictor rows: copied for the classes of equal name (case-insensitive),
+    # or "none": the predictor is loaded only when its shape fits and re-initialised otherwise
+    weights_classes: str = _choices("by_name", "none", default="by_name")
 
     def __post_init__(self) -> None:
         """Fill the keys left ``None`` from the one key that names the variant,
@@ -169,8 +181,10 @@ VARIANT_DEFAULTS: dict[str, dict[str, Any]] = {
 # ------------------------------------------------------------------------------------------ data
 @dataclass
 class DatasetConfig:
-    images: str = ""  # folder of image files
-    annotations: str = ""  # COCO-format json
+    images: str = ""  # data.format coco: folder of image files
+    annotations: str = ""  # data.format coco: COCO-format json
+    roots: list[str] = _list()  # data.format voc: VOCdevkit/VOCyyyy folders, concatenated
+    splits: list[str] = _list()  # data.format voc: ImageSets/Main/<split>.txt, one or per root
 
 
 @dataclass
@@ -200,14 +214,21 @@ class InputConfig:
 
 @dataclass
 class DataConfig:
+    format: str = _choices("coco", "voc", default="coco")
     train: DatasetConfig = field(default_factory=DatasetConfig)
-    test: DatasetConfig = field(default_factory=DatasetConfig)
+    test: DatasetConfig = field(default_factory=DatasetConfig)  # empty: train, no evaluation
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
     input: InputConfig = field(default_factory=InputConfig)
     num_workers: int = 2
     filter_empty: bool = True
     on_bad_image: str = _choices("skip", "error", default="skip")
     aspect_grouping: bool = True
+    keep_difficult: bool = False  # voc: train on "difficult" objects too
+    class_names: Optional[list[str]] = None  # voc: the label order (default: the 20 VOC ones)
+    # "repeat_factor": images holding rare classes are drawn more often (LVIS, Gupta et al.
+    # 2019): r(image) = max over its classes c of max(1, sqrt(repeat_threshold / f(c)))
+    sampler: str = _choices("uniform", "repeat_factor", default="uniform")
+    repeat_threshold: float = 0.001
 
 
 # ---------------------------------------------------------------------------------------- solver
@@ -236,6 +257,7 @@ class TestConfig:
     ims_per_batch: int = 1
     vis_images: int = 4  # images drawn with detections into <output_dir>/vis
     vis_score_thresh: float = 0.5
+    use_07_metric: bool = True  # voc: mAP is the VOC2007 11-point AP (else all-point)
 
 
 @dataclass
@@ -363,6 +385,20 @@ def save_config(cfg: Config, path: Union[str, os.PathLike]) -> None:
     """Write the resolved config as YAML (``output_dir/config.yaml``); reloadable as is."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     Path(path).write_text(dump_config(cfg), encoding="utf-8")
+
+
+def existing_path(value: str, key: str, *, kind: str = "file") -> str:
+    """``value`` of config key ``key``, checked to be an existing file (``kind="file"``) or
+    folder (``"folder"``); returned unchanged. A relative path resolves from the current working
+    directory (the one rule of the module docstring); the error names the key, the path and the
+    folder it was resolved from."""
+    path = Path(value).expanduser()
+    if path.is_file() if kind == "file" else path.is_dir():
+        return value
+    where = "" if path.is_absolute() else (
+        f" (relative paths resolve from the current directory, {os.getcwd()})")
+    found = "" if not path.exists() else f" ({'a folder' if path.is_dir() else 'a file'})"
+    raise FileNotFoundError(f"{key}: {kind} not found: {value}{found}{where}")
 
 
 # ----------------------------------------------------------------------------------- validation

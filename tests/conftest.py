@@ -2,11 +2,42 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
+import torch
 
 from detection.data.synthetic import SyntheticCOCO, make_synthetic_coco
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One thread: these small CPU convolutions gain little from two, and two threads on cores
+    shared with other jobs can be 5x slower (OpenMP waits for a descheduled thread)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def detection_log():
+    """The messages of the ``detection`` logger during the test, as a list of strings.
+
+    Its state is restored afterwards, so a tool run in-process (whose ``setup_logger`` would
+    print to this test's captured stdout and stop propagation for later tests) leaves no trace.
+    """
+    logger = logging.getLogger("detection")
+    saved = logger.handlers[:], logger.propagate, logger.level
+    messages: list[str] = []
+    handler = logging.Handler(logging.INFO)
+    handler.emit = lambda record: messages.append(record.getMessage())
+    logger.handlers[:] = [handler]
+    logger.setLevel(logging.INFO)
+    yield messages
+    logger.handlers[:], logger.propagate = saved[0], saved[1]
+    logger.setLevel(saved[2])
 
 
 @pytest.fixture(scope="session")
@@ -19,6 +50,22 @@ def synthetic_coco(tmp_path_factory: pytest.TempPathFactory) -> SyntheticCOCO:
     """
     root = tmp_path_factory.mktemp("synthetic_coco")
     return make_synthetic_coco(root, num_train=24, num_val=8, image_size=128, seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_config():
+    """``tiny_model_config()``: a fresh dict of ``model`` keys for R-18-FPN with 32 channels,
+    from scratch, for 48-96 px images: a real detector that builds in a fraction of a second
+    and trains a step in about 0.1 s."""
+    return lambda: {"backbone": {"name": "resnet18", "weights": None, "norm": "BN", "freeze_at": 0},
+            "fpn": {"out_channels": 32},
+            "anchor_generator": {"sizes": [[16], [32], [64], [128], [256]],
+                                 "aspect_ratios": [[1.0]]},
+            "rpn": {"pre_nms_topk_train": 200, "post_nms_topk_train": 64,
+                    "pre_nms_topk_test": 100, "post_nms_topk_test": 32,
+                    "batch_size_per_image": 32},
+            "roi_heads": {"fc_dim": 64, "batch_size_per_image": 16, "detections_per_img": 20,
+                          "score_thresh": 0.0}}
 
 
 def _voc_object_xml(obj: dict) -> str:

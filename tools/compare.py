@@ -1,12 +1,13 @@
 #!/usr/bin/env python
-"""Print several runs' COCO results side by side, as Table 8 of He et al. (2016).
+"""Print several runs' COCO or VOC results side by side, as Tables 7/8 of He et al. (2016).
 
     python tools/compare.py output/vgg16 output/r101 [--markdown]
     python tools/compare.py output/vgg16/eval.json output/r101/eval.json
 
 Each argument is a run's output folder (its ``eval.json`` is read) or an ``eval.json`` file. Rows:
-mAP@.5, mAP@[.5, .95], then the AP of every category (percent); one column per run, headed by its
-backbone (with the run's folder name when two runs share a backbone).
+mAP@.5, mAP@[.5, .95] for COCO results, VOC mAP@.5 (11-point, all-point) for VOC results (a run
+of the other kind shows ``-`` there), then the AP of every category (percent); one column per
+run, headed by its backbone (with the run's folder name when two runs share a backbone).
 """
 from __future__ import annotations
 
@@ -18,6 +19,18 @@ from pathlib import Path
 from typing import Any, Optional
 
 SUMMARY_ROWS = (("mAP@.5", "mAP50"), ("mAP@[.5, .95]", "mAP"))
+VOC_ROWS = (("VOC mAP@.5 (11-point)", "mAP_11point"), ("VOC mAP@.5 (all-point)", "mAP_allpoint"))
+
+
+def _is_voc(result: dict) -> bool:
+    return "mAP_11point" in result  # VOCEvaluator's (detection.evaluation.is_voc_result)
+
+
+def summary_rows(evals: list[dict]) -> list[tuple[str, str, bool]]:
+    """``(label, key, voc)`` of the summary rows the runs need: COCO's, VOC's or both."""
+    kinds = {_is_voc(e) for e in evals}
+    return ([(label, key, False) for label, key in SUMMARY_ROWS] * (False in kinds)
+            + [(label, key, True) for label, key in VOC_ROWS] * (True in kinds))
 
 
 def load_eval(path: str | Path) -> dict:
@@ -58,7 +71,8 @@ def build_rows(evals: list[dict]) -> tuple[list[str], list[list[str]]]:
     """Header and body rows: the summary metrics, then per-category AP (union of categories in
     the order first seen; ``-`` where a run lacks that category)."""
     header = ["metric", *_headers(evals)]
-    rows = [[label, *(_fmt(e.get(key)) for e in evals)] for label, key in SUMMARY_ROWS]
+    rows = [[label, *(_fmt(e.get(key)) if _is_voc(e) == voc else "-" for e in evals)]
+            for label, key, voc in summary_rows(evals)]
     categories: list[str] = []
     for e in evals:
         for name in (e.get("per_category") or {}):
@@ -69,14 +83,15 @@ def build_rows(evals: list[dict]) -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
-def format_text(header: list[str], rows: list[list[str]]) -> str:
+def format_text(header: list[str], rows: list[list[str]],
+                num_summary: int = len(SUMMARY_ROWS)) -> str:
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     line = lambda r: "  ".join(  # noqa: E731 - metric names left, numbers right-aligned
         c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
     sep = "  ".join("-" * w for w in widths)
-    body = [line(r) for r in rows[:len(SUMMARY_ROWS)]]
-    if len(rows) > len(SUMMARY_ROWS):
-        body += [sep, *(line(r) for r in rows[len(SUMMARY_ROWS):])]
+    body = [line(r) for r in rows[:num_summary]]
+    if len(rows) > num_summary:
+        body += [sep, *(line(r) for r in rows[num_summary:])]
     return "\n".join([line(header), sep, *body])
 
 
@@ -98,7 +113,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         print(f"compare.py: {e}", file=sys.stderr)
         return 2
     header, rows = build_rows(evals)
-    print(format_markdown(header, rows) if args.markdown else format_text(header, rows))
+    print(format_markdown(header, rows) if args.markdown
+          else format_text(header, rows, len(summary_rows(evals))))
     return 0
 
 

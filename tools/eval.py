@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Evaluate a checkpoint on the config's test set (COCO mAP) and write ``<output>/eval.json``.
+"""Evaluate a checkpoint on the config's test set (COCO or VOC mAP), write ``<output>/eval.json``.
 
     python tools/eval.py --config configs/quickstart.yaml --weights output/quickstart/last.pth
     torchrun --nproc_per_node 8 tools/eval.py --config configs/coco/faster_rcnn_R_50_FPN_1x.yaml \
@@ -17,13 +17,13 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # no PyPI version check 
 
 from detection.build import build_model  # noqa: E402
 from detection.engine.setup import (build_evaluator, build_test_dataset,  # noqa: E402
-                                    build_test_loader, prepare_data)
+                                    build_test_loader, dataset_source, prepare_data)
 from detection.config import ConfigError, load_config  # noqa: E402
 from detection.engine import distributed as du  # noqa: E402
 from detection.engine.checkpoint import load_checkpoint, load_model_weights  # noqa: E402
 from detection.engine.logging import setup_logger, write_eval_json  # noqa: E402
 from detection.engine.trainer import inference_on_dataset  # noqa: E402
-from detection.evaluation import Relabelled  # noqa: E402
+from detection.evaluation import Relabelled, headline  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         if classes != dataset.classes:
             evaluator = Relabelled(evaluator, model_classes=classes, data_classes=dataset.classes)
         logger.info("evaluating %s (iteration %s) on %s, %d image(s), %d process(es)",
-                    args.weights, ckpt.get("iteration"), cfg.data.test.annotations,
+                    args.weights, ckpt.get("iteration"), dataset_source(cfg, train=False),
                     len(dataset), du.get_world_size())
         results, _ = inference_on_dataset(
             model.to(device), build_test_loader(cfg, dataset),
@@ -68,8 +68,7 @@ def main(argv: list[str] | None = None) -> int:
             path = Path(cfg.output_dir) / "eval.json"
             write_eval_json(path, results, backbone=cfg.model.backbone.name, config=args.config,
                             weights=args.weights, iteration=ckpt.get("iteration"))
-            print(f"mAP@.5 = {results['mAP50']:.1f}   mAP@[.5,.95] = {results['mAP']:.1f}   "
-                  f"(written to {path})")
+            print(f"{headline(results)}   (written to {path})")
     except (ValueError, FileNotFoundError, RuntimeError) as e:
         logger.error("error: %s", e)
         return 1

@@ -20,12 +20,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # no PyPI version check (2 s offline)
 
 from backbones.weights import WeightsError  # noqa: E402
-from detection.engine.setup import build_trainer  # noqa: E402
+from detection.engine.setup import build_trainer, dataset_source  # noqa: E402
 from detection.config import ConfigError, dump_config, load_config  # noqa: E402
 from detection.engine import distributed as du  # noqa: E402
 from detection.engine.logging import LOGGER_NAME, setup_logger, write_eval_json  # noqa: E402
 from detection.engine.trainer import NonFiniteLossError, save_visualizations  # noqa: E402
-from detection.evaluation import format_table  # noqa: E402
+from detection.evaluation import format_table, headline  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -81,6 +81,10 @@ def train(cfg, *, device, resume: bool, config_path: str) -> int:
 def report(trainer, cfg, results: dict, *, config_path: str) -> None:
     """eval.json, vis/ and the final lines on the console (main process)."""
     out = Path(cfg.output_dir)
+    if results is None:  # no data.test
+        print(f"trained {trainer.iteration} iterations without evaluation (no data.test); "
+              f"weights in {os.path.abspath(out / 'last.pth')}")
+        return
     write_eval_json(out / "eval.json", results, backbone=cfg.model.backbone.name,
                     config=config_path, weights=str(out / "last.pth"),
                     iteration=trainer.iteration)
@@ -88,9 +92,8 @@ def report(trainer, cfg, results: dict, *, config_path: str) -> None:
                         classes=trainer.extra_state["classes"],
                         score_thresh=cfg.test.vis_score_thresh)
     print(format_table(results))
-    print(f"mAP@.5 = {results['mAP50']:.1f}   mAP@[.5,.95] = {results['mAP']:.1f}   "
-          f"({cfg.data.test.annotations}, iteration {trainer.iteration}, "
-          f"output in {os.path.abspath(out)})")
+    print(f"{headline(results)}   ({dataset_source(cfg, train=False)}, iteration "
+          f"{trainer.iteration}, output in {os.path.abspath(out)})")
 
 
 if __name__ == "__main__":

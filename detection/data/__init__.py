@@ -6,8 +6,8 @@ from .classes import (category_id_to_label, classes_from_categories, label_to_ca
                       relabel_table)
 from .coco import COCODataset, load_coco, read_coco_json
 from .loader import build_test_loader, build_train_loader, collate
-from .samplers import (AspectRatioBatchSampler, InferenceSampler, SkipBatches, TrainingSampler,
-                       aspect_ratio_groups)
+from .samplers import (AspectRatioBatchSampler, InferenceSampler, RepeatFactorTrainingSampler,
+                       SkipBatches, TrainingSampler, aspect_ratio_groups, repeat_factors)
 from .synthetic import SyntheticCOCO, ensure_synthetic, make_synthetic_coco
 from .transforms import DetectionTransform, ResizeShortestEdge, build_transforms, resized_shape
 from .voc import VOC_CLASSES, VOCAnnotations, VOCDataset, read_voc
@@ -15,9 +15,10 @@ from .voc import VOC_CLASSES, VOCAnnotations, VOCDataset, read_voc
 __all__ = [
     "AspectRatioBatchSampler", "COCODataset", "DatasetError", "DetectionDataset",
     "DetectionTransform", "VOC_CLASSES", "VOCAnnotations", "VOCDataset", "read_voc",
-    "InferenceSampler", "ResizeShortestEdge", "SkipBatches", "SyntheticCOCO", "TrainingSampler",
+    "InferenceSampler", "RepeatFactorTrainingSampler", "ResizeShortestEdge", "SkipBatches",
+    "SyntheticCOCO", "TrainingSampler",
     "aspect_ratio_groups", "build_test_loader", "build_train_loader", "build_transforms",
     "category_id_to_label", "classes_from_categories", "collate", "decode_image",
     "ensure_synthetic", "label_to_category_id", "load_coco", "make_synthetic_coco",
-    "read_coco_json", "relabel_table", "resized_shape",
+    "read_coco_json", "relabel_table", "repeat_factors", "resized_shape",
 ]

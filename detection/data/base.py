@@ -151,6 +151,12 @@ class DetectionDataset(torch.utils.data.Dataset):
         return self._sizes
 
     @property
+    def box_labels(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(offsets (N + 1,), labels (B,))``: the labels of image ``i``'s kept boxes are
+        ``labels[offsets[i]:offsets[i + 1]]`` (no decoding; for repeat-factor sampling)."""
+        return self._offsets, self._labels
+
+    @property
     def num_dropped_boxes(self) -> int:
         return self.stats["dropped_boxes"]
 

@@ -14,7 +14,7 @@ from typing import Any
 import cv2
 import numpy as np
 import torch
-from torch.utils.data import BatchSampler, DataLoader, Dataset
+from torch.utils.data import BatchSampler, DataLoader, Dataset, Sampler
 
 from .samplers import (AspectRatioBatchSampler, InferenceSampler, SkipBatches, TrainingSampler,
                        aspect_ratio_groups, dist_rank_world_size)
@@ -78,7 +78,8 @@ class SeededSamples(Dataset):
 def build_train_loader(dataset: Dataset, *, batch_size: int, num_workers: int, seed: int,
                        start_iter: int = 0, aspect_grouping: bool = True,
                        pin_memory: bool | None = None, rank: int | None = None,
-                       world_size: int | None = None) -> DataLoader:
+                       world_size: int | None = None, sampler: Sampler[int] | None = None
+                       ) -> DataLoader:
     """An endless loader of training batches, exactly resumable: batch ``k`` holds the same
     images *and the same augmentation* (scales, flips, colour jitter) for a given ``seed``,
     whether the run started at 0 or resumed at ``start_iter <= k``, and whatever
@@ -97,9 +98,12 @@ def build_train_loader(dataset: Dataset, *, batch_size: int, num_workers: int, s
         aspect_grouping: batch landscape and portrait images separately.
         pin_memory: default True when CUDA is available.
         rank, world_size: default from ``torch.distributed`` when initialised, else 0 and 1.
+        sampler: this rank's endless stream of indices, a pure function of its seed (e.g.
+            ``RepeatFactorTrainingSampler``); default ``TrainingSampler(seed=seed)``.
     """
     rank, world_size = dist_rank_world_size(rank, world_size)
-    sampler = TrainingSampler(len(dataset), seed=seed, rank=rank, world_size=world_size)
+    if sampler is None:
+        sampler = TrainingSampler(len(dataset), seed=seed, rank=rank, world_size=world_size)
     if aspect_grouping:
         sizes = getattr(dataset, "image_sizes", None)
         if sizes is None:

@@ -1,4 +1,5 @@
-"""Index samplers: infinite shuffled training stream, inference shards, aspect-ratio batches.
+"""Index samplers: infinite shuffled training stream (uniform or repeat-factor), inference
+shards, aspect-ratio batches.
 
 Distributed layout (as Detectron2): every rank draws the same global stream of indices from the
 shared ``seed``; rank ``r`` of ``W`` takes positions ``r, r + W, r + 2W, ...``. The stream depends
@@ -11,11 +12,13 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterable, Iterator, Sequence
 
+import numpy as np
 import torch
 from torch.utils.data import Sampler
 
-__all__ = ["AspectRatioBatchSampler", "InferenceSampler", "SkipBatches", "TrainingSampler",
-           "aspect_ratio_groups", "dist_rank_world_size"]
+__all__ = ["AspectRatioBatchSampler", "InferenceSampler", "RepeatFactorTrainingSampler",
+           "SkipBatches", "TrainingSampler", "aspect_ratio_groups", "dist_rank_world_size",
+           "repeat_factors"]
 
 
 def dist_rank_world_size(rank: int | None = None, world_size: int | None = None
@@ -53,6 +56,64 @@ class TrainingSampler(Sampler[int]):
                 yield from torch.randperm(self.size, generator=generator).tolist()
             else:
                 yield from range(self.size)
+
+
+def repeat_factors(offsets: np.ndarray, labels: np.ndarray, *, threshold: float) -> np.ndarray:
+    """Per-image repeat factors of LVIS (Gupta et al. 2019, sec. 4) / Detectron2.
+
+    With ``f(c)`` the fraction of the images that hold class ``c``::
+
+        r(c) = max(1, sqrt(threshold / f(c)))        r(image) = max(1, max_{c in image} r(c))
+
+    Args:
+        offsets: (N + 1,) the boxes of image ``i`` are ``labels[offsets[i]:offsets[i + 1]]``.
+        labels: (B,) the class of each box.
+        threshold: ``t``; classes in fewer than a fraction ``t`` of the images are repeated.
+
+    Returns (N,) float64 factors >= 1 (an image without boxes: 1).
+    """
+    offsets, labels = np.asarray(offsets, np.int64), np.asarray(labels, np.int64)
+    num_images = len(offsets) - 1
+    if num_images <= 0:
+        raise ValueError("repeat_factors needs at least one image")
+    if threshold <= 0:
+        raise ValueError(f"repeat threshold must be > 0, got {threshold}")
+    image_of_box = np.repeat(np.arange(num_images), np.diff(offsets))
+    pairs = np.unique(np.stack([image_of_box, labels]), axis=1)  # (2, P) unique (image, class)
+    classes, images_with = np.unique(pairs[1], return_counts=True)
+    class_factor = np.maximum(1.0, np.sqrt(threshold / (images_with / num_images)))
+    factors = np.ones(num_images)
+    np.maximum.at(factors, pairs[0], class_factor[np.searchsorted(classes, pairs[1])])
+    return factors
+
+
+class RepeatFactorTrainingSampler(TrainingSampler):
+    """Infinite stream where image ``i`` appears ``r_i`` times per epoch on average
+    (Detectron2's ``RepeatFactorTrainingSampler``): each epoch repeats it ``floor(r_i)`` times,
+    plus once more with probability ``r_i - floor(r_i)`` (stochastic rounding), then shuffles.
+
+    Both draws come from one generator seeded once with ``seed``, so the stream is a pure
+    function of ``(repeat_factors, seed)`` and a resumed run skipping its first batches sees
+    the very batches of an uninterrupted one; ranks share it as ``TrainingSampler`` does.
+    """
+
+    def __init__(self, repeat_factors: Sequence[float] | np.ndarray, *, seed: int,
+                 rank: int | None = None, world_size: int | None = None) -> None:
+        factors = torch.as_tensor(np.asarray(repeat_factors, dtype=np.float64))
+        if factors.ndim != 1 or not bool((factors >= 1).all()):
+            raise ValueError("repeat_factors must be a 1-d sequence of values >= 1")
+        super().__init__(len(factors), seed=seed, rank=rank, world_size=world_size)
+        self.int_part = factors.floor()
+        self.frac_part = factors - self.int_part
+
+    def _global_stream(self) -> Iterator[int]:
+        generator = torch.Generator()
+        generator.manual_seed(self.seed)
+        while True:
+            rounded = self.int_part + (torch.rand(self.size, generator=generator,
+                                                  dtype=torch.float64) < self.frac_part)
+            indices = torch.repeat_interleave(torch.arange(self.size), rounded.long())
+            yield from indices[torch.randperm(len(indices), generator=generator)].tolist()
 
 
 class InferenceSampler(Sampler[int]):

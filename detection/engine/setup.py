@@ -13,8 +13,10 @@ from pathlib import Path
 
 import torch
 
+from backbones.weights import IMAGENET_WEIGHTS
+
 from ..build import build_model
-from ..config import Config, config_to_dict, save_config
+from ..config import Config, config_to_dict, existing_path, save_config
 from . import distributed as du
 from .checkpoint import load_checkpoint, seed_all
 from .logging import LOGGER_NAME, MetricsWriter
@@ -22,9 +24,10 @@ from .schedule import WarmupLRScheduler, param_groups
 from .trainer import DatasetInference, Trainer
 
 __all__ = [
-    "prepare_data", "build_train_dataset", "build_test_dataset", "with_num_classes",
-    "images_per_process", "build_train_loader", "build_test_loader", "build_optimizer",
-    "build_lr_scheduler", "build_evaluator", "build_trainer",
+    "prepare_data", "has_test_data", "dataset_source", "build_train_dataset",
+    "build_test_dataset", "with_num_classes", "images_per_process", "build_train_sampler",
+    "build_train_loader", "build_test_loader", "build_optimizer", "build_lr_scheduler",
+    "build_evaluator", "build_model_for_training", "build_trainer",
 ]
 
 
@@ -53,33 +56,92 @@ def prepare_data(cfg: Config) -> Config:
     return dataclasses.replace(cfg, data=data)
 
 
+def has_test_data(cfg: Config) -> bool:
+    """Whether ``data.test`` names a test set (after :func:`prepare_data`); without one a run
+    trains without evaluating."""
+    t = cfg.data.test
+    return bool(t.roots or t.splits) if cfg.data.format == "voc" else bool(
+        t.images or t.annotations)
+
+
+def dataset_source(cfg: Config, *, train: bool) -> str:
+    """The split's files in a few words, for log lines: the COCO json, or the VOC roots."""
+    split = cfg.data.train if train else cfg.data.test
+    if cfg.data.format == "voc":
+        return ", ".join(f"{root} ({s})" for root, s in zip(split.roots, _voc_splits(split)))
+    return split.annotations
+
+
+def _voc_splits(split) -> list[str]:
+    """One split name per root (a single split applies to every root)."""
+    return split.splits * len(split.roots) if len(split.splits) == 1 else split.splits
+
+
+def _check_split_keys(cfg: Config, *, train: bool) -> None:
+    """The keys of ``data.train`` / ``data.test`` fit ``data.format`` and name existing paths
+    (relative paths resolve from the current directory, as everywhere)."""
+    d = cfg.data
+    split, key = (d.train, "data.train") if train else (d.test, "data.test")
+    if d.format == "voc":
+        used, unused = ("roots", "splits"), ("images", "annotations")
+        if d.synthetic.enabled:
+            raise ValueError("data.synthetic generates a COCO-format set: set data.format: coco "
+                             "or data.synthetic.enabled: false")
+    else:
+        used, unused = ("images", "annotations"), ("roots", "splits")
+        if d.class_names is not None:
+            raise ValueError("data.class_names is for data.format voc; a COCO json names its "
+                             "categories itself")
+    stray = [f"{key}.{name}" for name in unused if getattr(split, name)]
+    if stray:
+        raise ValueError(f"{', '.join(stray)} set but data.format is {d.format!r}, which reads "
+                         f"{key}.{used[0]} and {key}.{used[1]}")
+    for name in used:
+        if not getattr(split, name):
+            hint = " or enable data.synthetic" if d.format == "coco" else ""
+            raise ValueError(f"{key}.{name} is empty: set it in the config{hint}")
+    if d.format == "voc":
+        if len(split.splits) not in (1, len(split.roots)):
+            raise ValueError(f"{key}.splits: need one split for all roots or one per root, got "
+                             f"{len(split.splits)} for {len(split.roots)} roots")
+        for i, root in enumerate(split.roots):
+            existing_path(root, f"{key}.roots[{i}]", kind="folder")
+    else:
+        existing_path(split.images, f"{key}.images", kind="folder")
+        existing_path(split.annotations, f"{key}.annotations")
+
+
 def _dataset(cfg: Config, *, train: bool):
     from ..data.coco import COCODataset
     from ..data.transforms import build_transforms
+    from ..data.voc import VOCDataset
 
     d, inp = cfg.data, cfg.data.input
     split = d.train if train else d.test
-    key = "data.train" if train else "data.test"
-    for name in ("images", "annotations"):
-        if not getattr(split, name):
-            raise ValueError(f"{key}.{name} is empty: set it in the config, or enable "
-                             "data.synthetic")
+    _check_split_keys(cfg, train=train)
     transforms = build_transforms(
         train=train, min_size=inp.min_size_train if train else inp.min_size_test,
         max_size=inp.max_size_train if train else inp.max_size_test,
         flip_prob=inp.flip_prob, photometric=inp.photometric)
+    if d.format == "voc":
+        return VOCDataset(roots=split.roots, splits=_voc_splits(split),
+                          class_names=d.class_names, transforms=transforms, train=train,
+                          keep_difficult=d.keep_difficult, filter_empty=d.filter_empty,
+                          on_bad_image=d.on_bad_image)
     return COCODataset(images=split.images, annotations=split.annotations,
                        transforms=transforms, train=train, filter_empty=d.filter_empty,
                        on_bad_image=d.on_bad_image)
 
 
 def build_train_dataset(cfg: Config):
-    """``COCODataset`` of ``data.train`` with the training transforms."""
+    """``COCODataset`` or ``VOCDataset`` (``data.format``) of ``data.train`` with the training
+    transforms."""
     return _dataset(cfg, train=True)
 
 
 def build_test_dataset(cfg: Config):
-    """``COCODataset`` of ``data.test`` with the test transforms."""
+    """``COCODataset`` or ``VOCDataset`` (``data.format``) of ``data.test`` with the test
+    transforms."""
     return _dataset(cfg, train=False)
 
 
@@ -103,6 +165,23 @@ def images_per_process(cfg: Config) -> int:
     return total // world
 
 
+def build_train_sampler(cfg: Config, dataset):
+    """The stream of training indices: ``TrainingSampler`` (``data.sampler: uniform``) or
+    ``RepeatFactorTrainingSampler`` over the dataset's repeat factors (``repeat_factor``, with
+    ``data.repeat_threshold``). Both are pure functions of the seed, so resuming stays exact."""
+    from ..data.samplers import RepeatFactorTrainingSampler, TrainingSampler, repeat_factors
+
+    if cfg.data.sampler == "uniform":
+        return TrainingSampler(len(dataset), seed=cfg.seed)
+    offsets, labels = dataset.box_labels
+    factors = repeat_factors(offsets, labels, threshold=cfg.data.repeat_threshold)
+    logging.getLogger(LOGGER_NAME).info(
+        "repeat-factor sampling (threshold %g): %d of %d images repeated (factor up to %.2f), "
+        "an epoch draws %.0f images", cfg.data.repeat_threshold, int((factors > 1).sum()),
+        len(factors), float(factors.max()), float(factors.sum()))
+    return RepeatFactorTrainingSampler(factors, seed=cfg.seed)
+
+
 def build_train_loader(cfg: Config, dataset, *, start_iter: int = 0):
     """The endless training loader of this process, resumable at ``start_iter`` with the same
     batches and the same augmentation (see ``detection.data.loader.build_train_loader``)."""
@@ -110,7 +189,8 @@ def build_train_loader(cfg: Config, dataset, *, start_iter: int = 0):
 
     return data_train_loader(dataset, batch_size=images_per_process(cfg),
                              num_workers=cfg.data.num_workers, seed=cfg.seed,
-                             start_iter=start_iter, aspect_grouping=cfg.data.aspect_grouping)
+                             start_iter=start_iter, aspect_grouping=cfg.data.aspect_grouping,
+                             sampler=build_train_sampler(cfg, dataset))
 
 
 def build_test_loader(cfg: Config, dataset):
@@ -139,12 +219,61 @@ def build_lr_scheduler(cfg: Config, optimizer: torch.optim.Optimizer) -> WarmupL
 
 
 def build_evaluator(cfg: Config, classes: list[dict], *, verbose: bool = False):
-    """COCO evaluation of ``data.test.annotations`` (results in percent); ``verbose`` prints
-    pycocotools' summary and the per-category table."""
-    from ..evaluation import COCOEvaluator
+    """The evaluation of ``data.test`` (results in percent): COCO mAP of
+    ``data.test.annotations``, or VOC AP at IoU .5 of ``data.test.roots`` / ``splits``
+    (``test.use_07_metric``); ``verbose`` prints the summary and the per-category table."""
+    from ..evaluation import COCOEvaluator, VOCEvaluator
 
-    return COCOEvaluator(annotations=cfg.data.test.annotations, classes=classes,
+    t = cfg.data.test
+    if cfg.data.format == "voc":
+        return VOCEvaluator(roots=t.roots, splits=_voc_splits(t), classes=classes,
+                            use_07_metric=cfg.test.use_07_metric, output_dir=cfg.output_dir,
+                            verbose=verbose)
+    return COCOEvaluator(annotations=t.annotations, classes=classes,
                          output_dir=cfg.output_dir, verbose=verbose)
+
+
+def build_model_for_training(cfg: Config, classes: list[dict], *, resuming: bool):
+    """``build_model(cfg)`` initialised from ``model.weights`` when set (the log lists what was
+    loaded, re-initialised and ignored); ``resuming`` (``--resume`` found ``last.pth``) wins:
+    the weights then come from there. With ``model.weights`` the backbone file
+    (``model.backbone.weights``) is not read: every tensor comes from the checkpoint."""
+    from ..transfer import load_detector_weights
+
+    log = logging.getLogger(LOGGER_NAME)
+    m = cfg.model
+    if m.backbone.weights not in (None, *IMAGENET_WEIGHTS) and not m.weights:
+        existing_path(m.backbone.weights, "model.backbone.weights")
+    if not m.weights or resuming:
+        if m.weights:
+            log.info("--resume: continuing from last.pth, model.weights %s not used", m.weights)
+        return build_model(cfg, num_classes=len(classes))
+    path = existing_path(m.weights, "model.weights")
+    model = build_model(dataclasses.replace(cfg, model=dataclasses.replace(
+        m, backbone=dataclasses.replace(m.backbone, weights=None))), num_classes=len(classes))
+    report = load_detector_weights(model, path, classes=classes,
+                                   weights_classes=m.weights_classes)
+    for line in report.lines():
+        log.info("%s", line)
+    return model
+
+
+def _build_inference(cfg: Config, train_set, device: torch.device):
+    """``DatasetInference`` over ``data.test``, or ``None`` (with a log line) without one."""
+    if not has_test_data(cfg):
+        logging.getLogger(LOGGER_NAME).info(
+            "no data.test in the config: training without evaluation (no eval.json, no "
+            "best.pth; last.pth is the result)")
+        return None
+    test_set = build_test_dataset(cfg)
+    if test_set.classes != train_set.classes:
+        raise ValueError(f"{dataset_source(cfg, train=False)} has other categories than "
+                         f"{dataset_source(cfg, train=True)}: {test_set.classes} vs "
+                         f"{train_set.classes}")
+    return DatasetInference(
+        data_loader=build_test_loader(cfg, test_set),
+        evaluator=build_evaluator(cfg, train_set.classes), device=device,
+        amp=cfg.solver.amp, amp_dtype=cfg.solver.amp_dtype, keep=cfg.test.vis_images)
 
 
 def build_trainer(cfg: Config, *, device: torch.device, resume: bool = False
@@ -167,18 +296,11 @@ def build_trainer(cfg: Config, *, device: torch.device, resume: bool = False
     train_set = build_train_dataset(cfg)
     cfg = with_num_classes(cfg, train_set.classes)
     seed_all(cfg.seed)  # the same initial weights on every process
-    model = build_model(cfg).to(device)
+    model = build_model_for_training(cfg, train_set.classes, resuming=ckpt is not None)
+    model = model.to(device)
     optimizer = build_optimizer(cfg, model)
     scheduler = build_lr_scheduler(cfg, optimizer)
-    test_set = build_test_dataset(cfg)
-    if test_set.classes != train_set.classes:
-        raise ValueError(f"{cfg.data.test.annotations} has other categories than "
-                         f"{cfg.data.train.annotations}: {test_set.classes} vs "
-                         f"{train_set.classes}")
-    inference = DatasetInference(
-        data_loader=build_test_loader(cfg, test_set),
-        evaluator=build_evaluator(cfg, train_set.classes), device=device,
-        amp=cfg.solver.amp, amp_dtype=cfg.solver.amp_dtype, keep=cfg.test.vis_images)
+    inference = _build_inference(cfg, train_set, device)
     start = int(ckpt["iteration"]) if ckpt else 0
     seed_all(cfg.seed + du.get_rank())  # each process's own sampling noise
     writer = None

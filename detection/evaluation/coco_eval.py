@@ -38,7 +38,7 @@ from detection.data.coco import DatasetError, load_coco
 
 from .common import PerImageEvaluator
 
-__all__ = ["COCOEvaluator", "format_table"]
+__all__ = ["COCOEvaluator", "format_table", "headline", "is_voc_result"]
 
 _SUMMARY = (("mAP", 0), ("mAP50", 1), ("mAP75", 2), ("mAP_s", 3), ("mAP_m", 4), ("mAP_l", 5),
             ("AR100", 8))  # result key, index into COCOeval.stats
@@ -138,13 +138,32 @@ class COCOEvaluator(PerImageEvaluator):
         return out
 
 
+_VOC_KEYS = ("mAP", "mAP_11point", "mAP_allpoint")
+
+
+def is_voc_result(result: dict[str, Any]) -> bool:
+    """Whether ``result`` is ``VOCEvaluator``'s (AP at IoU .5 only) rather than COCO's."""
+    return "mAP_11point" in result
+
+
+def headline(result: dict[str, Any]) -> str:
+    """The one line the tools print: COCO's mAP@.5 and mAP@[.5,.95], or VOC's mAP@.5 with both
+    of its AP variants (``mAP`` is the one ``test.use_07_metric`` chose)."""
+    if is_voc_result(result):
+        return (f"VOC mAP@.5 = {result['mAP']:.1f}   (11-point {result['mAP_11point']:.1f}, "
+                f"all-point {result['mAP_allpoint']:.1f})")
+    return f"mAP@.5 = {result['mAP50']:.1f}   mAP@[.5,.95] = {result['mAP']:.1f}"
+
+
 def format_table(result: dict[str, Any], columns: int = 3,
                  keys: Sequence[str] | None = None) -> str:
-    """The summary line (``keys``, default COCO's) and a per-category AP table, as text."""
+    """The summary line (``keys``; default COCO's, or VOC's for a VOC result) and a
+    per-category AP table, as text."""
     def fmt(v: float) -> str:
         return "  nan" if math.isnan(v) else f"{v:5.2f}"
 
-    keys = [key for key, _ in _SUMMARY] if keys is None else keys
+    if keys is None:
+        keys = _VOC_KEYS if is_voc_result(result) else [key for key, _ in _SUMMARY]
     lines = ["  ".join(f"{key} {fmt(result[key])}" for key in keys)]
     items = list(result.get("per_category", {}).items())
     if items:

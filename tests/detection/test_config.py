@@ -334,6 +334,30 @@ def test_input_format_implies_pixel_mean_and_std_unless_set():
     assert own.model.pixel_std == [57.4, 57.1, 58.4] and own.model.pixel_mean == bgr.pixel_mean
     with pytest.raises(ConfigError, match=r"'model.input_format' must be one of \['RGB', 'BGR'\]"):
         load_config(None, ["model.input_format=YUV"])
+def test_voc_and_table7_configs_train_on_0712_and_test_on_2007_with_the_11_point_ap():
+    readme = (REPO / "README.md").read_text()
+    names = [p for p in LEAF_CONFIGS if p.startswith("configs/voc/") or "table7" in p]
+    assert len(names) == 7
+    outputs = set()
+    for name in names:
+        cfg = load_config(REPO / name)
+        d = cfg.data
+        assert d.format == "voc" and d.train.splits == ["trainval"] and not d.keep_difficult
+        assert d.train.roots == ["datasets/VOCdevkit/VOC2007", "datasets/VOCdevkit/VOC2012"]
+        assert (d.test.roots, d.test.splits) == (["datasets/VOCdevkit/VOC2007"], ["test"])
+        assert cfg.test.use_07_metric and cfg.model.backbone.weights == "imagenet"
+        assert (cfg.solver.max_iter, cfg.solver.ims_per_batch, cfg.solver.base_lr) == (
+            18000, 16, 0.02)
+        outputs.add(cfg.output_dir)
+        header = (REPO / name).read_text()
+        assert set(re.findall(r"--config (\S+)", header)) == {name}
+        assert f"{cfg.output_dir}/last.pth" in header
+        if "table7" in name:  # the paper's number, as README's Table 7 row has it
+            paper = re.search(r"Paper: ([\d.]+) mAP on VOC 2007 test", header)[1]
+            assert f"| {paper} | `{name}` |" in readme, name
+            assert cfg.model.anchor_generator.sizes == [[128.0, 256.0, 512.0]]
+            assert (cfg.data.input.min_size_train, cfg.data.input.min_size_test) == ([600], 600)
+    assert len(outputs) == len(names)
 
 
 def test_quickstart_is_a_cpu_run_from_scratch_on_synthetic_data():

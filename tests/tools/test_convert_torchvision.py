@@ -41,3 +41,35 @@ def test_errors_are_one_line_with_exit_code_2(tmp_path, capsys):
         err = capsys.readouterr().err
         assert err.startswith("error: ") and message in err and err.count("\n") == 1
     assert not (tmp_path / "x.pth").exists()
+
+
+def test_a_converted_coco_detector_fine_tunes_to_classes_of_the_same_names(tv_state):
+    """README's fine-tuning step: what the tool converts (renamed tensors, COCO's 90 classes) as
+    ``model.weights`` of the R-50-FPN base config with 3 classes of COCO names: every tensor
+    loaded, the rows of person / car / dog (COCO labels 1, 3, 18) and of the background copied."""
+    from pathlib import Path
+
+    from detection.build import build_model
+    from detection.coco_names import coco_id_classes
+    from detection.config import load_config
+    from detection.convert import convert_state_dict
+    from detection.transfer import transfer_weights
+
+    converted = {"model": convert_state_dict(tv_state), "classes": coco_id_classes()}
+    base = Path(__file__).resolve().parents[2] / "configs/_base_/models/faster_rcnn_R_50_FPN.yaml"
+    with torch.device("meta"):  # no random init (every row gets copied): only the memory
+        model = build_model(load_config(base, ["model.backbone.weights=null"]), num_classes=3)
+    model = model.to_empty(device="cpu")
+    classes = [{"id": 1, "name": "Dog"}, {"id": 2, "name": "person"}, {"id": 3, "name": "car"}]
+    report = transfer_weights(model, converted, classes=classes)
+    assert report.matches == [("background", 0, 0), ("Dog", 18, 1), ("person", 1, 2),
+                              ("car", 3, 3)]
+    state = model.state_dict()
+    for name, rows in (("cls_score", 1), ("bbox_pred", 4)):
+        ours, theirs = (s[f"roi_heads.box_predictor.{name}.weight"] for s in (state, tv_state))
+        for dst, src in ((0, 0), (1, 18), (2, 1), (3, 3)):
+            assert torch.equal(ours[rows * dst:rows * dst + rows],
+                               theirs[rows * src:rows * src + rows])
+    fpn = "backbone.fpn.inner_blocks.0.0.weight"
+    assert torch.equal(state[fpn], tv_state[fpn])
+    assert len(report.loaded) == len(state) - 4 and report.ignored == []

@@ -24,19 +24,10 @@ EVAL_KEYS = {"mAP", "mAP50", "mAP75", "mAP_s", "mAP_m", "mAP_l", "AR100", "per_c
 LOSSES = ("loss_rpn_cls", "loss_rpn_box", "loss_cls", "loss_box")
 
 
-def _tiny_config(folder: Path, data) -> Path:
-    """R-18-FPN with 32 channels on 64 px images: a real model, a second per few iterations."""
+def _tiny_config(folder: Path, data, model: dict) -> Path:
+    """The tiny R-18-FPN of tests/conftest.py on 64 px images: a second per few iterations."""
     cfg = {
-        "model": {"backbone": {"name": "resnet18", "weights": None, "norm": "BN",
-                               "freeze_at": 0},
-                  "fpn": {"out_channels": 32},
-                  "anchor_generator": {"sizes": [[16], [32], [64], [128], [256]],
-                                       "aspect_ratios": [[1.0]]},
-                  "rpn": {"pre_nms_topk_train": 200, "post_nms_topk_train": 64,
-                          "pre_nms_topk_test": 100, "post_nms_topk_test": 32,
-                          "batch_size_per_image": 32},
-                  "roi_heads": {"fc_dim": 64, "batch_size_per_image": 16,
-                                "detections_per_img": 20, "score_thresh": 0.0}},
+        "model": model,
         "data": {"train": {"images": data.train_images, "annotations": data.train_annotations},
                  "test": {"images": data.val_images, "annotations": data.val_annotations},
                  "input": {"min_size_train": [56, 64], "max_size_train": 96,
@@ -68,9 +59,9 @@ def _model_state(path: Path) -> dict:
 
 
 @pytest.fixture(scope="module")
-def trained(synthetic_coco, tmp_path_factory):
+def trained(synthetic_coco, tmp_path_factory, tiny_model_config):
     folder = tmp_path_factory.mktemp("train")
-    config = _tiny_config(folder, synthetic_coco)
+    config = _tiny_config(folder, synthetic_coco, tiny_model_config())
     proc = _run(["tools/train.py", "--config", str(config)])
     return config, folder / "out", proc
 

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import itertools
+import json
 
+import numpy as np
 import pytest
 import torch
 
 from detection.data import (AspectRatioBatchSampler, COCODataset, InferenceSampler,
-                            TrainingSampler, build_test_loader, build_train_loader,
-                            build_transforms, collate)
+                            RepeatFactorTrainingSampler, TrainingSampler, build_test_loader,
+                            build_train_loader, build_transforms, collate, repeat_factors)
 from detection.data.samplers import dist_rank_world_size
 
 
@@ -144,3 +146,81 @@ def test_test_loader_covers_every_image_once_across_ranks(synthetic_coco):
             for b in build_test_loader(ds, batch_size=2, num_workers=0, rank=r, world_size=3)
             for s in b]
     assert seen == ds.image_ids.tolist() and len(seen) == 8
+
+
+# ------------------------------------------------------------------------ repeat-factor sampling
+def test_repeat_factors_by_hand():
+    # image 0: classes {1, 2}; 1: {1}; 2: no box; 3: {1, 3, 3}. f(1) = 3/4, f(2) = f(3) = 1/4
+    offsets, labels = np.array([0, 2, 3, 3, 6]), np.array([1, 2, 1, 1, 3, 3])
+    # t = 0.5: r(1) = max(1, sqrt(0.5 / 0.75)) = 1, r(2) = r(3) = sqrt(0.5 / 0.25) = sqrt(2)
+    np.testing.assert_allclose(repeat_factors(offsets, labels, threshold=0.5),
+                               [2 ** 0.5, 1.0, 1.0, 2 ** 0.5])
+    # t = 3: r(1) = sqrt(3 / 0.75) = 2, r(2) = r(3) = sqrt(3 / 0.25) = sqrt(12)
+    np.testing.assert_allclose(repeat_factors(offsets, labels, threshold=3.0),
+                               [12 ** 0.5, 2.0, 1.0, 12 ** 0.5])
+    with pytest.raises(ValueError, match="> 0"):
+        repeat_factors(offsets, labels, threshold=0.0)
+
+
+def test_an_image_of_a_class_in_5_percent_of_images_is_drawn_over_twice_as_often():
+    """100 images all hold class 1; images 0..4 also hold class 2 (f = 0.05). With t = 0.3,
+    r = sqrt(0.3 / 0.05) = 2.449 for those five: per epoch each appears 2 or 3 times among
+    95 + 5 * 2.449 = 107.2 draws on average, so 2.449 * 100 / 107.2 = 2.28 times as often per
+    draw as under the uniform sampler."""
+    per_image = [[1, 2]] * 5 + [[1]] * 95
+    labels = np.concatenate(per_image)
+    offsets = np.cumsum([0] + [len(x) for x in per_image])
+    factors = repeat_factors(offsets, labels, threshold=0.3)
+    np.testing.assert_allclose(factors[:5], 6 ** 0.5)
+    assert (factors[5:] == 1).all()
+    draws = 100 * 107
+    rare = lambda sampler: np.isin(_take(sampler, draws), range(5)).mean()  # noqa: E731
+    repeat = rare(RepeatFactorTrainingSampler(factors, seed=0, rank=0, world_size=1))
+    uniform = rare(TrainingSampler(100, seed=0, rank=0, world_size=1))
+    assert uniform == pytest.approx(0.05, abs=0.002)
+    assert repeat / uniform >= 2
+    assert repeat / uniform == pytest.approx(2.28, abs=0.1)
+
+
+def test_repeat_factor_stream_is_seeded_sharded_and_resumable(train_set):
+    factors = [1.0, 2.5, 1.0, 3.0]
+    a = _take(RepeatFactorTrainingSampler(factors, seed=3, rank=0, world_size=1), 400)
+    assert a == _take(RepeatFactorTrainingSampler(factors, seed=3, rank=0, world_size=1), 400)
+    assert a != _take(RepeatFactorTrainingSampler(factors, seed=4, rank=0, world_size=1), 400)
+    counts = np.bincount(a, minlength=4) / len(a)
+    np.testing.assert_allclose(counts, np.array(factors) / sum(factors), atol=0.03)
+    ranks = [_take(RepeatFactorTrainingSampler(factors, seed=3, rank=r, world_size=2), 200)
+             for r in range(2)]
+    assert ranks[0] == a[0::2] and ranks[1] == a[1::2]
+    # the training loader with this sampler resumes with the very batches (images and
+    # augmentation), as with the uniform one
+    sampler = lambda: RepeatFactorTrainingSampler(  # noqa: E731
+        [1.0 + (i % 3) for i in range(len(train_set))], seed=5, rank=0, world_size=1)
+    first = _batches(build_train_loader(train_set, batch_size=2, num_workers=0, seed=5,
+                                        sampler=sampler()), 6)
+    resumed = _batches(build_train_loader(train_set, batch_size=2, num_workers=0, seed=5,
+                                          start_iter=4, sampler=sampler()), 2)
+    _assert_same(first[4:], resumed)
+    with pytest.raises(ValueError, match=">= 1"):
+        RepeatFactorTrainingSampler([1.0, 0.5], seed=0)
+
+
+def test_config_builds_the_repeat_factor_sampler(train_set, synthetic_coco):
+    from detection.config import load_config
+    from detection.engine.setup import build_train_sampler
+
+    cfg = load_config(None, ["data.sampler=repeat_factor", "data.repeat_threshold=0.5"])
+    sampler = build_train_sampler(cfg, train_set)
+    data = json.loads(open(synthetic_coco.train_annotations).read())
+    kept = set(train_set.image_ids.tolist())
+    per_image = {i: set() for i in kept}
+    for a in data["annotations"]:
+        if a["image_id"] in per_image and not a.get("iscrowd"):
+            per_image[a["image_id"]].add(a["category_id"])
+    freq = {c: sum(c in s for s in per_image.values()) / len(kept)
+            for c in set().union(*per_image.values())}
+    expected = [max([1.0, *((0.5 / freq[c]) ** 0.5 for c in per_image[i])])
+                for i in train_set.image_ids.tolist()]
+    torch.testing.assert_close(sampler.int_part + sampler.frac_part,
+                               torch.tensor(expected, dtype=torch.float64))
+    assert type(build_train_sampler(load_config(), train_set)) is TrainingSampler
