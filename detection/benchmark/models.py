@@ -88,7 +88,8 @@ class _Runner:
         self.model, self.images, self.targets = model, images, targets
         self.autocast, self.scaler = autocast, scaler
         params = [p for p in getattr(model, "parameters", list)() if p.requires_grad]
-        self.optimizer = torch.optim.SGD(params, lr=0.0, momentum=0.9, weight_decay=1e-4)
+        self.optimizer = torch.optim.SGD(params, lr=0.0, momentum=0.9, weight_decay=1e-4
+                                         ) if params else None  # None: an ONNX Runtime session
 
     def inference(self) -> Any:
         if isinstance(self.model, nn.Module):  # not an ONNX Runtime session

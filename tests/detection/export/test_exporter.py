@@ -6,8 +6,8 @@ import pytest
 from detection.config import config_to_dict
 from detection.export.exporter import export_onnx, read_metadata
 
-onnx = pytest.importorskip("onnx", reason='ONNX export needs the export extra: '
-                                          'pip install -e ".[export]"')
+onnx = pytest.importorskip("onnx", reason="ONNX export needs the export extra (onnx, "
+                                          'onnxruntime): pip install -e ".[export]"')
 
 
 def test_inputs_outputs_operators_and_metadata(exported):
