@@ -116,8 +116,8 @@ class Predictor:
 
     Args:
         config: the YAML config the model was trained with (or a ``Config``); ``None`` uses
-            the config stored in the checkpoint (ignored by ``backend="onnxruntime"``: the
-            ``.onnx`` file holds its config).
+            the config stored in the checkpoint (and must be ``None`` with
+            ``backend="onnxruntime"``: the ``.onnx`` file holds its config).
         weights: a checkpoint of ``tools/train.py`` (``last.pth``, ``best.pth``) or of
             ``tools/convert_torchvision.py``, read with ``torch.load(weights_only=True)``;
             with ``backend="onnxruntime"``, a file of ``tools/export.py`` (``model.onnx``).
@@ -147,6 +147,8 @@ class Predictor:
         if backend == "onnxruntime":
             from .export.runtime import OnnxDetector
 
+            if config is not None:
+                raise ValueError(f"{weights} carries its own config: pass config=None")
             self.model = OnnxDetector(weights, device=device, threads=threads,
                                       score_thresh=score_thresh)
             self.cfg, self.classes = self.model.cfg, self.model.classes

@@ -53,7 +53,8 @@ class OnnxDetector:
     Args:
         path: the exported file; its metadata gives ``classes``, ``min_size``, ``max_size``,
             ``size_divisibility``, ``score_thresh`` and ``config``.
-        device: ``"cpu"`` (CPU execution provider) or ``"cuda"`` (needs onnxruntime-gpu).
+        device: ``"cpu"`` (CPU execution provider), ``"cuda"`` (needs onnxruntime-gpu) or
+            ``"auto"`` (CUDA when available).
         threads: intra-op threads (default: ONNX Runtime's choice, one per core).
         score_thresh: keep detections scoring at least this; it cannot be lower than the
             threshold baked into the graph (detections below it were never computed).
@@ -65,8 +66,10 @@ class OnnxDetector:
         path = os.fspath(path)
         if not os.path.isfile(path):
             raise FileNotFoundError(f"ONNX file not found: {path}")
-        kind = torch.device(device).type
         available = ort.get_available_providers()
+        if device == "auto":
+            device = "cuda" if PROVIDERS["cuda"] in available else "cpu"
+        kind = device.split(":")[0]
         if PROVIDERS.get(kind) not in available:
             raise ValueError(f"device {device!r}: ONNX Runtime here has only {available}")
         options = ort.SessionOptions()
@@ -74,7 +77,9 @@ class OnnxDetector:
             options.intra_op_num_threads = int(threads)
             options.inter_op_num_threads = 1
         try:
-            self.session = ort.InferenceSession(path, options, providers=[PROVIDERS[kind]])
+            provider = (PROVIDERS[kind], {"device_id": int(device.split(":")[1])}
+                        if ":" in device else {})
+            self.session = ort.InferenceSession(path, options, providers=[provider])
         except Exception as e:  # onnxruntime's own error types: a file it cannot load
             raise ValueError(f"{path}: ONNX Runtime cannot load it: {e}") from None
         meta = read_metadata(self.session.get_modelmeta().custom_metadata_map, path)

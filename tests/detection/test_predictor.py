@@ -137,6 +137,8 @@ def test_onnxruntime_backend_gives_the_same_results(exported, tmp_path, one_thre
     assert got[0]["boxes"][:, [1, 3]].max() > 128  # in the 300 x 200 image's own pixels
     raised = Predictor(weights=ex.onnx, backend="onnxruntime", score_thresh=0.5)(images[0])
     assert len(raised["scores"]) and raised["scores"].min() >= 0.5
+    with pytest.raises(ValueError, match="carries its own config"):
+        Predictor("some.yaml", weights=ex.onnx, backend="onnxruntime")
     with pytest.raises(ValueError, match="an .onnx file runs with backend='onnxruntime'"):
         Predictor(weights=ex.onnx)
     with pytest.raises(ValueError, match="backend must be one of"):
