@@ -1,4 +1,4 @@
-"""Run a trained detector on numpy images: ``Predictor(config, weights=...)(image)``.
+"""Run a trained detector on images: ``Predictor(config, weights=...)(image)``.
 
 The path of one image is the evaluation path: the test-time resize of ``build_transforms``
 (shorter side ``data.input.min_size_test``, longer side at most ``max_size_test``), the model,
@@ -7,7 +7,8 @@ and the boxes scaled back to the image's original pixels (``original_sizes``), s
     boxes_original = boxes_resized * (w / w', h / h', w / w', h / h')
 
 Labels come out as the dataset's own category ids (``classes[label - 1]["id"]`` of the
-checkpoint), with their names.
+checkpoint), with their names. ``backend="onnxruntime"`` runs an exported ``.onnx`` file
+(``detection.export``) on the same path: same resize, same outputs.
 """
 from __future__ import annotations
 
@@ -21,14 +22,18 @@ import torch
 
 from .build import build_model
 from .config import Config, config_from_dict, load_config
+from .data.base import decode_image
 from .data.classes import label_to_category_id
 from .data.transforms import build_transforms
 from .engine.checkpoint import load_checkpoint, load_model_weights
 from .engine.distributed import resolve_device
 
-__all__ = ["Predictor"]
+__all__ = ["Predictor", "load_trained_model", "BACKENDS"]
+
+BACKENDS = ("torch", "onnxruntime")
 
 PathLike = Union[str, os.PathLike]
+ImageLike = Union[np.ndarray, str, os.PathLike]  # an RGB array or an image file
 
 
 def _check_image(image: Any, index: int) -> None:
@@ -83,45 +88,81 @@ def _resolve_classes(cfg: Config, ckpt: dict, weights: PathLike) -> list[dict]:
     return [{"id": int(c["id"]), "name": str(c["name"])} for c in classes]
 
 
+def load_trained_model(config: Union[PathLike, Config, None], weights: PathLike, *,
+                       score_thresh: Optional[float] = None
+                       ) -> tuple[Config, torch.nn.Module, list[dict]]:
+    """``(cfg, model, classes)`` of a checkpoint: the config (given, or the checkpoint's) with
+    ``roi_heads.score_thresh`` replaced when ``score_thresh`` is given, the model in eval mode
+    on the CPU with the checkpoint's weights, and its classes."""
+    if not os.path.isfile(weights):
+        raise FileNotFoundError(f"weights file not found: {weights}")
+    ckpt = load_checkpoint(weights)
+    cfg = _resolve_config(config, ckpt, weights)
+    classes = _resolve_classes(cfg, ckpt, weights)
+    m = cfg.model
+    if score_thresh is not None and not 0.0 <= score_thresh <= 1.0:
+        raise ValueError(f"score_thresh must be in [0, 1], got {score_thresh}")
+    thresh = m.roi_heads.score_thresh if score_thresh is None else float(score_thresh)
+    cfg = dataclasses.replace(cfg, model=dataclasses.replace(
+        m, backbone=dataclasses.replace(m.backbone, weights=None),  # all in the checkpoint
+        roi_heads=dataclasses.replace(m.roi_heads, score_thresh=thresh)))
+    model = build_model(cfg, num_classes=len(classes))
+    load_model_weights(model, weights, ckpt)
+    return cfg, model.eval(), classes
+
+
 class Predictor:
     """Detections of one image or a list of images, in original pixels and category ids.
 
     Args:
         config: the YAML config the model was trained with (or a ``Config``); ``None`` uses
-            the config stored in the checkpoint.
+            the config stored in the checkpoint (and must be ``None`` with
+            ``backend="onnxruntime"``: the ``.onnx`` file holds its config).
         weights: a checkpoint of ``tools/train.py`` (``last.pth``, ``best.pth``) or of
-            ``tools/convert_torchvision.py``; read with ``torch.load(weights_only=True)``.
+            ``tools/convert_torchvision.py``, read with ``torch.load(weights_only=True)``;
+            with ``backend="onnxruntime"``, a file of ``tools/export.py`` (``model.onnx``).
         device: ``"cpu"``, ``"cuda"``, ``"cuda:1"`` or ``"auto"``.
         score_thresh: keep detections scoring at least this (default: the config's
-            ``model.roi_heads.score_thresh``).
+            ``model.roi_heads.score_thresh``, or the one the ``.onnx`` file was exported with).
         batch_size: images per forward pass when given a list.
+        backend: ``"torch"`` (the PyTorch model) or ``"onnxruntime"`` (needs the ``export``
+            extra); both return the same dicts.
+        threads: ONNX Runtime's intra-op threads (default: one per core).
 
-    Calling it with an (H, W, 3) uint8 RGB array returns ``{"boxes": float32 (D, 4) xyxy,
-    "scores": float32 (D,), "labels": int64 (D,) category ids, "class_names": list[str]}``;
-    with a list of arrays, a list of such dicts.
+    Calling it with an (H, W, 3) uint8 RGB array or an image file path returns ``{"boxes":
+    float32 (D, 4) xyxy, "scores": float32 (D,), "labels": int64 (D,) category ids,
+    "class_names": list[str]}``; with a list of arrays or paths, a list of such dicts.
     """
 
     def __init__(self, config: Union[PathLike, Config, None] = None, *, weights: PathLike,
                  device: str = "cpu", score_thresh: Optional[float] = None,
-                 batch_size: int = 4) -> None:
-        if not os.path.isfile(weights):
-            raise FileNotFoundError(f"weights file not found: {weights}")
-        ckpt = load_checkpoint(weights)
-        cfg = _resolve_config(config, ckpt, weights)
-        self.classes = _resolve_classes(cfg, ckpt, weights)
-        m = cfg.model
-        if score_thresh is not None and not 0.0 <= score_thresh <= 1.0:
-            raise ValueError(f"score_thresh must be in [0, 1], got {score_thresh}")
-        thresh = m.roi_heads.score_thresh if score_thresh is None else float(score_thresh)
-        self.cfg = cfg = dataclasses.replace(cfg, model=dataclasses.replace(
-            m, backbone=dataclasses.replace(m.backbone, weights=None),  # all in the checkpoint
-            roi_heads=dataclasses.replace(m.roi_heads, score_thresh=thresh)))
-        self.device = resolve_device(device)
-        model = build_model(cfg, num_classes=len(self.classes))
-        load_model_weights(model, weights, ckpt)
-        self.model = model.eval().to(self.device)
-        self.transforms = build_transforms(train=False, min_size=cfg.data.input.min_size_test,
-                                           max_size=cfg.data.input.max_size_test)
+                 batch_size: int = 4, backend: str = "torch",
+                 threads: Optional[int] = None) -> None:
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+        is_onnx = str(weights).lower().endswith(".onnx")
+        if is_onnx != (backend == "onnxruntime"):
+            raise ValueError(f"weights {weights}: an .onnx file runs with backend='onnxruntime',"
+                             " a checkpoint (.pth) with backend='torch'")
+        if backend == "onnxruntime":
+            from .export.runtime import OnnxDetector
+
+            if config is not None:
+                raise ValueError(f"{weights} carries its own config: pass config=None")
+            self.model = OnnxDetector(weights, device=device, threads=threads,
+                                      score_thresh=score_thresh)
+            self.cfg, self.classes = self.model.cfg, self.model.classes
+            self.device = torch.device("cpu")  # inputs go to ONNX Runtime as numpy arrays
+            min_size, max_size = self.model.min_size, self.model.max_size
+        else:
+            self.cfg, model, self.classes = load_trained_model(config, weights,
+                                                               score_thresh=score_thresh)
+            self.device = resolve_device(device)
+            self.model = model.to(self.device)
+            min_size, max_size = (self.cfg.data.input.min_size_test,
+                                  self.cfg.data.input.max_size_test)
+        self.backend = backend
+        self.transforms = build_transforms(train=False, min_size=min_size, max_size=max_size)
         self.batch_size = max(1, int(batch_size))
         self._names = np.array([c["name"] for c in self.classes], dtype=object)
 
@@ -130,11 +171,14 @@ class Predictor:
         """``{category id: name}``, e.g. for ``draw_detections``."""
         return {c["id"]: c["name"] for c in self.classes}
 
-    def __call__(self, images: Union[np.ndarray, Sequence[np.ndarray]]
+    def __call__(self, images: Union[ImageLike, Sequence[ImageLike]]
                  ) -> Union[dict[str, Any], list[dict[str, Any]]]:
-        single = isinstance(images, np.ndarray) and images.ndim != 4
+        single = isinstance(images, (str, os.PathLike)) or (
+            isinstance(images, np.ndarray) and images.ndim != 4)
         batch = [images] if single else list(images)
         for i, image in enumerate(batch):
+            if isinstance(image, (str, os.PathLike)):
+                batch[i] = image = decode_image(os.fspath(image))  # RGB; names a bad file
             _check_image(image, i)
         results: list[dict[str, Any]] = []
         for start in range(0, len(batch), self.batch_size):

@@ -125,3 +125,80 @@ def write_voc():
         return root
 
     return write
+
+
+EXPORT_EXTRA = 'ONNX export needs the export extra (onnx, onnxruntime): pip install -e ".[export]"'
+#: Small models of the three variants, images resized to 128..160 px.
+EXPORT_VARIANTS = {
+    "fpn": ["model.backbone.name=resnet18"],
+    # res5 runs once per RoI: few RoIs, pooled 8 x 8 (the design's 14 x 14 costs 3x more)
+    "c4": ["model.backbone.name=resnet18", "model.roi_heads.box_head=c4_res5",
+           "model.rpn.post_nms_topk_test=32", "model.roi_heads.pooler_resolution=8"],
+    "vgg": ["model.backbone.name=vgg16", "model.roi_heads.box_head=vgg_fc",
+            "model.roi_heads.pooler_type=ROIPool"],  # as configs/coco/faster_rcnn_VGG16_1x.yaml
+}
+_EXPORT_BASE = ["model.backbone.weights=null", "model.num_classes=10",
+                "model.fpn.out_channels=32", "model.roi_heads.fc_dim=64",
+                "model.rpn.pre_nms_topk_test=200", "model.rpn.post_nms_topk_test=60",
+                "data.input.min_size_test=128", "data.input.max_size_test=160"]
+
+
+def _tiny_exported(variant: str, folder: Path):
+    """A variant with like-trained random weights (~100 detections of many classes per image),
+    its checkpoint (FPN and C4) and its ONNX file."""
+    import types
+
+    import torch
+    from torch import nn
+
+    from detection.benchmark import make_like_trained
+    from detection.box_heads import BoxPredictor, VGGFCHead
+    from detection.build import build_model
+    from detection.config import config_to_dict, load_config
+    from detection.engine.checkpoint import save_checkpoint
+    from detection.export.exporter import export_onnx
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    cfg = load_config(None, _EXPORT_BASE + EXPORT_VARIANTS[variant])
+    torch.manual_seed(0)
+    model = build_model(cfg).eval()
+    if variant == "vgg":  # VGG-16's conv body and RoIPool, fc6/fc7 narrowed from 4096 to 64
+        fc = nn.Sequential(nn.Flatten(), nn.Linear(512 * 7 * 7, 64), nn.ReLU(),
+                           nn.Linear(64, 64), nn.ReLU())
+        fc.out_channels = 64
+        model.roi_heads.box_head = VGGFCHead(fc=fc)
+        model.roi_heads.box_predictor = BoxPredictor(in_channels=64, num_classes=10)
+    g = torch.Generator().manual_seed(1)
+    calibration = [torch.randint(0, 256, (3, h, w), generator=g, dtype=torch.uint8)
+                   for h, w in ((128, 160), (112, 144))]
+    # C4 has few RoIs: flatter class scores let more (RoI, class) pairs pass the threshold
+    make_like_trained(model.eval(), calibration, logit_std=1.0 if variant == "c4" else 2.0)
+    classes = [{"id": 3 * i + 1, "name": f"thing{i}"} for i in range(1, 11)]
+    weights = None
+    if variant != "vgg":
+        weights = folder / "model.pth"
+        save_checkpoint({"model": model.state_dict(), "config": config_to_dict(cfg),
+                         "classes": classes, "iteration": 0}, weights)
+    onnx_path = folder / "model.onnx"
+    export_onnx(model, onnx_path, cfg=cfg, classes=classes)
+    torch.set_num_threads(threads)
+    return types.SimpleNamespace(model=model, cfg=cfg, classes=classes, weights=weights,
+                                 onnx=onnx_path)
+
+
+@pytest.fixture(scope="session")
+def exported(tmp_path_factory: pytest.TempPathFactory):
+    """``exported(variant)``, variant in ``EXPORT_VARIANTS``: ``model`` (eval), ``cfg``,
+    ``classes``, ``weights`` (a checkpoint; None for the narrowed VGG) and ``onnx`` (the
+    exported file), built once per session; skips when the export extra is absent."""
+    pytest.importorskip("onnx", reason=EXPORT_EXTRA)
+    pytest.importorskip("onnxruntime", reason=EXPORT_EXTRA)
+    cache = {}
+
+    def get(variant: str):
+        if variant not in cache:
+            cache[variant] = _tiny_exported(variant, tmp_path_factory.mktemp(f"onnx_{variant}"))
+        return cache[variant]
+
+    return get

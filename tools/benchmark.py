@@ -5,12 +5,17 @@
         --task model train --device cpu --size 512 --batch 1 --threads 2 \\
         --compare-torchvision --output bench.json
     python tools/benchmark.py --config configs/quickstart.yaml --task data
+    python tools/benchmark.py --config configs/coco/faster_rcnn_R_50_FPN_1x.yaml --task model \\
+        --size 512 --batch 1 --threads 2 --onnx output/r50_fpn_bench.onnx
 
 Tasks: ``model`` (inference latency), ``train`` (one training step), ``data`` (training-loader
 throughput). ``--compare-torchvision`` (R-xx-FPN configs) times torchvision's FasterRCNN carrying
 the same weights side by side, alternating, and prints the ratios ours / torchvision. Without
 ``--weights`` the weights are random, made like a trained model's so that post-processing does
-its real work; see ``detection/benchmark/`` for what each number means.
+its real work; see ``detection/benchmark/`` for what each number means. ``--onnx FILE`` also
+times that file in ONNX Runtime (CPU execution provider) with the same threads, alternating
+with PyTorch, and prints how much faster it is and how well its detections match: give the
+``--weights`` it was exported from, or none (the random weights are then exported to FILE).
 """
 from __future__ import annotations
 
@@ -44,6 +49,9 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     p.add_argument("--weights", help="a checkpoint to time instead of random weights")
     p.add_argument("--compare-torchvision", action="store_true",
                    help="also time torchvision's FasterRCNN with the same weights")
+    p.add_argument("--onnx", metavar="FILE",
+                   help="also time this exported model in ONNX Runtime (--task model); "
+                        "without --weights, the benchmark's random weights are exported to it")
     p.add_argument("--output", help="write the measurements to this JSON file")
     p.add_argument("--set", nargs="+", default=[], action="extend", metavar="KEY=VALUE",
                    help="override config keys, e.g. data.num_workers=4")
@@ -63,8 +71,8 @@ def main(argv: Optional[list[str]] = None) -> int:
                                batch=args.batch, iters=args.iters, warmup=args.warmup,
                                size=args.size, threads=args.threads, weights=args.weights,
                                compare_torchvision=args.compare_torchvision,
-                               config_path=args.config)
-    except (ConfigError, ValueError, FileNotFoundError, RuntimeError) as e:
+                               config_path=args.config, onnx=args.onnx)
+    except (ConfigError, ValueError, FileNotFoundError, RuntimeError, ImportError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(format_report(result))

@@ -3,22 +3,32 @@
 
     python tools/infer.py --config configs/quickstart.yaml --weights output/quickstart/best.pth \\
         --input photo.jpg photos/ "more/*.png" clip.mp4 --output output/infer [--score-thr 0.5]
+    python tools/infer.py --onnx model.onnx --input 0 --max-frames 300 --output output/camera
+    python tools/infer.py --onnx model.onnx --input datasets/coco/val2017 --output output/val \\
+        --save-coco output/val/results.json --annotations instances_val2017.json
 
-Inputs: image files, folders (their images and videos), glob patterns and video files. Each
-image is written to ``--output`` with its detections drawn (same file name), each video as
-``<name>.mp4`` (mp4v). ``detections.json`` maps every written image's file name (a video
-frame: ``<video name>#<frame index>``) to its detections ``[{"category_id", "category_name", "bbox":
-[x, y, w, h], "score"}, ...]`` in original pixels. An input that cannot be read is reported by
-name and skipped; the exit status is then 1.
+Inputs: image files, folders (their images and videos), glob patterns, video files, a camera
+index (``0``) and stream URLs (``rtsp://...``, ``http://...``); ``--max-frames N`` stops each
+video, camera or stream after N frames. ``--onnx model.onnx`` runs a file of
+``tools/export.py`` with ONNX Runtime instead of a checkpoint. Each image is written to
+``--output`` with its detections drawn (same file name), each video, camera or stream as
+``<name>.mp4``, ``camera<i>.mp4``, ``stream.mp4`` (mp4v). ``detections.json`` maps every
+written image's file name (a frame: ``<video name>#<frame index>``, ``camera0#<frame index>``)
+to its detections ``[{"category_id", "category_name", "bbox": [x, y, w, h], "score"}, ...]`` in
+original pixels. ``--save-coco FILE`` also writes the
+images' detections as a COCO results list (``image_id``, ``category_id``, ``bbox`` xywh,
+``score``; ``pycocotools.COCO.loadRes`` reads it), the image ids looked up by file name in the
+``--annotations`` json (a COCO annotation or image-info file). An input that cannot be read is
+reported by name and skipped; the exit status is then 1. A camera or stream that cannot be
+opened stops the tool with one ``error:`` line (exit status 2).
 """
 from __future__ import annotations
 
 import argparse
-import glob
 import json
 import sys
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Optional
 
 import cv2
 import numpy as np
@@ -26,41 +36,10 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from detection.data.coco import DatasetError, decode_image  # noqa: E402
+from detection.media import (VIDEO_SUFFIXES, coco_image_ids, coco_results,  # noqa: E402
+                             expand_inputs, is_live, live_name, open_capture, read_frames)
 from detection.predictor import Predictor  # noqa: E402
 from detection.visualize import draw_detections  # noqa: E402
-
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
-VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg"}
-
-
-def expand_inputs(paths: list[str]) -> tuple[list[Path], list[str]]:
-    """Files from files, folders and globs (in order, once each), and the inputs that match
-    nothing."""
-    files: list[Path] = []
-    missing: list[str] = []
-    for p in paths:
-        path = Path(p)
-        if path.is_dir():
-            found = sorted(f for f in path.iterdir()
-                           if f.suffix.lower() in IMAGE_SUFFIXES | VIDEO_SUFFIXES)
-        elif path.is_file():
-            found = [path]
-        else:
-            found = sorted(Path(f) for f in glob.glob(p) if Path(f).is_file())
-        if not found:
-            missing.append(f"{p}: no such file, or no image/video in it")
-        files.extend(f for f in found if f not in files)
-    return files, missing
-
-
-def _coco_results(result: dict) -> list[dict]:
-    """Detections as COCO results entries (xyxy -> xywh)."""
-    return [{"category_id": int(c), "category_name": n,
-             "bbox": [round(float(x1), 2), round(float(y1), 2), round(float(x2 - x1), 2),
-                      round(float(y2 - y1), 2)], "score": round(float(s), 5)}
-            for (x1, y1, x2, y2), s, c, n in zip(result["boxes"], result["scores"],
-                                                  result["labels"], result["class_names"])]
-
 
 def _out_name(path: Path, suffix: str, used: set[str]) -> str:
     """The input's file name (with ``suffix``), made unique among this run's outputs."""
@@ -77,30 +56,20 @@ def _draw(image: np.ndarray, result: dict, predictor: Predictor, thresh: float) 
     return cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR)
 
 
-def _frames(capture: cv2.VideoCapture, batch: int) -> Iterator[list[np.ndarray]]:
-    frames: list[np.ndarray] = []
-    while True:
-        ok, frame = capture.read()
-        if ok:
-            frames.append(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB))
-        if frames and (len(frames) == batch or not ok):
-            yield frames
-            frames = []
-        if not ok:
-            return
-
-
-def run_video(path: Path, out: Path, predictor: Predictor, thresh: float, batch: int,
-              results: dict) -> None:
-    capture = cv2.VideoCapture(str(path))
-    if not capture.isOpened():
-        raise DatasetError(f"cannot open video: {path}")
-    fps = capture.get(cv2.CAP_PROP_FPS) or 25.0
-    total = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) or None
+def run_video(capture: cv2.VideoCapture, name: str, out: Path, predictor: Predictor,
+              thresh: float, batch: int, results: dict, max_frames: Optional[int] = None
+              ) -> None:
+    """Detect in every frame of an opened video file, camera or stream (at most
+    ``max_frames``), write them drawn to ``out``, their detections to
+    ``results["<name>#<frame>"]``; releases ``capture``."""
+    fps = capture.get(cv2.CAP_PROP_FPS)
+    fps = fps if 1 <= fps <= 240 else 25.0  # cameras and streams may report 0 or nonsense
+    known = [t for t in (int(capture.get(cv2.CAP_PROP_FRAME_COUNT)), max_frames) if t and t > 0]
+    total = min(known) if known else None  # a camera or stream has no frame count
     writer, index = None, 0
     try:
-        with tqdm(total=total, desc=path.name, unit="frame", leave=False) as bar:
-            for frames in _frames(capture, batch):
+        with tqdm(total=total, desc=name, unit="frame", leave=False) as bar:
+            for frames in read_frames(capture, batch, max_frames):
                 if writer is None:
                     h, w = frames[0].shape[:2]
                     writer = cv2.VideoWriter(str(out), cv2.VideoWriter_fourcc(*"mp4v"), fps,
@@ -109,15 +78,17 @@ def run_video(path: Path, out: Path, predictor: Predictor, thresh: float, batch:
                         raise DatasetError(f"cannot write video: {out}")
                 for frame, result in zip(frames, predictor(frames)):
                     writer.write(_draw(frame, result, predictor, thresh))
-                    results[f"{path.name}#{index}"] = _coco_results(result)
+                    results[f"{name}#{index}"] = coco_results(result)
                     index += 1
                 bar.update(len(frames))
+    except KeyboardInterrupt:  # a camera or stream runs until stopped: keep what was written
+        print(f"{name}: stopped after {index} frame(s)", file=sys.stderr)
     finally:
         capture.release()
         if writer is not None:
             writer.release()
     if index == 0:
-        raise DatasetError(f"no frame could be decoded from video: {path}")
+        raise DatasetError(f"no frame could be decoded from {name}")
 
 
 def _decoded(paths: list[Path], failed: list[str]) -> list[tuple[Path, np.ndarray]]:
@@ -131,19 +102,38 @@ def _decoded(paths: list[Path], failed: list[str]) -> list[tuple[Path, np.ndarra
     return images
 
 
+def _save_coco(path: str, entries: list[dict], unknown: list[str], annotations: str) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(entries))
+    print(f"{len(entries)} detection(s) -> {path} (COCO results)")
+    if unknown:
+        print(f"warning: {len(unknown)} image(s) not in {annotations}, left out of {path}: "
+              f"{', '.join(unknown[:5])}{' ...' if len(unknown) > 5 else ''}", file=sys.stderr)
+
+
 def run(args: argparse.Namespace) -> int:
-    files, failed = expand_inputs(args.input)
+    live = [s for s in args.input if is_live(s)]
+    files, failed = expand_inputs([s for s in args.input if not is_live(s)])
     missing = len(failed)
+    captures = {}
     try:
-        predictor = Predictor(args.config, weights=args.weights, device=args.device,
-                              score_thresh=args.score_thr, batch_size=args.batch)
-    except (OSError, ValueError, RuntimeError) as e:  # ConfigError is a ValueError
-        print(f"infer.py: {e}", file=sys.stderr)
+        image_ids = coco_image_ids(args.annotations) if args.save_coco else None
+        predictor = Predictor(args.config, weights=args.onnx or args.weights, device=args.device,
+                              score_thresh=args.score_thr, batch_size=args.batch,
+                              backend="onnxruntime" if args.onnx else "torch")
+        for source in live:  # before any work: a camera or stream that fails stops the tool
+            captures[source] = open_capture(source)
+    except (OSError, ValueError, RuntimeError, ImportError) as e:  # ConfigError is a ValueError
+        for capture in captures.values():
+            capture.release()
+        print(f"error: {e}", file=sys.stderr)
         return 2
     thresh = args.score_thr if args.score_thr is not None else predictor.cfg.test.vis_score_thresh
     out_dir = Path(args.output)
     out_dir.mkdir(parents=True, exist_ok=True)
     results: dict[str, list] = {}
+    coco: list[dict] = []
+    unknown: list[str] = []
     used: set[str] = set()
     videos = [f for f in files if f.suffix.lower() in VIDEO_SUFFIXES]
     images = [f for f in files if f.suffix.lower() not in VIDEO_SUFFIXES]
@@ -154,17 +144,31 @@ def run(args: argparse.Namespace) -> int:
                 name = _out_name(path, path.suffix, used)  # results keyed like the files
                 if not cv2.imwrite(str(out_dir / name), _draw(image, result, predictor, thresh)):
                     failed.append(f"cannot write {out_dir / name}")
-                results[name] = _coco_results(result)
+                results[name] = coco_results(result)
+                if image_ids is not None and path.name in image_ids:
+                    coco.extend(coco_results(result, image_ids[path.name]))
+                elif image_ids is not None:
+                    unknown.append(path.name)
             bar.update(len(images[start:start + args.batch]))
     for path in videos:
         try:
-            run_video(path, out_dir / _out_name(path, ".mp4", used), predictor, thresh,
-                      args.batch, results)
+            run_video(open_capture(path), path.name, out_dir / _out_name(path, ".mp4", used),
+                      predictor, thresh, args.batch, results, args.max_frames)
         except (DatasetError, cv2.error) as e:
             failed.append(str(e))
+    for source, capture in captures.items():
+        name = _out_name(Path(live_name(source)), ".mp4", used)
+        try:
+            run_video(capture, Path(name).stem, out_dir / name, predictor, thresh, args.batch,
+                      results, args.max_frames)
+        except (DatasetError, cv2.error) as e:
+            failed.append(f"{source}: {e}")
     (out_dir / "detections.json").write_text(json.dumps(results, indent=1))
-    done = len(files) - (len(failed) - missing)
-    print(f"{done} of {len(files)} file(s) -> {out_dir} (drawn, and detections.json)")
+    done = len(files) + len(live) - (len(failed) - missing)
+    print(f"{done} of {len(files) + len(live)} file(s) -> {out_dir} (drawn, and "
+          "detections.json)")
+    if args.save_coco:
+        _save_coco(args.save_coco, coco, unknown, args.annotations)
     for message in failed:
         print(f"skipped: {message}", file=sys.stderr)
     return 1 if failed else 0
@@ -173,18 +177,31 @@ def run(args: argparse.Namespace) -> int:
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", help="YAML config (default: the one in the checkpoint)")
-    parser.add_argument("--weights", required=True, help="checkpoint (.pth)")
+    model = parser.add_mutually_exclusive_group(required=True)
+    model.add_argument("--weights", help="checkpoint (.pth)")
+    model.add_argument("--onnx", help="a file of tools/export.py, run with ONNX Runtime")
     parser.add_argument("--input", nargs="+", required=True,
-                        help="image / video files, folders or glob patterns")
+                        help="image / video files, folders, glob patterns, a camera index "
+                             "(0) or a stream URL (rtsp://...)")
     parser.add_argument("--output", required=True, help="folder for drawn files + json")
     parser.add_argument("--score-thr", type=float, default=None,
                         help="keep and draw detections scoring at least this (default: keep "
                              "what the model returns, draw those >= test.vis_score_thresh)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 or auto")
     parser.add_argument("--batch", type=int, default=4, help="images/frames per forward pass")
+    parser.add_argument("--max-frames", type=int, help="stop each video, camera or stream "
+                                                        "after this many frames")
+    parser.add_argument("--save-coco", metavar="FILE",
+                        help="write the images' detections as a COCO results list")
+    parser.add_argument("--annotations", help="COCO json of the input images (image ids for "
+                                              "--save-coco)")
     args = parser.parse_args(argv)
-    if args.batch < 1:
-        parser.error("--batch must be at least 1")
+    if args.batch < 1 or (args.max_frames is not None and args.max_frames < 1):
+        parser.error("--batch and --max-frames must be at least 1")
+    if bool(args.save_coco) != bool(args.annotations):
+        parser.error("--save-coco and --annotations go together (image ids come from the json)")
+    if args.onnx and args.config:
+        parser.error("--config is for --weights: an .onnx file carries its own config")
     return run(args)
 
 

@@ -4,7 +4,9 @@ Tasks: ``model`` (inference), ``train`` (one training step), ``data`` (training-
 throughput) and ``eval`` (COCO evaluation backends); see ``models.py`` and ``data.py`` for what
 each number means. With ``compare_torchvision`` the model tasks time torchvision's
 ``FasterRCNN`` carrying the same weights side by side and report ``ratio = ours / torchvision``
-(< 1: ours is faster or smaller).
+(< 1: ours is faster or smaller). With ``onnx`` the inference task also times that exported
+file in ONNX Runtime (CPU execution provider, the same threads) and reports
+``speedup = ours / onnxruntime`` (median time) and how well its detections match ours.
 """
 from __future__ import annotations
 
@@ -57,11 +59,43 @@ def build_models(cfg: Config, *, compare_torchvision: bool, height: int, width: 
     return {name: model.to(device) for name, model in models.items()}
 
 
+def onnx_detector(model: torch.nn.Module, cfg: Config, path: str, *, weights: Optional[str],
+                  threads: Optional[int]) -> Any:
+    """An ``OnnxDetector`` of ``path``; without ``weights`` the benchmark's random weights
+    exist only in this process, so ``model`` is first exported to ``path``."""
+    from ..export.exporter import export_onnx
+    from ..export.runtime import OnnxDetector
+
+    if not weights:
+        k = model.roi_heads.box_predictor.num_classes
+        export_onnx(model, path, cfg=cfg,
+                    classes=[{"id": i, "name": f"class {i}"} for i in range(1, k + 1)])
+    return OnnxDetector(path, threads=threads)
+
+
+def _onnx_agreement(models: dict[str, Any], *, batch: int, height: int, width: int,
+                    onnx: str, weights: Optional[str]) -> dict[str, float]:
+    """Detections of ONNX Runtime against ours on the timed batch; an error when they differ
+    (a file exported from other weights)."""
+    from ..export.runtime import compare_detections
+
+    images, _ = synthetic_batch(batch=batch, height=height, width=width, num_classes=1,
+                                device=torch.device("cpu"))
+    with torch.inference_mode():
+        stats = compare_detections(models["ours"].eval()(images), models["onnxruntime"](images))
+    if stats["matched"] < 0.95:
+        raise ValueError(f"{onnx} matches only {100 * stats['matched']:.1f} % of the detections "
+                         f"of the PyTorch model ({weights or 'random weights'}): export it from "
+                         "the same weights (tools/export.py --weights ...)")
+    return stats
+
+
 def run_benchmark(cfg: Config, *, tasks: tuple[str, ...] = TASKS, device: str = "cpu",
                   amp: bool = False, batch: int = 2, iters: int = 10, warmup: int = 2,
                   size: Optional[int] = None, threads: Optional[int] = None,
                   compare_torchvision: bool = False, weights: Optional[str] = None,
-                  config_path: Optional[str] = None) -> dict[str, Any]:
+                  config_path: Optional[str] = None, onnx: Optional[str] = None
+                  ) -> dict[str, Any]:
     """Measure ``tasks``; returns a JSON-ready dict (``results[task]`` per task)."""
     import torchvision
 
@@ -71,6 +105,9 @@ def run_benchmark(cfg: Config, *, tasks: tuple[str, ...] = TASKS, device: str = 
     unknown = [t for t in tasks if t not in TASKS]
     if unknown:
         raise ValueError(f"unknown task(s) {unknown}; choose from {list(TASKS)}")
+    if onnx and (dev.type != "cpu" or "model" not in tasks):
+        raise ValueError("--onnx times ONNX Runtime's CPU execution provider against the "
+                         "inference task: use it with --task model --device cpu")
     if threads:
         torch.set_num_threads(threads)
     if dev.type == "cuda":
@@ -83,12 +120,21 @@ def run_benchmark(cfg: Config, *, tasks: tuple[str, ...] = TASKS, device: str = 
         models = build_models(cfg, compare_torchvision=compare_torchvision, height=height,
                               width=width, device=dev, weights=weights)
         num_classes = models["ours"].roi_heads.box_predictor.num_classes
+        if onnx:
+            models["onnxruntime"] = onnx_detector(models["ours"], cfg, onnx, weights=weights,
+                                                  threads=threads)
+            agreement = _onnx_agreement(models, batch=batch, height=height, width=width,
+                                        onnx=onnx, weights=weights)
         for task in model_tasks:
+            timed = {n: m for n, m in models.items() if task == "model" or n != "onnxruntime"}
             per_model = measure_models(
-                models, task=_MODEL_TASKS[task], batch=batch, height=height, width=width,
+                timed, task=_MODEL_TASKS[task], batch=batch, height=height, width=width,
                 num_classes=num_classes, iters=iters, warmup=warmup, device=dev,
                 amp_dtype=AMP_DTYPES[cfg.solver.amp_dtype] if amp else None)
             results[task] = {"models": per_model, "ratio": _ratios(per_model)}
+            if task == "model" and onnx:
+                speedup = per_model["ours"]["median_ms"] / per_model["onnxruntime"]["median_ms"]
+                results[task]["onnxruntime"] = {"file": onnx, "speedup": speedup, **agreement}
     if "data" in tasks:
         results["data"] = measure_loader(cfg, batch=batch, batches=max(2, iters))
     return {
@@ -139,6 +185,12 @@ def format_report(result: dict[str, Any]) -> str:
         if task in result["results"]:
             r = result["results"][task]
             lines += _table(title, r["models"], r["ratio"])
+            if "onnxruntime" in r:
+                o = r["onnxruntime"]
+                lines.append(f"onnxruntime (CPU EP) is {o['speedup']:.2f}x as fast as ours "
+                             f"(median); it matches {100 * o['matched']:.1f} % of our "
+                             f"{o['detections']} detections (IoU > 0.99, score within 1e-3), "
+                             f"counts within {o['max_count_diff']}")
     if "data" in result["results"]:
         d = result["results"]["data"]
         lines.append(f"data loader: {d['images_per_s']:.1f} images/s ({d['num_workers']} "

@@ -87,11 +87,13 @@ class _Runner:
                  autocast: Callable[[], Any], scaler: torch.amp.GradScaler | None) -> None:
         self.model, self.images, self.targets = model, images, targets
         self.autocast, self.scaler = autocast, scaler
-        params = [p for p in model.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.SGD(params, lr=0.0, momentum=0.9, weight_decay=1e-4)
+        params = [p for p in getattr(model, "parameters", list)() if p.requires_grad]
+        self.optimizer = torch.optim.SGD(params, lr=0.0, momentum=0.9, weight_decay=1e-4
+                                         ) if params else None  # None: an ONNX Runtime session
 
     def inference(self) -> Any:
-        self.model.eval()
+        if isinstance(self.model, nn.Module):  # not an ONNX Runtime session
+            self.model.eval()
         with torch.inference_mode(), self.autocast():
             return self.model(self.images)
 
@@ -109,8 +111,11 @@ class _Runner:
             loss.backward()
             self.optimizer.step()
 
-    def flops(self, task: str) -> int:
-        """FLOPs of one call (training: forward + backward; the SGD update is not counted)."""
+    def flops(self, task: str) -> int | None:
+        """FLOPs of one call (training: forward + backward; the SGD update is not counted);
+        ``None`` for ONNX Runtime, which torch cannot count."""
+        if not isinstance(self.model, nn.Module):
+            return None
         with FlopCounterMode(display=False) as counter:
             if task == "inference":
                 self.inference()
@@ -128,7 +133,8 @@ def measure_models(models: dict[str, nn.Module], *, task: str, batch: int, heigh
                    amp_dtype: torch.dtype | None = None) -> dict[str, dict[str, Any]]:
     """Time ``task`` ("inference" or "train") of each model, alternating; see the docstring.
 
-    ``models``: ``{"ours": ..., "torchvision": ...}`` (the latter optional) on ``device``.
+    ``models``: ``{"ours": ..., "torchvision": ..., "onnxruntime": ...}`` (the last two
+    optional) on ``device``; ``onnxruntime`` is an ``OnnxDetector`` (inference only).
     """
     images, targets = synthetic_batch(batch=batch, height=height, width=width,
                                       num_classes=num_classes, device=device)
@@ -136,7 +142,8 @@ def measure_models(models: dict[str, nn.Module], *, task: str, batch: int, heigh
         lambda: torch.autocast(device_type=device.type, dtype=amp_dtype))
     runners = {}
     for name, model in models.items():
-        inputs = images if name == "ours" else [im.float().div_(255) for im in images]
+        # torchvision takes floats in 0..1; ours and the ONNX graph uint8 in 0..255
+        inputs = [im.float().div_(255) for im in images] if name == "torchvision" else images
         scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
         runners[name] = _Runner(model, inputs, targets, autocast, scaler)
     timing = time_alternating({n: getattr(r, task) for n, r in runners.items()}, iters=iters,
@@ -145,11 +152,12 @@ def measure_models(models: dict[str, nn.Module], *, task: str, batch: int, heigh
     for name, runner in runners.items():
         stats = summarize(timing[name]["times"])
         flops = runner.flops(task)
+        module = isinstance(runner.model, nn.Module)
         results[name] = {
             **stats, "images_per_s": 1000 * batch / stats["median_ms"],
-            "gflops_per_image": flops / batch / 1e9,
-            "achieved_gflops_per_s": flops / 1e9 / (stats["median_ms"] / 1000),
+            "gflops_per_image": flops / batch / 1e9 if module else None,
+            "achieved_gflops_per_s": flops / 1e9 / (stats["median_ms"] / 1000) if module else None,
             "peak_memory_mb": timing[name]["peak_mb"],
-            "params_m": sum(p.numel() for p in runner.model.parameters()) / 1e6,
+            "params_m": sum(p.numel() for p in runner.model.parameters()) / 1e6 if module else None,
         }
     return results

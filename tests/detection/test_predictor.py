@@ -7,6 +7,7 @@ from detection import Predictor
 from detection.build import build_model
 from detection.config import config_to_dict, dump_config, load_config
 from detection.engine.checkpoint import save_checkpoint
+from detection.export.runtime import compare_detections
 
 CLASSES = [{"id": 1, "name": "circle"}, {"id": 3, "name": "square"},
            {"id": 7, "name": "triangle"}, {"id": 12, "name": "star"}, {"id": 20, "name": "cross"}]
@@ -103,3 +104,42 @@ def test_bad_images_raise_clear_errors(tiny, image, error, words):
     predictor = Predictor(tiny["config"], weights=tiny["weights"])
     with pytest.raises(error, match=words):
         predictor([_image(0), image])
+
+
+def test_file_paths_are_read_as_rgb(tiny, tmp_path):
+    predictor = Predictor(tiny["config"], weights=tiny["weights"])
+    image = _image(4)
+    path = tmp_path / "photo.png"
+    cv2.imwrite(str(path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    from_array = predictor(image)
+    for result in (predictor(path), predictor([str(path), image])[0]):
+        np.testing.assert_allclose(result["boxes"], from_array["boxes"], atol=1e-3)
+        np.testing.assert_array_equal(result["labels"], from_array["labels"])
+    with pytest.raises(ValueError, match="image file not found: .*missing.jpg"):
+        predictor([image, str(tmp_path / "missing.jpg")])
+
+
+def test_onnxruntime_backend_gives_the_same_results(exported, tmp_path, one_thread):
+    ex = exported("fpn")
+    torch_pred = Predictor(None, weights=ex.weights)
+    ort_pred = Predictor(weights=ex.onnx, backend="onnxruntime", threads=1)
+    assert ort_pred.classes == torch_pred.classes == ex.classes
+    assert ort_pred.category_names == torch_pred.category_names
+    images = [_image(5, 300, 200), _image(6, 90, 140), _image(7, 128, 128)]
+    expected, got = torch_pred(images), ort_pred(images)
+    stats = compare_detections(expected, got)
+    assert stats["matched"] >= 0.95 and stats["max_count_diff"] <= 2 and stats["detections"] > 60
+    for e, g in zip(expected, got):
+        assert set(g) == {"boxes", "scores", "labels", "class_names"}
+        assert g["boxes"].dtype == np.float32 and g["labels"].dtype == np.int64
+        assert set(g["labels"].tolist()) <= {c["id"] for c in ex.classes}
+        assert g["class_names"][:3] == [ort_pred.category_names[i] for i in g["labels"][:3]]
+    assert got[0]["boxes"][:, [1, 3]].max() > 128  # in the 300 x 200 image's own pixels
+    raised = Predictor(weights=ex.onnx, backend="onnxruntime", score_thresh=0.5)(images[0])
+    assert len(raised["scores"]) and raised["scores"].min() >= 0.5
+    with pytest.raises(ValueError, match="carries its own config"):
+        Predictor("some.yaml", weights=ex.onnx, backend="onnxruntime")
+    with pytest.raises(ValueError, match="an .onnx file runs with backend='onnxruntime'"):
+        Predictor(weights=ex.onnx)
+    with pytest.raises(ValueError, match="backend must be one of"):
+        Predictor(weights=ex.weights, backend="tensorrt")

@@ -61,6 +61,34 @@ def test_every_task_against_torchvision(tmp_path, capsys):
     assert data["source"] == "data.train" and data["min_size_train"] == [64]
 
 
+def test_onnxruntime_side_by_side(tmp_path, capsys):
+    pytest.importorskip("onnxruntime", reason="ONNX export needs the export extra (onnx, "
+                        'onnxruntime): pip install -e ".[export]"')
+    config = tmp_path / "tiny.yaml"
+    config.write_text(TINY_FPN.format(root=tmp_path / "shapes"))
+    onnx_file, out = tmp_path / "bench.onnx", tmp_path / "bench.json"
+    code = benchmark.main(["--config", str(config), "--task", "model", "--batch", "2",
+                           "--iters", "2", "--warmup", "0", "--size", "64", "--threads", "1",
+                           "--onnx", str(onnx_file), "--output", str(out)])
+    assert code == 0 and onnx_file.is_file()  # random weights: exported by the benchmark
+    assert "onnxruntime (CPU EP) is" in capsys.readouterr().out
+    result = json.loads(out.read_text())["results"]["model"]
+    assert set(result["models"]) == {"ours", "onnxruntime"}
+    o, ours, ort = result["onnxruntime"], result["models"]["ours"], result["models"]["onnxruntime"]
+    assert o["speedup"] == pytest.approx(ours["median_ms"] / ort["median_ms"])
+    assert o["matched"] >= 0.95 and o["detections"] > 20 and o["file"] == str(onnx_file)
+    assert ort["gflops_per_image"] is None and ort["params_m"] is None
+    # the file with other weights is refused instead of timed
+    other = tmp_path / "other.pth"
+    model = build_model(load_config(str(config)), num_classes=3)
+    torch.save({"model": model.state_dict()}, other)
+    assert benchmark.main(["--config", str(config), "--task", "model", "--size", "64",
+                           "--weights", str(other), "--onnx", str(onnx_file)]) == 2
+    assert "matches only" in capsys.readouterr().err
+    assert benchmark.main(["--config", str(config), "--task", "train", "--onnx", "x.onnx"]) == 2
+    assert "--onnx times ONNX Runtime" in capsys.readouterr().err
+
+
 def test_bad_options_are_one_line_errors(tmp_path, capsys):
     config = tmp_path / "c4.yaml"
     config.write_text("model: {backbone: {name: resnet18, weights: null}, "

@@ -9,6 +9,7 @@ import torch
 from detection.build import build_model
 from detection.config import config_to_dict, dump_config, load_config
 from detection.engine.checkpoint import save_checkpoint
+from detection import media
 from detection.predictor import Predictor
 from detection.visualize import color_for_label
 from tool_loader import load_tool
@@ -88,21 +89,17 @@ def test_images_from_folder_and_glob_are_drawn_with_json(checkpoint, tmp_path, c
     assert not (changed & ~mask).any()
 
 
-def test_video_round_trip(checkpoint, tmp_path):
-    config, weights = checkpoint
-    video = tmp_path / "clip.mp4"
-    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"mp4v"), 10.0, (96, 64))
+def _write_video(path: Path, frames: int) -> Path:
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 10.0, (96, 64))
     rng = np.random.default_rng(1)
-    for _ in range(5):
+    for _ in range(frames):
         writer.write(rng.integers(0, 256, (64, 96, 3), dtype=np.uint8))
     writer.release()
-    out = tmp_path / "out"
-    assert infer.main(["--config", str(config), "--weights", str(weights), "--input", str(video),
-                       "--output", str(out), "--score-thr", "0.0", "--batch", "2"]) == 0
-    results = json.loads((out / "detections.json").read_text())
-    assert sorted(results) == [f"clip.mp4#{i}" for i in range(5)]
-    assert all(len(dets) == 3 for dets in results.values())
-    capture = cv2.VideoCapture(str(out / "clip.mp4"))
+    return path
+
+
+def _read_frames(path: Path) -> list[np.ndarray]:
+    capture = cv2.VideoCapture(str(path))
     frames = []
     while True:
         ok, frame = capture.read()
@@ -110,6 +107,19 @@ def test_video_round_trip(checkpoint, tmp_path):
             break
         frames.append(frame)
     capture.release()
+    return frames
+
+
+def test_video_round_trip(checkpoint, tmp_path):
+    config, weights = checkpoint
+    video = _write_video(tmp_path / "clip.mp4", 5)
+    out = tmp_path / "out"
+    assert infer.main(["--config", str(config), "--weights", str(weights), "--input", str(video),
+                       "--output", str(out), "--score-thr", "0.0", "--batch", "2"]) == 0
+    results = json.loads((out / "detections.json").read_text())
+    assert sorted(results) == [f"clip.mp4#{i}" for i in range(5)]
+    assert all(len(dets) == 3 for dets in results.values())
+    frames = _read_frames(out / "clip.mp4")
     assert len(frames) == 5 and frames[0].shape == (64, 96, 3)
 
 
@@ -134,3 +144,79 @@ def test_missing_weights_is_a_clear_error(tmp_path, capsys):
                        "--output", str(tmp_path / "out")])
     assert code == 2
     assert "weights file not found" in capsys.readouterr().err
+
+
+def test_camera_index_with_max_frames(checkpoint, tmp_path, monkeypatch):
+    """``--input 0`` opens camera 0: here a generated video stands in for the camera."""
+    config, weights = checkpoint
+    video = _write_video(tmp_path / "camera_feed.mp4", 7)
+    opened = []
+    real = cv2.VideoCapture
+
+    def fake_capture(source, *args):
+        opened.append(source)
+        return real(str(video)) if source == 0 else real(source, *args)
+
+    monkeypatch.setattr(media.cv2, "VideoCapture", fake_capture)
+    out = tmp_path / "out"
+    assert infer.main(["--weights", str(weights), "--input", "0", "--max-frames", "4",
+                       "--output", str(out), "--score-thr", "0.0", "--batch", "3"]) == 0
+    assert opened == [0]  # the camera index, as an int
+    results = json.loads((out / "detections.json").read_text())
+    assert sorted(results) == [f"camera0#{i}" for i in range(4)]
+    assert len(_read_frames(out / "camera0.mp4")) == 4
+
+
+def test_unreachable_stream_is_one_line_error(checkpoint, tmp_path, capsys):
+    _, weights = checkpoint
+    url = "rtsp://127.0.0.1:9/live"  # the discard port: connection refused at once
+    code = infer.main(["--weights", str(weights), "--input", url, "--output", str(tmp_path)])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert err == f"error: cannot open stream {url} (unreachable, or not a video stream)\n"
+    assert media.is_live(url) and media.is_live("0") and not media.is_live(str(tmp_path))
+
+
+def test_onnx_model_and_coco_results(exported, tmp_path, capsys):
+    from pycocotools.coco import COCO
+
+    ex = exported("fpn")
+    images = _images(tmp_path / "in", 3)
+    coco_json = tmp_path / "images.json"  # image info, as COCO's test-dev json: no annotations
+    coco_json.write_text(json.dumps({
+        "images": [{"id": 40 + i, "file_name": f"val/img{i}.png", "height": 72, "width": 100}
+                   for i in range(2)],  # img2.png is not in it
+        "categories": [{"id": c["id"], "name": c["name"]} for c in ex.classes]}))
+    results = tmp_path / "out" / "results.json"
+    code = infer.main(["--onnx", str(ex.onnx), "--input", str(tmp_path / "in"), "--output",
+                       str(tmp_path / "out"), "--save-coco", str(results), "--annotations",
+                       str(coco_json)])
+    assert code == 0
+    err = capsys.readouterr().err
+    assert f"warning: 1 image(s) not in {coco_json}, left out of {results}: img2.png" in err
+    entries = json.loads(results.read_text())
+    expected = Predictor(weights=ex.onnx, backend="onnxruntime")(images[1])
+    mine = [e for e in entries if e["image_id"] == 41]
+    assert len(mine) == len(expected["scores"]) > 10
+    for entry, box, score, cid in zip(mine, expected["boxes"], expected["scores"],
+                                      expected["labels"]):
+        assert set(entry) == {"image_id", "category_id", "bbox", "score"}
+        assert entry["bbox"] == pytest.approx([box[0], box[1], box[2] - box[0], box[3] - box[1]],
+                                              abs=0.01)
+        assert entry["score"] == pytest.approx(score, abs=1e-5) and entry["category_id"] == cid
+    gt = COCO(str(coco_json))
+    dt = gt.loadRes(str(results))
+    assert sorted(dt.getImgIds()) == [40, 41] and len(dt.getAnnIds()) == len(entries)
+
+
+def test_bad_option_combinations(checkpoint, tmp_path, capsys):
+    config, weights = checkpoint
+    for extra in (["--save-coco", "r.json"], ["--max-frames", "0"]):
+        with pytest.raises(SystemExit) as exit_info:
+            infer.main(["--weights", str(weights), "--input", "x.png", "--output",
+                        str(tmp_path), *extra])
+        assert exit_info.value.code == 2
+    with pytest.raises(SystemExit):
+        infer.main(["--weights", str(weights), "--onnx", "m.onnx", "--input", "x.png",
+                    "--output", str(tmp_path)])
+    assert "not allowed with argument" in capsys.readouterr().err

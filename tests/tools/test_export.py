@@ -1,0 +1,40 @@
+"""tools/export.py: a checkpoint to an .onnx file that ONNX Runtime runs with its metadata."""
+import pytest
+import torch
+
+from detection.export.runtime import OnnxDetector, compare_detections
+from tool_loader import load_tool
+
+export = load_tool("export")
+
+
+def test_export_checkpoint_with_a_higher_score_threshold(exported, tmp_path, capsys):
+    ex = exported("c4")
+    out = tmp_path / "deploy" / "c4.onnx"
+    assert export.main(["--weights", str(ex.weights), "--output", str(out),
+                        "--score-thresh", "0.2"]) == 0
+    line = capsys.readouterr().out
+    assert line.startswith(f"wrote {out} (") and "resnet18 c4_res5, 10 classes" in line
+    assert "score_thresh 0.2, images resized to 128..160 px" in line
+    mine = OnnxDetector(out, threads=1)
+    assert mine.exported_score_thresh == 0.2 and mine.classes == ex.classes
+    g = torch.Generator().manual_seed(8)
+    images = [torch.randint(0, 256, (3, 100, 140), generator=g, dtype=torch.uint8)]
+    # the same weights as the session's export at 0.05, raised to 0.2 after the graph: equal
+    expected = OnnxDetector(ex.onnx, threads=1, score_thresh=0.2)(images)
+    stats = compare_detections(expected, mine(images))
+    assert stats == {"matched": 1.0, "max_count_diff": 0, "detections": stats["detections"]}
+    assert stats["detections"] > 5
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--weights", "missing.pth"], "error: weights file not found: missing.pth"),
+    (["--opset", "13"], "error: opset 13 is too old"),
+])
+def test_bad_inputs_are_one_line_errors(exported, tmp_path, capsys, args, words):
+    base = {"--weights": str(exported("fpn").weights), "--output": str(tmp_path / "m.onnx")}
+    base.update(dict(zip(args[::2], args[1::2])))
+    assert export.main([x for kv in base.items() for x in kv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(words) and err.count("\n") == 1
+    assert not (tmp_path / "m.onnx").exists()
