@@ -44,6 +44,8 @@ where ResNet-18 "B" itself is, stage by stage:
       res5 (9*256*512 + 9*512*512 + 4*512) + 132096 + (2*9*512*512 + 4*512) = 8393728;
       total 9536 + 147968 + 525568 + 2099712 + 8393728 = 11176512.
 Note that with norm="FrozenBN" gamma/beta are buffers, not parameters.
+A FrozenBN is folded into the convolution before it on every call (`backbones.layers.conv_norm`:
+the activations are never rescaled; parameters, buffers and state_dict stay unfolded).
 
 `stride_in_1x1=True` puts a bottleneck's stride in its first 1x1 conv (the original MSRA models)
 instead of the 3x3 conv (torchvision, "ResNet v1.5"); the parameters are the same.
@@ -57,6 +59,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops import FrozenBatchNorm2d
 
+from backbones.layers import Conv2d, conv_norm
 from backbones.weights import IMAGENET_WEIGHTS, load_backbone_weights
 
 __all__ = ["NORMS", "RESNET_SPECS", "BasicBlock", "Bottleneck", "PadIdentity", "ResNet",
@@ -110,11 +113,17 @@ def _make_shortcut(
     """`None` means the identity (or no shortcut at all in a plain block)."""
     changes_shape = stride != 1 or in_channels != out_channels
     if shortcut == "C" or (shortcut == "B" and changes_shape):
-        conv = nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False)
+        conv = Conv2d(in_channels, out_channels, 1, stride=stride, bias=False)
         return nn.Sequential(conv, make_norm(norm, out_channels))
     if shortcut == "A" and changes_shape:
         return PadIdentity(stride=stride, in_channels=in_channels, out_channels=out_channels)
     return None
+
+
+def _shortcut(x: Tensor, downsample: nn.Module | None) -> Tensor:
+    if isinstance(downsample, nn.Sequential):  # projection: conv + norm
+        return conv_norm(x, downsample[0], downsample[1])
+    return x if downsample is None else downsample(x)
 
 
 class BasicBlock(nn.Module):
@@ -126,9 +135,9 @@ class BasicBlock(nn.Module):
                  shortcut: str | None, residual: bool, stride_in_1x1: bool = False) -> None:
         super().__init__()
         out_channels = width * self.expansion
-        self.conv1 = nn.Conv2d(in_channels, width, 3, stride=stride, padding=1, bias=False)
+        self.conv1 = Conv2d(in_channels, width, 3, stride=stride, padding=1, bias=False)
         self.bn1 = make_norm(norm, width)
-        self.conv2 = nn.Conv2d(width, width, 3, padding=1, bias=False)
+        self.conv2 = Conv2d(width, width, 3, padding=1, bias=False)
         self.bn2 = make_norm(norm, width)
         self.relu = nn.ReLU(inplace=True)
         self.residual = residual
@@ -136,10 +145,10 @@ class BasicBlock(nn.Module):
                                          out_channels=out_channels, stride=stride, norm=norm)
 
     def forward(self, x: Tensor) -> Tensor:
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
+        out = self.relu(conv_norm(x, self.conv1, self.bn1))
+        out = conv_norm(out, self.conv2, self.bn2)
         if self.residual:
-            out += x if self.downsample is None else self.downsample(x)
+            out += _shortcut(x, self.downsample)
         return self.relu(out)
 
 
@@ -153,11 +162,11 @@ class Bottleneck(nn.Module):
         super().__init__()
         out_channels = width * self.expansion
         stride_1x1, stride_3x3 = (stride, 1) if stride_in_1x1 else (1, stride)
-        self.conv1 = nn.Conv2d(in_channels, width, 1, stride=stride_1x1, bias=False)
+        self.conv1 = Conv2d(in_channels, width, 1, stride=stride_1x1, bias=False)
         self.bn1 = make_norm(norm, width)
-        self.conv2 = nn.Conv2d(width, width, 3, stride=stride_3x3, padding=1, bias=False)
+        self.conv2 = Conv2d(width, width, 3, stride=stride_3x3, padding=1, bias=False)
         self.bn2 = make_norm(norm, width)
-        self.conv3 = nn.Conv2d(width, out_channels, 1, bias=False)
+        self.conv3 = Conv2d(width, out_channels, 1, bias=False)
         self.bn3 = make_norm(norm, out_channels)
         self.relu = nn.ReLU(inplace=True)
         self.residual = residual
@@ -165,11 +174,11 @@ class Bottleneck(nn.Module):
                                          out_channels=out_channels, stride=stride, norm=norm)
 
     def forward(self, x: Tensor) -> Tensor:
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.relu(self.bn2(self.conv2(out)))
-        out = self.bn3(self.conv3(out))
+        out = self.relu(conv_norm(x, self.conv1, self.bn1))
+        out = self.relu(conv_norm(out, self.conv2, self.bn2))
+        out = conv_norm(out, self.conv3, self.bn3)
         if self.residual:
-            out += x if self.downsample is None else self.downsample(x)
+            out += _shortcut(x, self.downsample)
         return self.relu(out)
 
 
@@ -209,7 +218,7 @@ class ResNet(nn.Module):
         self.depth, self.residual, self.shortcut = depth, residual, shortcut
         self.stride_in_1x1, self.norm, self.freeze_at = stride_in_1x1, norm, freeze_at
 
-        self.conv1 = nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False)
+        self.conv1 = Conv2d(3, 64, 7, stride=2, padding=3, bias=False)
         self.bn1 = make_norm(norm, 64)
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
@@ -265,7 +274,7 @@ class ResNet(nn.Module):
     def forward(self, x: Tensor) -> dict[str, Tensor]:
         if x.dim() != 4 or x.shape[1] != 3:
             raise ValueError(f"ResNet expects images (N, 3, H, W), got {tuple(x.shape)}")
-        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))  # (N, 64, H/4, W/4)
+        x = self.maxpool(self.relu(conv_norm(x, self.conv1, self.bn1)))  # (N, 64, H/4, W/4)
         outputs: dict[str, Tensor] = {}
         for name, layer in zip(STAGE_NAMES[: self._num_stages], LAYER_NAMES):
             x = getattr(self, layer)(x)

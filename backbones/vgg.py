@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from backbones.layers import Conv2d
 from backbones.resnet import NORMS, check_out_features
 from backbones.weights import load_backbone_weights
 
@@ -62,7 +63,7 @@ class VGG16(nn.Module):
         in_channels, block_ends, block_channels = 3, [], {}
         for i, (num_convs, channels) in enumerate(_BLOCKS):
             for _ in range(num_convs):
-                layers += [nn.Conv2d(in_channels, channels, 3, padding=1), nn.ReLU(inplace=True)]
+                layers += [Conv2d(in_channels, channels, 3, padding=1), nn.ReLU(inplace=True)]
                 in_channels = channels
             block_ends.append(len(layers))  # index one past the block's last ReLU
             block_channels[BLOCK_NAMES[i]] = channels

@@ -12,7 +12,9 @@ images throughout; detections are rescaled to ``original_sizes`` when given, as 
 
 With ``channels_last`` (the default) the batch is laid out ``(N, H, W, 3)`` in memory, so every
 convolution of the backbone, FPN and RPN runs on channels-last maps (equal results up to float
-rounding; README's "Measured" gives the speed-up).
+rounding; README's "Speed against torchvision" gives the speed-up), and the 4-D weights are
+channels-last too (no per-call weight reorder; gradients in the parameters' own layout, as DDP's
+buckets expect).
 """
 from __future__ import annotations
 
@@ -49,6 +51,8 @@ class FasterRCNN(nn.Module):
         self.register_buffer("pixel_std", torch.tensor(pixel_std).view(3, 1, 1), False)
         self.size_divisibility = max(int(size_divisibility), 1)
         self.channels_last = channels_last
+        if channels_last:
+            self.to(memory_format=torch.channels_last)  # 4-D tensors only; values unchanged
 
     def preprocess(self, images: Sequence[Tensor]) -> tuple[Tensor, list[tuple[int, int]]]:
         """Normalised, zero-padded batch (N, 3, Hp, Wp) and each image's (h, w)."""

@@ -19,6 +19,8 @@ from torch import Tensor, nn
 from torchvision.ops import FeaturePyramidNetwork
 from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
+from backbones.layers import adopt_conv2d
+
 __all__ = ["FPN"]
 
 
@@ -39,10 +41,10 @@ class FPN(nn.Module):
         self.bottom_up = bottom_up
         self.in_features = list(in_features)
         in_strides = [int(bottom_up.strides[f]) for f in self.in_features]
-        self.fpn = FeaturePyramidNetwork(
+        self.fpn = adopt_conv2d(FeaturePyramidNetwork(  # its convs: backbones.layers.Conv2d
             [int(bottom_up.out_channels[f]) for f in self.in_features], out_channels,
             extra_blocks=LastLevelMaxPool(),
-        )
+        ))
         strides = in_strides + [in_strides[-1] * 2]
         self.out_features = [f"p{int(math.log2(s))}" for s in strides]
         self.out_channels = {f: out_channels for f in self.out_features}

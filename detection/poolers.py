@@ -13,17 +13,23 @@ With several levels (FPN), RoI ``(x1, y1, x2, y2)`` goes to level (FPN paper, eq
 
 with ``k0 = 4`` and ``k_min, k_max = log2`` of the first and last level's stride -- torchvision's
 ``LevelMapper`` formula, so pooled features equal ``MultiScaleRoIAlign``'s.
+
+torchvision's CPU RoIAlign kernel (forward and backward) runs on one thread. With several torch
+threads, :func:`threaded_roi_align` runs it on slices of the RoIs on as many Python threads (the
+kernel releases the GIL), forward and backward: the pooled features equal one call's bitwise; the
+feature gradient is the sum of the slices' gradients (equal up to float summation order).
 """
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import torch
 from torch import Tensor, nn
 from torchvision.ops import roi_align, roi_pool
 
-__all__ = ["RoIPooler", "assign_fpn_levels"]
+__all__ = ["RoIPooler", "assign_fpn_levels", "threaded_roi_align"]
 
 
 def assign_fpn_levels(
@@ -36,6 +42,56 @@ def assign_fpn_levels(
     levels = torch.floor(canonical_level + torch.log2(sizes / canonical_scale) + eps_t)
     levels = levels.clamp(min=min_level, max=max_level)
     return levels.to(torch.int64) - min_level
+
+
+class _ThreadedRoIAlign(torch.autograd.Function):
+    """torchvision's RoIAlign kernels on ``threads`` slices of the RoIs at once."""
+
+    @staticmethod
+    def forward(ctx, feature: Tensor, rois: Tensor, output_size: tuple[int, int], scale: float,
+                sampling_ratio: int, aligned: bool, threads: int) -> Tensor:
+        feature = feature.contiguous()  # the kernel's NCHW, converted once, not per slice
+        ctx.save_for_backward(rois)
+        ctx.conf = (tuple(feature.shape), output_size, scale, sampling_ratio, aligned, threads)
+
+        def pool(part: Tensor) -> Tensor:
+            return torch.ops.torchvision.roi_align(feature, part, scale, *output_size,
+                                                   sampling_ratio, aligned)
+
+        with ThreadPoolExecutor(threads) as workers:
+            return torch.cat(list(workers.map(pool, rois.tensor_split(threads))))
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: Tensor):
+        (rois,) = ctx.saved_tensors
+        shape, (h, w), scale, sampling_ratio, aligned, threads = ctx.conf
+
+        def part_grad(part: tuple[Tensor, Tensor]) -> Tensor:  # (N, C, Hi, Wi) per slice
+            return torch.ops.torchvision._roi_align_backward(
+                part[0].contiguous(), part[1], scale, h, w, *shape, sampling_ratio, aligned)
+
+        with ThreadPoolExecutor(threads) as workers:
+            parts = list(workers.map(part_grad, zip(grad.tensor_split(threads),
+                                                    rois.tensor_split(threads))))
+        total = parts[0]
+        for part in parts[1:]:
+            total += part
+        return total, None, None, None, None, None, None
+
+
+def threaded_roi_align(feature: Tensor, rois: Tensor, output_size: tuple[int, int],
+                       scale: float, sampling_ratio: int, *, aligned: bool = False,
+                       min_rois_per_thread: int = 64) -> Tensor:
+    """``torchvision.ops.roi_align``, on up to ``torch.get_num_threads()`` threads on the CPU
+    (at least ``min_rois_per_thread`` RoIs each); one call elsewhere (CUDA, autocast, tracing)."""
+    threads = min(torch.get_num_threads(), rois.shape[0] // max(min_rois_per_thread, 1))
+    if (threads < 2 or feature.device.type != "cpu" or torch.is_autocast_enabled("cpu")
+            or torch.jit.is_tracing() or torch.jit.is_scripting()
+            or feature.dtype != rois.dtype):
+        return roi_align(feature, rois, output_size, scale, sampling_ratio, aligned)
+    return _ThreadedRoIAlign.apply(feature, rois, output_size, scale, sampling_ratio, aligned,
+                                   threads)
 
 
 class RoIPooler(nn.Module):
@@ -63,8 +119,8 @@ class RoIPooler(nn.Module):
     def _pool(self, feature: Tensor, rois: Tensor, scale: float) -> Tensor:
         if self.pooler_type == "ROIPool":
             return roi_pool(feature, rois, self.output_size, scale)
-        return roi_align(feature, rois, self.output_size, scale, self.sampling_ratio,
-                         aligned=self.pooler_type == "ROIAlignV2")
+        return threaded_roi_align(feature, rois, self.output_size, scale, self.sampling_ratio,
+                                  aligned=self.pooler_type == "ROIAlignV2")
 
     def forward(self, features: Sequence[Tensor], boxes: Sequence[Tensor]) -> Tensor:
         """``features`` L x (N, C, Hi, Wi), ``boxes`` N x (Ri, 4) -> (R, C, S, S)."""

@@ -156,8 +156,9 @@ class RoIHeads(nn.Module):
         # candidates in (RoI, class) row-major order, as torchvision's reshape(-1) gives them
         roi_idx, class_idx = torch.nonzero(scores > self.score_thresh, as_tuple=True)
         scores, labels = scores[roi_idx, class_idx], class_idx + 1
-        # (R, (K+1)*4) -> (R, K+1, 4), each candidate's own class deltas -> (C, 4)
-        deltas = pred_deltas.view(num_rois, -1, 4)[roi_idx, labels]
+        # (R, (K+1)*4) -> (R, K+1, 4), each candidate's own class deltas -> (C, 4); K+1 spelled
+        # out, so that R = 0 (no proposal in the whole batch) reshapes too
+        deltas = pred_deltas.view(num_rois, pred_class_logits.shape[1], 4)[roi_idx, labels]
         boxes = self.box_coder.decode(deltas, torch.cat(proposals)[roi_idx])
         image_ids = roi_images[roi_idx]
         sizes = torch.as_tensor(image_sizes, dtype=boxes.dtype, device=device)[image_ids]

@@ -35,6 +35,8 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 from torchvision.ops import batched_nms, box_iou
 
+from backbones.layers import Conv2d
+
 from .anchors import AnchorGenerator
 from .box_coder import BoxCoder
 from .matcher import Matcher
@@ -48,7 +50,7 @@ class RPNHead(nn.Module):
 
     def __init__(self, *, in_channels: int, num_anchors: int) -> None:
         super().__init__()
-        self.conv = nn.Conv2d(in_channels, in_channels, kernel_size=3, padding=1)
+        self.conv = Conv2d(in_channels, in_channels, kernel_size=3, padding=1)
         self.cls_logits = nn.Conv2d(in_channels, num_anchors, kernel_size=1)
         self.bbox_pred = nn.Conv2d(in_channels, num_anchors * 4, kernel_size=1)
         for conv in (self.conv, self.cls_logits, self.bbox_pred):

@@ -155,6 +155,7 @@ def _ratios(per_model: dict[str, dict[str, Any]]) -> Optional[dict[str, float]]:
 
 
 _ROWS = (("median ms", "median_ms", "{:.1f}"), ("p90 ms", "p90_ms", "{:.1f}"),
+         ("median CPU ms", "cpu_median_ms", "{:.1f}"),
          ("images/s", "images_per_s", "{:.2f}"), ("GFLOPs/image", "gflops_per_image", "{:.1f}"),
          ("achieved GFLOP/s", "achieved_gflops_per_s", "{:.1f}"),
          ("peak memory MB", "peak_memory_mb", "{:.0f}"), ("parameters (M)", "params_m", "{:.2f}"))

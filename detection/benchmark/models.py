@@ -2,9 +2,10 @@
 
 Inputs are ``N`` random RGB images of ``S x round(4 S / 3)`` pixels (already at the test scale, as
 the data transforms leave them) and, for training, random boxes. Per model and task: median,
-90th percentile and minimum time, images/s, FLOPs per image
-(``torch.utils.flop_counter.FlopCounterMode``: a multiply-add counts 2) and the achieved rate
-``FLOPs per batch / median time``, and the peak allocated memory on CUDA.
+90th percentile and minimum time, the median CPU time of the process (see ``timing.py``),
+images/s, FLOPs per image (``torch.utils.flop_counter.FlopCounterMode``: a multiply-add counts
+2) and the achieved rate ``FLOPs per batch / median time``, and the peak allocated memory on
+CUDA.
 
 Without ``weights`` the model gets random weights made to behave like a trained model's where it
 matters for speed: FrozenBN statistics away from the identity and a classifier whose scores are
@@ -19,6 +20,7 @@ the same proposals.
 """
 from __future__ import annotations
 
+import statistics
 from collections.abc import Callable
 from contextlib import nullcontext
 from typing import Any
@@ -154,7 +156,8 @@ def measure_models(models: dict[str, nn.Module], *, task: str, batch: int, heigh
         flops = runner.flops(task)
         module = isinstance(runner.model, nn.Module)
         results[name] = {
-            **stats, "images_per_s": 1000 * batch / stats["median_ms"],
+            **stats, "cpu_median_ms": 1000 * statistics.median(timing[name]["cpu_times"]),
+            "images_per_s": 1000 * batch / stats["median_ms"],
             "gflops_per_image": flops / batch / 1e9 if module else None,
             "achieved_gflops_per_s": flops / 1e9 / (stats["median_ms"] / 1000) if module else None,
             "peak_memory_mb": timing[name]["peak_mb"],

@@ -22,25 +22,28 @@ def time_alternating(fns: dict[str, Callable[[], Any]], *, iters: int, warmup: i
     """Call each function ``warmup`` times, then ``iters`` times in turn, the order reversed
     every other round, so a slower or busier machine affects every function alike.
 
-    Returns per name ``{"times": [s, ...], "peak_mb": MB | None}``; ``peak_mb`` is the peak
-    allocated CUDA memory over its calls (``None`` on the CPU, where one process cannot tell
-    two models' memory apart).
+    Returns per name ``{"times": [s, ...], "cpu_times": [s, ...], "peak_mb": MB | None}``:
+    wall-clock seconds, the process's CPU seconds over the same calls (all its threads; on a CPU
+    shared with other jobs, with one thread, the steadier of the two: time spent waiting for a
+    core is not counted), and the peak allocated CUDA memory over the calls (``None`` on the CPU,
+    where one process cannot tell two models' memory apart).
     """
     names = list(fns)
     for _ in range(warmup):
         for name in names:
             fns[name]()
-    out = {name: {"times": [], "peak_mb": 0.0 if device.type == "cuda" else None}
+    out = {name: {"times": [], "cpu_times": [], "peak_mb": 0.0 if device.type == "cuda" else None}
            for name in names}
     for i in range(iters):
         for name in (names if i % 2 == 0 else names[::-1]):
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
             _sync(device)
-            start = time.perf_counter()
+            start, cpu_start = time.perf_counter(), time.process_time()
             fns[name]()
             _sync(device)
             out[name]["times"].append(time.perf_counter() - start)
+            out[name]["cpu_times"].append(time.process_time() - cpu_start)
             if device.type == "cuda":
                 peak = torch.cuda.max_memory_allocated(device) / 2**20
                 out[name]["peak_mb"] = max(out[name]["peak_mb"], peak)

@@ -1,9 +1,15 @@
-"""FasterRCNN: input batching, one training step of every variant, empty images, over-fitting."""
+"""FasterRCNN: input batching, one training step of every variant, empty images, batches without
+proposals, FrozenBN folding and channels-last layout, over-fitting."""
+import copy
+import io
+
 import pytest
 import torch
-from torchvision.ops import box_iou
+from torch import nn
+from torchvision.ops import FrozenBatchNorm2d, box_iou
 
 from detection import build_model
+from detection.benchmark import make_like_trained
 from detection.config import load_config
 from detection.faster_rcnn import rescale_boxes
 
@@ -226,3 +232,118 @@ def test_overfits_two_images():
             same = confident & (det["labels"] == label)
             assert same.any(), f"class {int(label)} not found: {det}"
             assert float(box_iou(box[None], det["boxes"][same]).max()) > 0.7
+
+
+def _two_images():
+    g = torch.Generator().manual_seed(3)
+    return [torch.randint(0, 256, (3, 96, 128), generator=g, dtype=torch.uint8),
+            torch.randint(0, 256, (3, 112, 80), generator=g, dtype=torch.uint8)]
+
+
+def _assert_empty(det):
+    assert det["boxes"].shape == (0, 4) and det["scores"].shape == (0,)
+    assert det["labels"].shape == (0,) and det["labels"].dtype == torch.int64
+
+
+def test_no_proposal_for_one_image():
+    torch.manual_seed(0)
+    model = build_model(_config("R-18-FPN"), num_classes=3).eval()
+    images = _two_images()
+    with torch.no_grad():
+        full = model(images)
+    # the RPN keeps nothing for image 0
+    hook = model.rpn.register_forward_hook(
+        lambda module, args, out: ([out[0][0][:0], *out[0][1:]], out[1]))
+    with torch.no_grad():
+        one = model(images)
+    _assert_empty(one[0])
+    assert len(full[1]["boxes"]) > 0
+    for key in ("boxes", "scores", "labels"):
+        assert torch.equal(one[1][key], full[1][key]), key
+    losses = model.train()(images, _targets())
+    assert all(torch.isfinite(v) for v in losses.values())
+    assert losses["loss_cls"] > 0  # image 0's ground truth is still a RoI
+    sum(losses.values()).backward()
+    hook.remove()
+
+
+@pytest.mark.parametrize("name", ["R-18-FPN", "R-50-C4"], ids=["R-18-FPN", "R-18-C4"])
+def test_no_proposal_in_the_whole_batch(name):
+    torch.manual_seed(0)  # (C4 on ResNet-18: the res5 box head on zero RoIs, cheaply)
+    model = build_model(_config(name, ["model.backbone.name=resnet18"]), num_classes=3)
+    model.rpn.score_thresh = 2.0  # sigmoid(logit) <= 1: the RPN keeps no proposal
+    images = _two_images()
+    with torch.no_grad():
+        for det in model.eval()(images):
+            _assert_empty(det)
+    empty = {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64)}
+    model.train()
+    losses = model(images, [empty, empty])  # no proposal and no box: no RoI at all
+    assert losses["loss_cls"].item() == 0.0 and losses["loss_box"].item() == 0.0
+    assert losses["loss_rpn_cls"] > 0
+    sum(losses.values()).backward()
+    losses = model(images, _targets())  # only the ground truth boxes are RoIs
+    assert all(torch.isfinite(v) for v in losses.values()) and losses["loss_cls"] > 0
+    sum(losses.values()).backward()
+
+
+def _unfolded_copy(model: nn.Module) -> nn.Module:
+    """``model`` with each FrozenBatchNorm2d replaced by an eval-mode BatchNorm2d holding the same
+    statistics: convolution, then normalisation as a second op (nothing folded)."""
+    unfolded = copy.deepcopy(model)
+    for module in list(unfolded.modules()):
+        for name, child in module.named_children():
+            if isinstance(child, FrozenBatchNorm2d):
+                bn = nn.BatchNorm2d(child.weight.numel(), eps=child.eps).eval()
+                bn.load_state_dict(child.state_dict(), strict=False)
+                setattr(module, name, bn.to(child.weight.dtype))
+    return unfolded
+
+
+def test_frozen_bn_folding_keeps_detections_and_the_state_dict():
+    torch.manual_seed(0)
+    model = build_model(_config("R-18-FPN"), num_classes=3).eval()
+    images = _two_images()
+    make_like_trained(model, images)  # FrozenBN statistics away from the identity
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    unfolded = _unfolded_copy(model)
+    assert not any(isinstance(m, FrozenBatchNorm2d) for m in unfolded.modules())
+    with torch.no_grad():  # float32 maps: the same up to rounding
+        batch = model.preprocess(images)[0]
+        folded_maps, maps = model.backbone(batch), unfolded.backbone(batch)
+    for key, value in maps.items():
+        assert (folded_maps[key] - value).abs().max() < 1e-5 * value.abs().max(), key
+    model.double(), unfolded.double()  # float64: the same detections
+    with torch.no_grad():
+        got, expected = model(images), unfolded(images)
+    assert sum(len(d["labels"]) for d in expected) > 10
+    for a, b in zip(got, expected):
+        assert torch.equal(a["labels"], b["labels"])
+        torch.testing.assert_close(a["boxes"], b["boxes"], rtol=0, atol=1e-6)
+        torch.testing.assert_close(a["scores"], b["scores"], rtol=0, atol=1e-9)
+    # checkpoints stay in the unfolded layout: nothing was rewritten, and a saved state loads
+    state = model.float().state_dict()
+    assert list(state) == list(before)
+    assert all(torch.equal(state[k], v) for k, v in before.items())
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    fresh = build_model(_config("R-18-FPN"), num_classes=3)
+    fresh.load_state_dict(torch.load(io.BytesIO(buffer.getvalue()), weights_only=True))
+    assert all(torch.equal(fresh.state_dict()[k], v) for k, v in before.items())
+
+
+def test_channels_last_parameters_get_gradients_in_their_layout():
+    """4-D weights are channels-last like the maps, and every gradient has its parameter's
+    strides (what DDP's gradient buckets expect; a mismatch makes DDP warn and copy)."""
+    torch.manual_seed(0)
+    model = build_model(_config("R-18-FPN"), num_classes=3).train()
+    weights = [p for p in model.parameters() if p.dim() == 4]
+    assert weights and all(p.is_contiguous(memory_format=torch.channels_last) for p in weights)
+    losses = model(_two_images(), _targets())
+    sum(losses.values()).backward()
+    checked = 0
+    for name, p in model.named_parameters():
+        if p.grad is not None:
+            assert p.grad.stride() == p.stride(), name
+            checked += p.dim() == 4 and p.shape[-1] > 1
+    assert checked > 10  # the 3x3 convolutions of res3..res5, FPN and RPN

@@ -1,9 +1,9 @@
 """RoI pooler: FPN level assignment by hand, MultiScaleRoIAlign, RoIAlignV2, RoIPool."""
 import pytest
 import torch
-from torchvision.ops import MultiScaleRoIAlign, roi_pool
+from torchvision.ops import MultiScaleRoIAlign, roi_align, roi_pool
 
-from detection.poolers import RoIPooler, assign_fpn_levels
+from detection.poolers import RoIPooler, assign_fpn_levels, threaded_roi_align
 
 
 def _square(side: float) -> list[float]:
@@ -63,3 +63,33 @@ def test_gradients_reach_every_level():
 def test_bad_strides():
     with pytest.raises(ValueError, match="powers of two"):
         RoIPooler(output_size=7, strides=[4, 12])
+
+
+@pytest.mark.parametrize("aligned", [False, True])
+def test_threaded_roi_align_equals_one_call(aligned):
+    """Three threads of 50 RoIs: torchvision's features bitwise, its gradient up to summation
+    order; with one thread (or too few RoIs) it is torchvision's single call."""
+    g = torch.Generator().manual_seed(0)
+    feature = torch.randn(2, 3, 20, 24, generator=g, dtype=torch.float64).contiguous(
+        memory_format=torch.channels_last).requires_grad_(True)
+    xy = torch.rand(150, 2, generator=g, dtype=torch.float64) * 60
+    boxes = torch.cat([xy, xy + 1 + torch.rand(150, 2, generator=g, dtype=torch.float64) * 40], 1)
+    rois = torch.cat([torch.randint(0, 2, (150, 1), generator=g).double(), boxes], 1)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(3)
+        out = threaded_roi_align(feature, rois, (5, 5), 0.5, 2, aligned=aligned,
+                                 min_rois_per_thread=50)
+        assert type(out.grad_fn).__name__ == "_ThreadedRoIAlignBackward"
+        torch.set_num_threads(1)
+        single = threaded_roi_align(feature, rois, (5, 5), 0.5, 2, aligned=aligned)
+        assert type(single.grad_fn).__name__ != "_ThreadedRoIAlignBackward"
+    finally:
+        torch.set_num_threads(threads)
+    expected = roi_align(feature, rois, (5, 5), 0.5, 2, aligned)
+    assert torch.equal(out, expected) and torch.equal(single, expected)
+    grad = torch.randn(expected.shape, generator=g, dtype=torch.float64)
+    (got,) = torch.autograd.grad(out, feature, grad)
+    (want,) = torch.autograd.grad(expected, feature, grad)
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+    assert want.abs().sum() > 0

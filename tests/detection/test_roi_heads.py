@@ -130,3 +130,32 @@ def test_equals_torchvision_roi_heads():
     torch.testing.assert_close(losses["loss_cls"], tv_losses["loss_classifier"])
     torch.testing.assert_close(losses["loss_box"], tv_losses["loss_box_reg"])
     assert losses["loss_box"] > 0
+
+
+def test_no_rois_give_empty_detections():
+    """Post-processing with no proposal for one image, and for the whole batch (R = 0)."""
+    heads = _heads().eval()
+    features = {"p2": torch.randn(2, 4, 16, 16), "p3": torch.randn(2, 4, 8, 8)}
+    empty = torch.zeros(0, 4)
+    with torch.no_grad():
+        none, _ = heads(features, [empty, empty], [(64, 64), (64, 64)])
+        boxes = torch.tensor([[0.0, 0.0, 20.0, 20.0], [10.0, 10.0, 50.0, 40.0]])
+        one, _ = heads(features, [empty, boxes], [(64, 64), (64, 64)])
+        alone, _ = heads({k: v[1:] for k, v in features.items()}, [boxes], [(64, 64)])
+    for det in [*none, one[0]]:
+        assert det["boxes"].shape == (0, 4) and det["scores"].shape == (0,)
+        assert det["labels"].shape == (0,) and det["labels"].dtype == torch.int64
+    assert len(one[1]["boxes"]) > 0
+    for key in ("boxes", "scores", "labels"):
+        torch.testing.assert_close(one[1][key], alone[0][key])
+
+
+def test_no_rois_and_no_boxes_train_with_zero_losses():
+    heads = _heads().train()
+    features = {"p2": torch.randn(2, 4, 16, 16, requires_grad=True),
+                "p3": torch.randn(2, 4, 8, 8)}
+    empty = {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64)}
+    _, losses = heads(features, [torch.zeros(0, 4)] * 2, [(64, 64)] * 2, [empty, empty])
+    assert losses["loss_cls"].item() == 0.0 and losses["loss_box"].item() == 0.0
+    sum(losses.values()).backward()  # the graph is kept: a training step goes on
+    assert heads.box_predictor.cls_score.weight.grad.abs().sum() == 0

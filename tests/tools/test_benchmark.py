@@ -1,5 +1,6 @@
 """tools/benchmark.py and detection.benchmark: every task, side by side with torchvision."""
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -23,7 +24,7 @@ data:
   num_workers: 0
   input: {{min_size_test: 64, max_size_test: 96, min_size_train: [64], max_size_train: 96}}
 """
-FIELDS = {"median_ms", "p90_ms", "min_ms", "images_per_s", "gflops_per_image",
+FIELDS = {"median_ms", "p90_ms", "min_ms", "cpu_median_ms", "images_per_s", "gflops_per_image",
           "achieved_gflops_per_s", "peak_memory_mb", "params_m"}
 
 benchmark = load_tool("benchmark")
@@ -125,6 +126,20 @@ def test_time_alternating_order_and_summary():
     stats = summarize([0.004, 0.001, 0.002, 0.003, 0.010])
     assert stats == pytest.approx({"median_ms": 3.0, "p90_ms": 10.0, "min_ms": 1.0})
     assert summarize([0.001 * k for k in range(1, 11)])["p90_ms"] == pytest.approx(9.0)
+
+
+def test_cpu_time_counts_work_not_waiting():
+    """Wall time counts a wait (or a core taken by another job); the CPU time does not."""
+    def spin():
+        end = time.perf_counter() + 0.04
+        while time.perf_counter() < end:
+            pass
+
+    out = time_alternating({"sleep": lambda: time.sleep(0.04), "spin": spin}, iters=3,
+                           warmup=0, device=torch.device("cpu"))
+    assert min(out["sleep"]["times"]) >= 0.04 and min(out["spin"]["times"]) >= 0.04
+    assert max(out["sleep"]["cpu_times"]) < 0.01
+    assert max(out["spin"]["cpu_times"]) <= max(out["spin"]["times"]) + 0.005
 
 
 @pytest.mark.skipif(not Path("/proc/self/status").is_file(), reason="needs Linux /proc")

@@ -1,0 +1,92 @@
+"""backbones/layers.py: FrozenBN folded into the convolution, the NCHW weight gradient."""
+import pytest
+import torch
+from torch import nn
+from torchvision.ops import FeaturePyramidNetwork, FrozenBatchNorm2d
+
+from backbones.layers import Conv2d, adopt_conv2d, conv_norm, folded_conv_params
+
+
+def _frozen_bn(channels: int, generator: torch.Generator) -> FrozenBatchNorm2d:
+    norm = FrozenBatchNorm2d(channels).double()
+    for name in ("weight", "bias", "running_mean"):
+        getattr(norm, name).copy_(torch.randn(channels, generator=generator, dtype=torch.float64))
+    norm.running_var.copy_(torch.rand(channels, generator=generator, dtype=torch.float64) + 0.1)
+    return norm
+
+
+@pytest.mark.parametrize("bias", [False, True])
+def test_folded_frozen_bn_equals_conv_then_norm(bias):
+    g = torch.Generator().manual_seed(0)
+    conv = nn.Conv2d(4, 6, 3, stride=2, padding=1, bias=bias).double()
+    norm = _frozen_bn(6, g)
+    x = torch.randn(2, 4, 9, 7, generator=g, dtype=torch.float64, requires_grad=True)
+    expected = norm(conv(x))
+    got = conv_norm(x, conv, norm)
+    torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
+    # by hand for one output: sum over the window, then (. - mean) * gamma / sqrt(var + eps) + beta
+    s = norm.weight[1] / (norm.running_var[1] + norm.eps).sqrt()
+    window = torch.nn.functional.pad(x, (1, 1, 1, 1))[0, :, 2:5, 4:7]  # output (1, 2)
+    raw = (window * conv.weight[1]).sum() + (conv.bias[1] if bias else 0)
+    torch.testing.assert_close(got[0, 1, 1, 2], (raw - norm.running_mean[1]) * s + norm.bias[1])
+    weight, _ = folded_conv_params(conv, norm)
+    torch.testing.assert_close(weight[1], conv.weight[1] * s)
+    # a trainable convolution before a FrozenBN gets the unfolded model's gradients
+    grads = torch.autograd.grad(got.square().sum(), [x, conv.weight])
+    expected_grads = torch.autograd.grad(expected.square().sum(), [x, conv.weight])
+    for a, b in zip(grads, expected_grads):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+    assert norm.weight.grad is None and not norm.weight.requires_grad  # still frozen
+
+
+def test_other_norms_run_unfolded():
+    conv, norm = nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4).train()
+    x = torch.randn(2, 3, 5, 5)
+    out = conv_norm(x, conv, norm)
+    assert int(norm.num_batches_tracked) == 1  # BN itself ran, statistics updated
+    torch.testing.assert_close(out.mean(dim=(0, 2, 3)), torch.zeros(4), atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("stride,bias", [(1, True), (2, False)])
+def test_nchw_weight_gradient_equals_nn_conv2d(stride, bias):
+    torch.manual_seed(0)
+    ref = nn.Conv2d(5, 7, 3, stride=stride, padding=1, bias=bias).double()
+    ours = Conv2d(5, 7, 3, stride=stride, padding=1, bias=bias).double()
+    ours.load_state_dict(ref.state_dict())
+    ours.to(memory_format=torch.channels_last)
+    x = torch.randn(2, 5, 11, 8, dtype=torch.float64).contiguous(
+        memory_format=torch.channels_last).requires_grad_(True)
+    out, expected = ours(x), ref(x)
+    assert type(out.grad_fn).__name__ == "_ConvNCHWWeightGradBackward"
+    torch.testing.assert_close(out, expected, rtol=1e-12, atol=1e-12)
+    grad = torch.randn_like(out)
+    got = torch.autograd.grad(out, [x, *ours.parameters()], grad)
+    want = torch.autograd.grad(expected, [x, *ref.parameters()], grad)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+    # the input gradient stays channels-last, the weight gradient takes the weight's layout
+    assert got[0].is_contiguous(memory_format=torch.channels_last)
+    assert got[1].stride() == ours.weight.stride() != ref.weight.stride()
+
+
+def test_nn_conv2d_path_elsewhere():
+    conv = Conv2d(3, 4, 3, padding=1)
+    cl = torch.randn(1, 3, 6, 6).contiguous(memory_format=torch.channels_last)
+    for x in (cl, cl.contiguous()):  # NCHW input
+        name = type(conv(x.requires_grad_(True)).grad_fn).__name__
+        assert name == ("_ConvNCHWWeightGradBackward" if x is cl else "ConvolutionBackward0")
+    with torch.no_grad():
+        assert conv(cl).grad_fn is None
+    one = Conv2d(3, 4, 1)
+    assert type(one(cl).grad_fn).__name__ == "ConvolutionBackward0"  # 1x1: no gain
+
+
+def test_adopt_conv2d_keeps_parameters():
+    fpn = FeaturePyramidNetwork([8, 16], 4)
+    before = {k: v.clone() for k, v in fpn.state_dict().items()}
+    assert adopt_conv2d(fpn) is fpn
+    convs = [m for m in fpn.modules() if isinstance(m, nn.Conv2d)]
+    assert len(convs) == 4 and all(type(m) is Conv2d for m in convs)
+    after = fpn.state_dict()
+    assert list(after) == list(before)
+    assert all(torch.equal(after[k], v) for k, v in before.items())
