@@ -9,7 +9,7 @@ image is written to ``--output`` with its detections drawn (same file name), eac
 ``<name>.mp4`` (mp4v). ``detections.json`` maps every written image's file name (a video
 frame: ``<video name>#<frame index>``) to its detections ``[{"category_id", "category_name", "bbox":
 [x, y, w, h], "score"}, ...]`` in original pixels. An input that cannot be read is reported by
-name and skipped; the exit status is then 1.
+name and skipped; the tool then ends with ``error: N input(s) skipped`` and exit status 2.
 """
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ import numpy as np
 from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from detection.cli import ArgumentParser, UserError, tool_main  # noqa: E402
 from detection.data.coco import DatasetError, decode_image  # noqa: E402
 from detection.predictor import Predictor  # noqa: E402
 from detection.visualize import draw_detections  # noqa: E402
@@ -134,12 +135,8 @@ def _decoded(paths: list[Path], failed: list[str]) -> list[tuple[Path, np.ndarra
 def run(args: argparse.Namespace) -> int:
     files, failed = expand_inputs(args.input)
     missing = len(failed)
-    try:
-        predictor = Predictor(args.config, weights=args.weights, device=args.device,
-                              score_thresh=args.score_thr, batch_size=args.batch)
-    except (OSError, ValueError, RuntimeError) as e:  # ConfigError is a ValueError
-        print(f"infer.py: {e}", file=sys.stderr)
-        return 2
+    predictor = Predictor(args.config, weights=args.weights, device=args.device,
+                          score_thresh=args.score_thr, batch_size=args.batch)
     thresh = args.score_thr if args.score_thr is not None else predictor.cfg.test.vis_score_thresh
     out_dir = Path(args.output)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -167,11 +164,14 @@ def run(args: argparse.Namespace) -> int:
     print(f"{done} of {len(files)} file(s) -> {out_dir} (drawn, and detections.json)")
     for message in failed:
         print(f"skipped: {message}", file=sys.stderr)
-    return 1 if failed else 0
+    if failed:
+        raise UserError(f"{len(failed)} input(s) skipped (listed above)")
+    return 0
 
 
+@tool_main
 def main(argv: Optional[list[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", help="YAML config (default: the one in the checkpoint)")
     parser.add_argument("--weights", required=True, help="checkpoint (.pth)")
     parser.add_argument("--input", nargs="+", required=True,
