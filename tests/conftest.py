@@ -78,3 +78,43 @@ def write_voc():
         return root
 
     return write
+
+
+@pytest.fixture(scope="session")
+def tiny_config():
+    """``tiny_config(folder, data, **sections) -> folder / "tiny.yaml"``: a training config of
+    R-18-FPN with 32 channels on 64 px images (a real model, a second per few iterations) on
+    ``data`` (a ``SyntheticCOCO``), output in ``folder / "out"``; ``sections`` update its
+    top-level sections key by key (``solver={"max_iter": 2}``)."""
+    import yaml
+
+    def write(folder: Path, data: SyntheticCOCO, **sections) -> Path:
+        cfg = {
+            "model": {"backbone": {"name": "resnet18", "weights": None, "norm": "BN",
+                                   "freeze_at": 0},
+                      "fpn": {"out_channels": 32},
+                      "anchor_generator": {"sizes": [[16], [32], [64], [128], [256]],
+                                           "aspect_ratios": [[1.0]]},
+                      "rpn": {"pre_nms_topk_train": 200, "post_nms_topk_train": 64,
+                              "pre_nms_topk_test": 100, "post_nms_topk_test": 32,
+                              "batch_size_per_image": 32},
+                      "roi_heads": {"fc_dim": 64, "batch_size_per_image": 16,
+                                    "detections_per_img": 20, "score_thresh": 0.0}},
+            "data": {"train": {"images": data.train_images,
+                               "annotations": data.train_annotations},
+                     "test": {"images": data.val_images, "annotations": data.val_annotations},
+                     "input": {"min_size_train": [56, 64], "max_size_train": 96,
+                               "min_size_test": 64, "max_size_test": 96, "flip_prob": 0.5},
+                     "num_workers": 0},
+            "solver": {"max_iter": 4, "base_lr": 0.01, "ims_per_batch": 2, "steps": [3],
+                       "warmup_iters": 2, "checkpoint_period": 2},
+            "test": {"eval_period": 2, "vis_images": 2, "vis_score_thresh": 0.0},
+            "output_dir": str(Path(folder) / "out"), "device": "cpu", "log_period": 1,
+        }
+        for section, values in sections.items():
+            cfg[section] = {**cfg[section], **values} if isinstance(values, dict) else values
+        path = Path(folder) / "tiny.yaml"
+        path.write_text(yaml.safe_dump(cfg))
+        return path
+
+    return write

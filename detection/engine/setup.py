@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
+import shutil
 from pathlib import Path
 
 import torch
 
-from ..build import build_model
+from ..build import build_model, check_trainable_norm
 from ..config import Config, config_to_dict, save_config
 from . import distributed as du
 from .checkpoint import load_checkpoint, seed_all
@@ -24,7 +26,8 @@ from .trainer import DatasetInference, Trainer
 __all__ = [
     "prepare_data", "build_train_dataset", "build_test_dataset", "with_num_classes",
     "images_per_process", "build_train_loader", "build_test_loader", "build_optimizer",
-    "build_lr_scheduler", "build_evaluator", "build_trainer",
+    "build_lr_scheduler", "build_evaluator", "build_trainer", "check_before_data",
+    "check_data_paths", "prepare_output_dir",
 ]
 
 
@@ -53,24 +56,36 @@ def prepare_data(cfg: Config) -> Config:
     return dataclasses.replace(cfg, data=data)
 
 
+def check_data_paths(cfg: Config, split: str) -> None:
+    """Raise ``DatasetError`` naming the config key when ``data.<split>``'s image folder or
+    annotation file is unset or missing: ``data.train.images: folder not found: <path>``."""
+    from ..data.base import DatasetError
+
+    paths = getattr(cfg.data, split)
+    for name, exists, what in (("images", os.path.isdir, "folder"),
+                               ("annotations", os.path.isfile, "file")):
+        key, path = f"data.{split}.{name}", getattr(paths, name)
+        if not path:
+            raise DatasetError(f"{key} is empty: set it in the config, or enable "
+                               "data.synthetic")
+        if not exists(path):
+            raise DatasetError(f"{key}: {what} not found: {path}")
+
+
 def _dataset(cfg: Config, *, train: bool):
     from ..data.coco import COCODataset
     from ..data.transforms import build_transforms
 
     d, inp = cfg.data, cfg.data.input
     split = d.train if train else d.test
-    key = "data.train" if train else "data.test"
-    for name in ("images", "annotations"):
-        if not getattr(split, name):
-            raise ValueError(f"{key}.{name} is empty: set it in the config, or enable "
-                             "data.synthetic")
+    check_data_paths(cfg, "train" if train else "test")
     transforms = build_transforms(
         train=train, min_size=inp.min_size_train if train else inp.min_size_test,
         max_size=inp.max_size_train if train else inp.max_size_test,
         flip_prob=inp.flip_prob, photometric=inp.photometric)
     return COCODataset(images=split.images, annotations=split.annotations,
                        transforms=transforms, train=train, filter_empty=d.filter_empty,
-                       on_bad_image=d.on_bad_image)
+                       on_bad_image=d.on_bad_image, on_bad_annotation=d.on_bad_annotation)
 
 
 def build_train_dataset(cfg: Config):
@@ -147,6 +162,51 @@ def build_evaluator(cfg: Config, classes: list[dict], *, verbose: bool = False):
                          output_dir=cfg.output_dir, verbose=verbose)
 
 
+RUN_FILES = ("last.pth", "best.pth", "metrics.jsonl", "eval.json", "coco_results.json",
+             "config.yaml", "log.txt")
+RUN_FOLDERS = ("vis", "tensorboard")
+
+
+def prepare_output_dir(output_dir: str | os.PathLike, *, resume: bool, force: bool,
+                       delete: bool = True) -> list[str]:
+    """Refuse to train into a folder that holds a previous run (``last.pth`` or
+    ``metrics.jsonl``) unless ``resume`` (continue it) or ``force`` (start over: the previous
+    run's files, ``RUN_FILES`` and ``RUN_FOLDERS``, are deleted; nothing else in the folder).
+
+    Raises ``FileExistsError`` naming the folder and both ways on. Under torchrun every process
+    checks (so all stop alike) and only the main one deletes (``delete``). Returns the names
+    deleted.
+    """
+    out = Path(output_dir)
+    found = [name for name in ("last.pth", "metrics.jsonl") if (out / name).is_file()]
+    if not found or resume:
+        return []
+    if not force:
+        raise FileExistsError(
+            f"{out} already holds a run ({', '.join(found)}): pass --resume to continue it, "
+            "or --force to start over (its run files are deleted), or choose another --output")
+    deleted = [name for name in (*RUN_FILES, *RUN_FOLDERS) if (out / name).exists()]
+    if not delete:
+        return []
+    for name in deleted:
+        if (out / name).is_dir():
+            shutil.rmtree(out / name)
+        else:
+            (out / name).unlink()
+    return deleted
+
+
+def check_before_data(cfg: Config) -> None:
+    """What can fail before the (slow) dataset loading: the backbone weights file (looked up,
+    or downloaded, now) and a norm that cannot train from scratch."""
+    from backbones.weights import resolve_weights
+
+    b = cfg.model.backbone
+    if b.weights is not None:
+        resolve_weights(b.weights, arch=b.name)
+    check_trainable_norm(cfg)
+
+
 def build_trainer(cfg: Config, *, device: torch.device, resume: bool = False
                   ) -> tuple[Trainer, Config]:
     """A ready :class:`~detection.engine.Trainer` for ``cfg`` and the resolved config.
@@ -163,7 +223,10 @@ def build_trainer(cfg: Config, *, device: torch.device, resume: bool = False
         log.info("resuming from %s at iteration %d", out / "last.pth", ckpt["iteration"])
     elif resume:
         log.info("--resume: no %s yet, starting from iteration 0", out / "last.pth")
+    check_before_data(cfg)
     cfg = prepare_data(cfg)
+    for split in ("train", "test"):
+        check_data_paths(cfg, split)
     train_set = build_train_dataset(cfg)
     cfg = with_num_classes(cfg, train_set.classes)
     seed_all(cfg.seed)  # the same initial weights on every process
@@ -185,6 +248,8 @@ def build_trainer(cfg: Config, *, device: torch.device, resume: bool = False
     if du.is_main_process():
         save_config(cfg, out / "config.yaml")
         writer = MetricsWriter(out, truncate_after=start)
+        for split, dataset in (("train", train_set), ("test", test_set)):
+            writer.write({"type": "data", "iteration": start, "split": split, **dataset.stats})
     trainer = Trainer(
         model=model, optimizer=optimizer, scheduler=scheduler,
         data_loader=build_train_loader(cfg, train_set, start_iter=start),
