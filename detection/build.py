@@ -38,7 +38,7 @@ from .roi_heads import RoIHeads
 from .rpn import RPN, RPNHead
 from .sampler import BalancedSampler
 
-__all__ = ["build_model"]
+__all__ = ["build_model", "check_trainable_norm"]
 
 FPN_IN_FEATURES = ["res2", "res3", "res4", "res5"]
 
@@ -85,6 +85,26 @@ def _check_weights_file(m: ModelConfig) -> None:
                     f"format: download {MSRA_URL.format(f'R-{depth}')} (on a machine with "
                     f"internet), then run: python tools/convert_pretrained.py {src} {weights}")
     raise FileNotFoundError(message)
+
+
+def check_trainable_norm(cfg: Config) -> None:
+    """Refuse to *train* ``norm: FrozenBN`` without pretrained weights.
+
+    FrozenBN keeps the statistics it was loaded with; from scratch those are the identity
+    (mean 0, var 1), so a deep ResNet's activations grow stage by stage until the losses
+    overflow. We stop with an error rather than switch the norm behind the user's back: BN, GN
+    and SyncBN differ in batch-size dependence and multi-GPU behaviour, which is the user's choice.
+    (Inference builds with ``weights=None`` too, as a checkpoint holds the statistics: this check
+    is for training only.)
+    """
+    b = cfg.model.backbone
+    pretrained = b.weights is not None or getattr(cfg.model, "weights", None)
+    if b.norm == "FrozenBN" and not pretrained and not b.name.startswith("vgg"):
+        raise ValueError(
+            "model.backbone.norm is FrozenBN but model.backbone.weights is null: frozen "
+            "BatchNorm keeps identity statistics when training from scratch and the activations "
+            "of a deep ResNet overflow; set model.backbone.norm to BN, GN or SyncBN (and "
+            "model.backbone.freeze_at: 0), or give pretrained model.backbone.weights")
 
 
 def _check_variant(m: ModelConfig) -> None:

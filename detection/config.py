@@ -222,6 +222,7 @@ class DataConfig:
     num_workers: int = 2
     filter_empty: bool = True
     on_bad_image: str = _choices("skip", "error", default="skip")
+    on_bad_annotation: str = _choices("skip", "error", default="skip")  # NaN/negative/... boxes
     aspect_grouping: bool = True
     keep_difficult: bool = False  # voc: train on "difficult" objects too
     class_names: Optional[list[str]] = None  # voc: the label order (default: the 20 VOC ones)

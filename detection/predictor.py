@@ -21,11 +21,11 @@ import numpy as np
 import torch
 
 from .build import build_model
-from .config import Config, config_from_dict, load_config
+from .config import Config, load_config
 from .data.base import decode_image
 from .data.classes import label_to_category_id
 from .data.transforms import build_transforms
-from .engine.checkpoint import load_checkpoint, load_model_weights
+from .engine.checkpoint import checkpoint_config, load_checkpoint, load_model_weights
 from .engine.distributed import resolve_device
 
 __all__ = ["Predictor", "load_trained_model", "BACKENDS"]
@@ -63,10 +63,7 @@ def _resolve_config(config: Union[PathLike, Config, None], ckpt: dict, weights: 
         return config
     if config is not None:
         return load_config(config)
-    if not isinstance(ckpt.get("config"), dict):
-        raise ValueError(f"no config given and the checkpoint {weights} holds none: "
-                         "pass the config file the model was trained with")
-    return config_from_dict(ckpt["config"], source=f"{weights} (config)")
+    return checkpoint_config(ckpt, weights)
 
 
 def _resolve_classes(cfg: Config, ckpt: dict, weights: PathLike) -> list[dict]:

@@ -1,8 +1,9 @@
 """Draw detections on an image with OpenCV.
 
 One colour per label from a fixed palette (the same label always gets the same colour), a box
-outline whose thickness grows with the image, and a ``"name 0.97"`` tag on a filled background in
-the box colour. The tag's text is black or white, whichever contrasts with the background: with
+outline and a ``"name 0.97"`` tag on a filled background in the box colour, both scaled with the
+image; tags stay inside the image and avoid each other, and a small image can be enlarged first
+(``min_size``) so that the drawing can be read. The tag's text is black or white, whichever contrasts with the background: with
 the Rec. 601 luma ``Y = 0.299 R + 0.587 G + 0.114 B`` (0..255), text is black when ``Y >= 140``.
 """
 from __future__ import annotations
@@ -70,23 +71,63 @@ def _check_image(image: np.ndarray) -> None:
         raise ValueError(f"image must be H x W x 3 (RGB), got shape {tuple(image.shape)}")
 
 
-def _draw_tag(canvas: np.ndarray, text: str, x1: int, y1: int, color: tuple[int, int, int],
-              scale: float, thickness: int) -> None:
-    """The tag sits on top of the box, or just inside it when the box touches the top edge."""
-    h, w = canvas.shape[:2]
-    (tw, th), baseline = cv2.getTextSize(text, _FONT, scale, thickness)
-    pad = max(1, thickness)
-    box_h = th + baseline + 2 * pad
-    top = y1 - box_h if y1 - box_h >= 0 else y1
-    left = min(max(x1, 0), max(w - tw - 2 * pad, 0))
-    cv2.rectangle(canvas, (left, top), (left + tw + 2 * pad, min(top + box_h, h - 1)), color,
-                  thickness=cv2.FILLED)
-    cv2.putText(canvas, text, (left + pad, top + pad + th), _FONT, scale, text_color_for(color),
-                thickness=thickness, lineType=cv2.LINE_AA)
+Rect = tuple[int, int, int, int]  # x0, y0, x1, y1 (exclusive)
+
+
+def _overlap(a: Rect, b: Rect) -> int:
+    return max(0, min(a[2], b[2]) - max(a[0], b[0])) * max(0, min(a[3], b[3]) - max(a[1], b[1]))
+
+
+def _place_tag(size: tuple[int, int], box: Rect, image_hw: tuple[int, int],
+               taken: list[Rect]) -> Rect:
+    """Where a ``size = (width, height)`` tag goes for ``box``: above it, inside its top,
+    below it or inside its bottom, the first that fits in the image without covering a tag
+    already placed (else the one covering least); always wholly inside the image."""
+    (tw, th), (h, w) = size, image_hw
+    x0, y0, x1, y1 = box
+    left = min(max(x0, 0), max(w - tw, 0))
+    tops = (y0 - th, y0, y1, y1 - th)
+    candidates = []
+    for top in tops:
+        fits = 0 <= top and top + th <= h
+        top = min(max(top, 0), max(h - th, 0))
+        rect = (left, top, left + tw, top + th)
+        covered = sum(_overlap(rect, t) for t in taken)
+        candidates.append((not fits, covered > 0, covered, rect))
+        if fits and not covered:
+            return rect
+    return min(candidates)[3]
+
+
+def _style(h: int, w: int) -> tuple[int, float, int]:
+    """Box line width, font scale and text thickness for an image of ``h x w``: lines 1 px per
+    300 px of the longer side; text about 3 % of it high (at least 12 px)."""
+    longer = max(h, w)
+    thickness = max(1, int(round(longer / 300)))
+    (_, unit_h), unit_base = cv2.getTextSize("Ag", _FONT, 1.0, 1)
+    font_scale = max(12.0, 0.03 * longer) / (unit_h + unit_base)
+    return thickness, font_scale, max(1, int(round(font_scale * 1.6)))
+
+
+def _tag_size(text: str, scale: float, thickness: int, width: int) -> tuple[str, float, int, int]:
+    """Fit a tag into ``width``: shrink the font down to 0.3, then shorten the text (the class
+    name loses its end, ``..`` marks the cut). Returns (text, scale, tag width, tag height)."""
+    while True:
+        (tw, th), baseline = cv2.getTextSize(text, _FONT, scale, thickness)
+        pad = max(2, th // 4)
+        if tw + 2 * pad <= width or len(text) <= 6:
+            return text, scale, min(tw + 2 * pad, width), th + baseline + 2 * pad
+        if scale > 0.3:
+            scale = max(0.3, scale * 0.85)
+        else:  # "a very long name 0.90" -> "a very long n.. 0.90"
+            name, score = text.rsplit(" ", 1)
+            name = name[:-3] if name.endswith("..") else name
+            text = f"{name[:-1]}.. {score}"
 
 
 def draw_detections(image: np.ndarray, boxes: Any, scores: Any, labels: Any,
-                    class_names: ClassNames = None, score_thresh: float = 0.5) -> np.ndarray:
+                    class_names: ClassNames = None, score_thresh: float = 0.5,
+                    min_size: int = 0) -> np.ndarray:
     """Return a copy of ``image`` (uint8 H x W x 3 RGB) with the detections drawn on it.
 
     ``boxes``: (n, 4) absolute xyxy pixels; ``scores``: (n,); ``labels``: (n,) ints (numpy arrays,
@@ -94,6 +135,12 @@ def draw_detections(image: np.ndarray, boxes: Any, scores: Any, labels: Any,
     scores last (on top). ``class_names`` maps a label to its name: a dict ``{label: name}``, or a
     sequence in label order where label ``i`` is entry ``i - 1``; a label without a name is
     written as its number.
+
+    Line width and font grow with the image; each ``"name 0.97"`` tag lies wholly inside the
+    image and, where there is room, covers no other tag (the best-scoring detections choose
+    first). ``min_size``: an image whose longer side is shorter is first enlarged to it
+    (bilinear, boxes scaled alike), so small images come out readable: the returned array then
+    has that size.
     """
     _check_image(image)
     boxes = _as_numpy(boxes, np.float64).reshape(-1, 4)
@@ -104,20 +151,33 @@ def draw_detections(image: np.ndarray, boxes: Any, scores: Any, labels: Any,
                          f"{len(boxes)}, {len(scores)}, {len(labels)}")
     canvas = np.ascontiguousarray(image).copy()
     h, w = canvas.shape[:2]
-    thickness = max(1, int(round(max(h, w) / 400)))  # 1 px up to 600 px, 3 px at 1333 px
-    font_scale = max(0.35, 0.3 * thickness + 0.15)
-    text_thickness = max(1, thickness - 1)
+    if max(h, w) < min_size:
+        factor = min_size / max(h, w)
+        h, w = int(round(h * factor)), int(round(w * factor))
+        canvas = cv2.resize(canvas, (w, h), interpolation=cv2.INTER_LINEAR)
+        boxes = boxes * np.array([w / image.shape[1], h / image.shape[0]] * 2)
+    thickness, font_scale, text_thickness = _style(h, w)
 
     keep = np.nonzero(scores >= score_thresh)[0]
-    order = keep[np.argsort(scores[keep], kind="stable")]  # ascending: best drawn last
+    order = keep[np.argsort(-scores[keep], kind="stable")]  # best first: it places its tag first
+    drawn, taken = [], []
     for i in order:
         x1, y1, x2, y2 = np.round(boxes[i]).astype(int)
-        x1, x2 = int(np.clip(x1, 0, w - 1)), int(np.clip(x2, 0, w - 1))
-        y1, y2 = int(np.clip(y1, 0, h - 1)), int(np.clip(y2, 0, h - 1))
+        box = (int(np.clip(x1, 0, w - 1)), int(np.clip(y1, 0, h - 1)),
+               int(np.clip(x2, 0, w - 1)), int(np.clip(y2, 0, h - 1)))
+        text, scale, tw, th = _tag_size(f"{_name_of(int(labels[i]), class_names)} "
+                                        f"{scores[i]:.2f}", font_scale, text_thickness, w)
+        taken.append(_place_tag((tw, th), box, (h, w), taken))
+        drawn.append((i, box, text, scale, taken[-1]))
+    for i, box, text, scale, tag in reversed(drawn):  # best drawn last, on top
         color = color_for_label(labels[i])
-        cv2.rectangle(canvas, (x1, y1), (x2, y2), color, thickness=thickness)
-        text = f"{_name_of(int(labels[i]), class_names)} {scores[i]:.2f}"
-        _draw_tag(canvas, text, x1, y1, color, font_scale, text_thickness)
+        cv2.rectangle(canvas, box[:2], box[2:], color, thickness=thickness)
+        x0, y0, x1, y1 = tag
+        cv2.rectangle(canvas, (x0, y0), (x1 - 1, y1 - 1), color, thickness=cv2.FILLED)
+        (_, text_h), baseline = cv2.getTextSize(text, _FONT, scale, text_thickness)
+        pad = (y1 - y0 - text_h - baseline) // 2
+        cv2.putText(canvas, text, (x0 + pad, y0 + pad + text_h), _FONT, scale,
+                    text_color_for(color), thickness=text_thickness, lineType=cv2.LINE_AA)
     return canvas
 
 

@@ -202,3 +202,34 @@ def exported(tmp_path_factory: pytest.TempPathFactory):
         return cache[variant]
 
     return get
+
+
+@pytest.fixture(scope="session")
+def tiny_config(tiny_model_config):
+    """``tiny_config(folder, data, **sections) -> folder / "tiny.yaml"``: a training config of
+    R-18-FPN with 32 channels on 64 px images (a real model, a second per few iterations) on
+    ``data`` (a ``SyntheticCOCO``), output in ``folder / "out"``; ``sections`` update its
+    top-level sections key by key (``solver={"max_iter": 2}``)."""
+    import yaml
+
+    def write(folder: Path, data: SyntheticCOCO, **sections) -> Path:
+        cfg = {
+            "model": tiny_model_config(),
+            "data": {"train": {"images": data.train_images,
+                               "annotations": data.train_annotations},
+                     "test": {"images": data.val_images, "annotations": data.val_annotations},
+                     "input": {"min_size_train": [56, 64], "max_size_train": 96,
+                               "min_size_test": 64, "max_size_test": 96, "flip_prob": 0.5},
+                     "num_workers": 0},
+            "solver": {"max_iter": 4, "base_lr": 0.01, "ims_per_batch": 2, "steps": [3],
+                       "warmup_iters": 2, "checkpoint_period": 2},
+            "test": {"eval_period": 2, "vis_images": 2, "vis_score_thresh": 0.0},
+            "output_dir": str(Path(folder) / "out"), "device": "cpu", "log_period": 1,
+        }
+        for section, values in sections.items():
+            cfg[section] = {**cfg[section], **values} if isinstance(values, dict) else values
+        path = Path(folder) / "tiny.yaml"
+        path.write_text(yaml.safe_dump(cfg))
+        return path
+
+    return write

@@ -30,11 +30,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # no PyPI version check (2 s offline)
 
 from detection.benchmark import TASKS, format_report, run_benchmark  # noqa: E402
-from detection.config import ConfigError, load_config  # noqa: E402
+from detection.cli import ArgumentParser, tool_main  # noqa: E402
+from detection.config import load_config  # noqa: E402
 
 
 def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--config", required=True, help="YAML config file")
     p.add_argument("--task", nargs="+", choices=TASKS, default=list(TASKS),
                    help="what to measure (default: all)")
@@ -63,18 +64,15 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     return args
 
 
+@tool_main
 def main(argv: Optional[list[str]] = None) -> int:
     args = parse_args(argv)
-    try:
-        cfg = load_config(args.config, args.set)
-        result = run_benchmark(cfg, tasks=tuple(args.task), device=args.device, amp=args.amp,
-                               batch=args.batch, iters=args.iters, warmup=args.warmup,
-                               size=args.size, threads=args.threads, weights=args.weights,
-                               compare_torchvision=args.compare_torchvision,
-                               config_path=args.config, onnx=args.onnx)
-    except (ConfigError, ValueError, FileNotFoundError, RuntimeError, ImportError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    cfg = load_config(args.config, args.set)
+    result = run_benchmark(cfg, tasks=tuple(args.task), device=args.device, amp=args.amp,
+                           batch=args.batch, iters=args.iters, warmup=args.warmup,
+                           size=args.size, threads=args.threads, weights=args.weights,
+                           compare_torchvision=args.compare_torchvision,
+                           config_path=args.config, onnx=args.onnx)
     print(format_report(result))
     if args.output:
         Path(args.output).parent.mkdir(parents=True, exist_ok=True)

@@ -11,12 +11,15 @@ run, headed by its backbone (with the run's folder name when two runs share a ba
 """
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import sys
 from pathlib import Path
 from typing import Any, Optional
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, uninstalled
+
+from detection.cli import ArgumentParser, tool_main  # noqa: E402
 
 SUMMARY_ROWS = (("mAP@.5", "mAP50"), ("mAP@[.5, .95]", "mAP"))
 VOC_ROWS = (("VOC mAP@.5 (11-point)", "mAP_11point"), ("VOC mAP@.5 (all-point)", "mAP_allpoint"))
@@ -102,16 +105,13 @@ def format_markdown(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(out)
 
 
+@tool_main
 def main(argv: Optional[list[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("runs", nargs="+", help="run output folders or eval.json files")
     parser.add_argument("--markdown", action="store_true", help="print a Markdown table")
     args = parser.parse_args(argv)
-    try:
-        evals = [load_eval(p) for p in args.runs]
-    except (OSError, ValueError) as e:
-        print(f"compare.py: {e}", file=sys.stderr)
-        return 2
+    evals = [load_eval(p) for p in args.runs]
     header, rows = build_rows(evals)
     print(format_markdown(header, rows) if args.markdown
           else format_text(header, rows, len(summary_rows(evals))))

@@ -19,14 +19,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, uninstalled
 
-from detection.data.base import DatasetError  # noqa: E402
+from detection.cli import ArgumentParser, tool_main  # noqa: E402
 from detection.data.formats import (coco_to_yolo, read_class_names, voc_to_coco,  # noqa: E402
                                     write_json, yolo_to_coco)
 from detection.data.voc import VOC_CLASSES  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = ArgumentParser(description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
     voc = sub.add_parser("voc2coco", help="VOCdevkit folder(s) -> COCO json")
     voc.add_argument("--root", action="append", required=True,
@@ -68,17 +68,13 @@ def run(args: argparse.Namespace) -> str:
         return _summary(data, args.out, args.images)
     stats = coco_to_yolo(args.annotations, args.labels, args.names)
     return (f"wrote {stats['images']} label files under {args.labels} ({stats['boxes']} boxes; "
-            f"left out: {stats['crowd_skipped']} crowd, {stats['empty_skipped']} empty after "
-            f"clipping) and {args.names}")
+            f"left out: {stats['crowd_skipped']} crowd, {stats['bad_skipped']} bad boxes: "
+            f"NaN, empty or outside the image) and {args.names}")
 
 
+@tool_main
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    try:
-        print(run(args))
-    except (DatasetError, FileExistsError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    print(run(parse_args(argv)))
     return 0
 
 

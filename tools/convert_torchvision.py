@@ -11,22 +11,23 @@ stored config has ``model.backbone.weights: null`` (the checkpoint holds every w
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout, uninstalled
 
-from detection.config import ConfigError, load_config  # noqa: E402
+from detection.cli import ArgumentParser, tool_main  # noqa: E402
+from detection.config import load_config  # noqa: E402
 from detection.convert import convert_checkpoint, read_torchvision_checkpoint  # noqa: E402
 from detection.engine.checkpoint import save_checkpoint  # noqa: E402
 
 DEFAULT_CONFIG = ROOT / "configs" / "coco" / "faster_rcnn_R_50_FPN_torchvision.yaml"
 
 
+@tool_main
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("src", help="torchvision checkpoint (.pth state_dict or training ckpt)")
     parser.add_argument("dst", help="output checkpoint path")
     parser.add_argument("--config", default=str(DEFAULT_CONFIG),
@@ -35,12 +36,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="FrozenBN eps the model ran with: 0 for torchvision's published "
                              "weights (default), 1e-5 for one trained with its references")
     args = parser.parse_args(argv)
-    try:
-        checkpoint = convert_checkpoint(read_torchvision_checkpoint(args.src),
-                                        load_config(args.config), norm_eps=args.norm_eps)
-    except (ConfigError, FileNotFoundError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    checkpoint = convert_checkpoint(read_torchvision_checkpoint(args.src),
+                                    load_config(args.config), norm_eps=args.norm_eps)
     save_checkpoint(checkpoint, args.dst)  # atomic: a crash leaves no half-written file
     print(f"wrote {args.dst}: {len(checkpoint['model'])} tensors, "
           f"{len(checkpoint['classes'])} classes")

@@ -13,7 +13,6 @@ nothing else. See ``detection/export/`` for the graph and the choice of exporter
 """
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import time
@@ -23,12 +22,14 @@ from typing import Optional
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, uninstalled
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # no PyPI version check (2 s offline)
 
+from detection.cli import ArgumentParser, tool_main  # noqa: E402
 from detection.export.exporter import DEFAULT_OPSET, export_onnx  # noqa: E402
 from detection.predictor import load_trained_model  # noqa: E402
 
 
+@tool_main
 def main(argv: Optional[list[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--weights", required=True, help="checkpoint (.pth)")
     parser.add_argument("--config", help="YAML config (default: the one in the checkpoint)")
     parser.add_argument("--output", required=True, help="the .onnx file to write")
@@ -40,14 +41,10 @@ def main(argv: Optional[list[str]] = None) -> int:
                              "lower it")
     args = parser.parse_args(argv)
     start = time.perf_counter()
-    try:
-        cfg, model, classes = load_trained_model(args.config, args.weights,
-                                                 score_thresh=args.score_thresh)
-        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-        export_onnx(model, args.output, cfg=cfg, classes=classes, opset=args.opset)
-    except (OSError, ValueError, RuntimeError, ImportError) as e:  # ConfigError: ValueError
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    cfg, model, classes = load_trained_model(args.config, args.weights,
+                                             score_thresh=args.score_thresh)
+    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+    export_onnx(model, args.output, cfg=cfg, classes=classes, opset=args.opset)
     size_mb = Path(args.output).stat().st_size / 2**20
     print(f"wrote {args.output} ({size_mb:.1f} MB, opset {args.opset}, "
           f"{time.perf_counter() - start:.0f} s): {cfg.model.backbone.name} "

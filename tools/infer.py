@@ -15,11 +15,11 @@ video, camera or stream after N frames. ``--onnx model.onnx`` runs a file of
 ``<name>.mp4``, ``camera<i>.mp4``, ``stream.mp4`` (mp4v). ``detections.json`` maps every
 written image's file name (a frame: ``<video name>#<frame index>``, ``camera0#<frame index>``)
 to its detections ``[{"category_id", "category_name", "bbox": [x, y, w, h], "score"}, ...]`` in
-original pixels. ``--save-coco FILE`` also writes the
-images' detections as a COCO results list (``image_id``, ``category_id``, ``bbox`` xywh,
-``score``; ``pycocotools.COCO.loadRes`` reads it), the image ids looked up by file name in the
-``--annotations`` json (a COCO annotation or image-info file). An input that cannot be read is
-reported by name and skipped; the exit status is then 1. A camera or stream that cannot be
+original pixels. ``--save-coco FILE`` also writes the images' detections as a COCO results list
+(``image_id``, ``category_id``, ``bbox`` xywh, ``score``; ``pycocotools.COCO.loadRes`` reads
+it), the image ids looked up by file name in the ``--annotations`` json (a COCO annotation or
+image-info file). An input that cannot be read is reported by name and skipped; the tool then
+ends with ``error: N input(s) skipped`` (exit status 2). A camera or stream that cannot be
 opened stops the tool with one ``error:`` line (exit status 2).
 """
 from __future__ import annotations
@@ -35,6 +35,7 @@ import numpy as np
 from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from detection.cli import ArgumentParser, UserError, tool_main  # noqa: E402
 from detection.data.coco import DatasetError, decode_image  # noqa: E402
 from detection.media import (VIDEO_SUFFIXES, coco_image_ids, coco_results,  # noqa: E402
                              expand_inputs, is_live, live_name, open_capture, read_frames)
@@ -123,11 +124,10 @@ def run(args: argparse.Namespace) -> int:
                               backend="onnxruntime" if args.onnx else "torch")
         for source in live:  # before any work: a camera or stream that fails stops the tool
             captures[source] = open_capture(source)
-    except (OSError, ValueError, RuntimeError, ImportError) as e:  # ConfigError is a ValueError
+    except BaseException:  # tool_main prints a user error as one line
         for capture in captures.values():
             capture.release()
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        raise
     thresh = args.score_thr if args.score_thr is not None else predictor.cfg.test.vis_score_thresh
     out_dir = Path(args.output)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -171,11 +171,14 @@ def run(args: argparse.Namespace) -> int:
         _save_coco(args.save_coco, coco, unknown, args.annotations)
     for message in failed:
         print(f"skipped: {message}", file=sys.stderr)
-    return 1 if failed else 0
+    if failed:
+        raise UserError(f"{len(failed)} input(s) skipped (listed above)")
+    return 0
 
 
+@tool_main
 def main(argv: Optional[list[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", help="YAML config (default: the one in the checkpoint)")
     model = parser.add_mutually_exclusive_group(required=True)
     model.add_argument("--weights", help="checkpoint (.pth)")

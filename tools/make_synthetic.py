@@ -8,7 +8,6 @@ the same set is already there (an existing folder with other content is an error
 """
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
@@ -17,11 +16,13 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from detection.cli import ArgumentParser, tool_main  # noqa: E402
 from detection.data.synthetic import ensure_synthetic  # noqa: E402
 
 
+@tool_main
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--root", required=True, help="output folder")
     parser.add_argument("--num-train", type=int, default=400)
     parser.add_argument("--num-val", type=int, default=100)
@@ -32,14 +33,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="share of images without any object")
     args = parser.parse_args(argv)
     start = time.perf_counter()
-    try:
-        paths = ensure_synthetic(args.root, num_train=args.num_train, num_val=args.num_val,
-                                 image_size=args.image_size, seed=args.seed,
-                                 max_objects=args.max_objects,
-                                 empty_fraction=args.empty_fraction)
-    except (FileExistsError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    paths = ensure_synthetic(args.root, num_train=args.num_train, num_val=args.num_val,
+                             image_size=args.image_size, seed=args.seed,
+                             max_objects=args.max_objects, empty_fraction=args.empty_fraction)
     print(f"synthetic COCO set at {paths.root} ({time.perf_counter() - start:.1f} s)")
     for name in ("train_images", "train_annotations", "val_images", "val_annotations"):
         print(f"  {name}: {getattr(paths, name)}")

@@ -9,13 +9,13 @@ Needs matplotlib: ``pip install -e ".[plot]"``.
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 from typing import Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, uninstalled
 
+from detection.cli import ArgumentParser, UserError, tool_main  # noqa: E402
 from detection.engine.logging import read_metrics  # noqa: E402
 
 TRAIN_KEYS = ("loss", "loss_rpn_cls", "loss_rpn_box", "loss_cls", "loss_box", "lr")
@@ -77,8 +77,9 @@ def _unique_names(paths: list[str]) -> list[str]:
     return [n if names.count(n) == 1 else p for n, p in zip(names, paths)]
 
 
+@tool_main
 def main(argv: Optional[list[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("runs", nargs="+", help="run output folders (or metrics.jsonl files)")
     parser.add_argument("--output", help="PNG to write (default: RUN/metrics.png for one run, "
                                          "./metrics.png for several)")
@@ -87,13 +88,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     try:
         import matplotlib  # noqa: F401
     except ImportError:
-        print('plot_logs.py needs matplotlib: pip install -e ".[plot]"', file=sys.stderr)
-        return 2
-    try:
-        runs = {n: read_metrics(p) for n, p in zip(_unique_names(args.runs), args.runs)}
-    except (OSError, ValueError) as e:
-        print(f"plot_logs.py: {e}", file=sys.stderr)
-        return 2
+        raise UserError('plot_logs.py needs matplotlib: pip install -e ".[plot]"') from None
+    runs = {n: read_metrics(p) for n, p in zip(_unique_names(args.runs), args.runs)}
     first = Path(args.runs[0])
     default = (first if first.is_dir() else first.parent) / "metrics.png"
     output = args.output or (default if len(args.runs) == 1 else "metrics.png")

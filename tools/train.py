@@ -5,8 +5,11 @@
     python tools/train.py --config configs/coco/faster_rcnn_R_50_FPN_1x.yaml --set seed=1
     torchrun --nproc_per_node 8 tools/train.py --config configs/coco/faster_rcnn_R_50_FPN_1x.yaml
     python tools/train.py --config ... --resume       # continue from <output_dir>/last.pth
+    python tools/train.py --config ... --force        # start over in a used output folder
 
-Writes into ``output_dir``: config.yaml, metrics.jsonl, last.pth, best.pth, eval.json, vis/.
+Writes into ``output_dir``: config.yaml, metrics.jsonl, log.txt (everything printed), last.pth,
+best.pth, eval.json, coco_results.json, vis/. A folder that holds a previous run is refused unless
+``--resume`` (continue it) or ``--force`` (start over) is given.
 """
 from __future__ import annotations
 
@@ -19,63 +22,63 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, uninstalled
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # no PyPI version check (2 s offline)
 
-from backbones.weights import WeightsError  # noqa: E402
-from detection.engine.setup import build_trainer, dataset_source  # noqa: E402
-from detection.config import ConfigError, dump_config, load_config  # noqa: E402
+from detection.cli import ArgumentParser, tee_output, tool_main  # noqa: E402
+from detection.config import dump_config, load_config  # noqa: E402
 from detection.engine import distributed as du  # noqa: E402
 from detection.engine.logging import LOGGER_NAME, setup_logger, write_eval_json  # noqa: E402
-from detection.engine.trainer import NonFiniteLossError, save_visualizations  # noqa: E402
+from detection.engine.setup import build_trainer, dataset_source, prepare_output_dir  # noqa: E402
+from detection.engine.trainer import save_visualizations  # noqa: E402
 from detection.evaluation import format_table, headline  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--config", required=True, help="YAML config file")
     p.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", action="extend",
                    help="override config keys, e.g. solver.max_iter=1000 seed=1")
     p.add_argument("--output", help="output folder (overrides output_dir)")
-    p.add_argument("--resume", action="store_true", help="continue from <output_dir>/last.pth")
+    runs = p.add_mutually_exclusive_group()
+    runs.add_argument("--resume", action="store_true", help="continue from <output_dir>/last.pth")
+    runs.add_argument("--force", action="store_true",
+                      help="start over in an output folder that holds a previous run (its run "
+                           "files are deleted)")
     p.add_argument("--print-config", action="store_true", help="print the resolved config, exit")
     return p.parse_args(argv)
 
 
+@tool_main
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     overrides = list(args.set) + ([f"output_dir={args.output}"] if args.output else [])
+    cfg = load_config(args.config, overrides)
+    if args.print_config:
+        print(dump_config(cfg), end="")
+        return 0
+    device = du.init_distributed(du.resolve_device(cfg.device))
     try:
-        cfg = load_config(args.config, overrides)
-        if args.print_config:
-            print(dump_config(cfg), end="")
-            return 0
-        device = du.resolve_device(cfg.device)
-    except (ConfigError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    device = du.init_distributed(device)
-    logger = setup_logger(du.get_rank())
-    try:
-        return train(cfg, device=device, resume=args.resume, config_path=args.config)
+        deleted = prepare_output_dir(cfg.output_dir, resume=args.resume, force=args.force,
+                                     delete=du.is_main_process())
+        du.synchronize()
+        if du.is_main_process():  # log.txt: everything printed, up to the last error line
+            tee_output(Path(cfg.output_dir) / "log.txt", append=args.resume)
+        logger = setup_logger(du.get_rank())
+        if deleted:
+            logger.info("--force: deleted the previous run's %s in %s", ", ".join(deleted),
+                        cfg.output_dir)
+        train(cfg, device=device, resume=args.resume, config_path=args.config)
     finally:
         du.destroy_distributed()
+    return 0
 
 
-def train(cfg, *, device, resume: bool, config_path: str) -> int:
-    logger = logging.getLogger(LOGGER_NAME)
-    try:
-        trainer, cfg = build_trainer(cfg, device=device, resume=resume)
-    except (ValueError, FileNotFoundError, FileExistsError, WeightsError) as e:
-        logger.error("error: %s", e)  # bad data, weights or config values: no traceback
-        return 1
-    logger.info("training %s on %s, %d process(es), output in %s", cfg.model.backbone.name,
-                device, du.get_world_size(), cfg.output_dir)
-    try:
-        results = trainer.train()
-    except NonFiniteLossError as e:
-        logger.error("%s", e)
-        return 1
+def train(cfg, *, device, resume: bool, config_path: str) -> None:
+    trainer, cfg = build_trainer(cfg, device=device, resume=resume)
+    logging.getLogger(LOGGER_NAME).info(
+        "training %s on %s, %d process(es), output in %s", cfg.model.backbone.name, device,
+        du.get_world_size(), cfg.output_dir)
+    results = trainer.train()
     if du.is_main_process():
         report(trainer, cfg, results, config_path=config_path)
-    return 0
 
 
 def report(trainer, cfg, results: dict, *, config_path: str) -> None:

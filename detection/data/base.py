@@ -1,4 +1,5 @@
-"""What every detection dataset shares: decoding, the flat box index, the bad-image policy.
+"""What every detection dataset shares: decoding, the flat box index, the bad-image and
+bad-box policies.
 
 A format-specific subclass (``COCODataset``, ``VOCDataset``) parses its annotation files once,
 validates them, and hands :meth:`DetectionDataset._set_index` one row per image and one row per
@@ -9,6 +10,13 @@ docs/ARCHITECTURE.md::
      "boxes": float32 Tensor (n, 4) xyxy in transformed pixels,
      "labels": int64 Tensor (n,) in 1..K,
      "image_id": int, "original_size": (h, w) before transforms, "file_name": str}
+
+**Bad boxes** (:func:`bad_box_reasons`): a non-finite coordinate, a negative or zero width or
+height, or a box wholly outside its image. With ``on_bad_annotation="skip"`` (the default, as
+torchvision's references and MMDetection do) such a box stays out of the targets, is named in a
+warning (the first ``MAX_NAMED_BAD_BOXES``, then a count) and counted in ``stats["bad_boxes"]``;
+``"error"`` stops at the first with a message naming the file and the annotation. Boxes partly
+outside their image are clipped to it (``stats["clipped_boxes"]``), never reported as bad.
 
 The index is a handful of numpy arrays (image ids, sizes, file names, boxes grouped by image
 through offsets), so DataLoader workers share it copy-on-write without touching Python reference
@@ -33,6 +41,50 @@ Transform = Callable[[np.ndarray, np.ndarray, np.ndarray],
 
 class DatasetError(ValueError):
     """Bad dataset input; the message names the file and the image / annotation id at fault."""
+
+
+ON_BAD = ("skip", "error")
+MAX_NAMED_BAD_BOXES = 10
+
+
+def bad_box_reasons(boxes: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+    """Why each box cannot be an object of its image; ``""`` where it can.
+
+    Args:
+        boxes: (B, 4) xyxy pixels, as annotated (not clipped).
+        sizes: (B, 2) ``(height, width)`` of each box's image.
+
+    Returns a (B,) str array: ``"has a non-finite coordinate"``, ``"has a negative width or
+    height"``, ``"has a zero width or height"``, ``"lies wholly outside the HxW image"`` or ``""``.
+    """
+    xyxy = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    hw = np.asarray(sizes, dtype=np.float64).reshape(-1, 2)
+    reasons = np.full(len(xyxy), "", dtype=object)
+    finite = np.isfinite(xyxy).all(axis=1)
+    with np.errstate(invalid="ignore"):
+        wh = xyxy[:, 2:] - xyxy[:, :2]
+        negative = finite & (wh < 0).any(axis=1)
+        zero = finite & ~negative & (wh == 0).any(axis=1)
+        inside_lo = np.maximum(xyxy[:, :2], 0)
+        inside_hi = np.minimum(xyxy[:, 2:], hw[:, ::-1])
+        outside = finite & ~negative & ~zero & (inside_hi <= inside_lo).any(axis=1)
+    reasons[~finite] = "has a non-finite coordinate"
+    reasons[negative] = "has a negative width or height"
+    reasons[zero] = "has a zero width or height"
+    for i in np.flatnonzero(outside):
+        reasons[i] = f"lies wholly outside the {int(hw[i, 0])}x{int(hw[i, 1])} (h x w) image"
+    return reasons
+
+
+def ignored_regions(boxes: np.ndarray) -> np.ndarray:
+    """(B, 4) xyxy -> the regions evaluation ignores for bad boxes: each box with its corners
+    sorted (a negative side turned around); a box with a non-finite coordinate becomes all zeros
+    (no region: it matches nothing)."""
+    xyxy = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    out = np.concatenate([np.minimum(xyxy[:, :2], xyxy[:, 2:]),
+                          np.maximum(xyxy[:, :2], xyxy[:, 2:])], axis=1)
+    out[~np.isfinite(xyxy).all(axis=1)] = 0.0
+    return out
 
 
 def decode_image(path: str) -> np.ndarray:
@@ -102,10 +154,11 @@ class DetectionDataset(torch.utils.data.Dataset):
     # ------------------------------------------------------------------------- the index
     def _set_index(self, *, image_ids: np.ndarray, sizes: np.ndarray, file_names: np.ndarray,
                    rows: np.ndarray, boxes: np.ndarray, labels: np.ndarray,
-                   ignored: np.ndarray, min_box_size: float,
-                   filter_empty: bool) -> tuple[np.ndarray, dict[str, int]]:
-        """Store the flat arrays; boxes are clipped to their image, and tiny or ignored ones
-        (crowd, difficult) left out of the targets.
+                   ignored: np.ndarray, min_box_size: float, filter_empty: bool,
+                   on_bad_annotation: str, source: str,
+                   box_name: Callable[[int], str]) -> tuple[np.ndarray, dict[str, int]]:
+        """Store the flat arrays; boxes are clipped to their image, and bad, tiny or ignored
+        ones (crowd, difficult) left out of the targets.
 
         Args:
             image_ids, sizes, file_names: (I,) int64, (I, 2) int64 ``(h, w)``, (I,) str.
@@ -113,15 +166,24 @@ class DetectionDataset(torch.utils.data.Dataset):
                 float pixels, label ``1..K``, and whether it stays out of the targets.
             min_box_size: a box whose width or height after clipping is <= this is dropped.
             filter_empty: leave out images without a kept box.
+            on_bad_annotation: ``"skip"`` or ``"error"`` for bad boxes (module docstring).
+            source: the annotation file(s), for messages.
+            box_name: box ``j`` as the user finds it, e.g. ``"annotation id 17: bbox [...]"``.
 
         Returns the boolean (I,) mask of images kept and the counts ``images``,
-        ``images_without_boxes``, ``boxes`` (kept), ``ignored``, ``dropped_boxes``.
+        ``images_without_boxes``, ``boxes`` (kept), ``ignored``, ``dropped_boxes`` (tiny),
+        ``bad_boxes``, ``clipped_boxes``.
         """
         xyxy = np.array(boxes, dtype=np.float64).reshape(-1, 4)
         hw = sizes[rows].astype(np.float64)
-        xyxy[:, 0::2] = np.clip(xyxy[:, 0::2], 0, hw[:, 1:2])
-        xyxy[:, 1::2] = np.clip(xyxy[:, 1::2], 0, hw[:, 0:1])
-        big = (xyxy[:, 2:] - xyxy[:, :2] > min_box_size).all(axis=1)
+        bad = self._check_boxes(xyxy, hw, on_bad_annotation, source, box_name)
+        xyxy[bad] = 0.0
+        clipped = xyxy.copy()
+        clipped[:, 0::2] = np.clip(xyxy[:, 0::2], 0, hw[:, 1:2])
+        clipped[:, 1::2] = np.clip(xyxy[:, 1::2], 0, hw[:, 0:1])
+        was_clipped = ~bad & (clipped != xyxy).any(axis=1)
+        xyxy = clipped
+        big = ~bad & (xyxy[:, 2:] - xyxy[:, :2] > min_box_size).all(axis=1)
         keep = ~ignored & big
         kept_rows = rows[keep]
         by_image = np.argsort(kept_rows, kind="stable")  # file order within an image
@@ -134,8 +196,30 @@ class DetectionDataset(torch.utils.data.Dataset):
         self._labels = np.asarray(labels, dtype=np.int64)[keep][by_image]
         counts_out = {"images": len(image_ids), "images_without_boxes": int((counts == 0).sum()),
                       "boxes": int(keep.sum()), "ignored": int(ignored.sum()),
-                      "dropped_boxes": int((~ignored & ~big).sum())}
+                      "dropped_boxes": int((~ignored & ~big & ~bad).sum()),
+                      "bad_boxes": int(bad.sum()), "clipped_boxes": int(was_clipped.sum())}
         return selected, counts_out
+
+    def _check_boxes(self, xyxy: np.ndarray, hw: np.ndarray, policy: str, source: str,
+                     box_name: Callable[[int], str]) -> np.ndarray:
+        """The (B,) mask of bad boxes; raises or warns as ``policy`` says."""
+        if policy not in ON_BAD:
+            raise ValueError(f'on_bad_annotation must be "skip" or "error", got {policy!r}')
+        reasons = bad_box_reasons(xyxy, hw)
+        bad = reasons != ""
+        found = np.flatnonzero(bad)
+        if policy == "error" and len(found):
+            j = found[0]
+            raise DatasetError(f"{source}: {box_name(j)} {reasons[j]} (data.on_bad_annotation: "
+                               "error; 'skip' leaves such boxes out and goes on)")
+        what = "left out of training" if self.train else "an ignored region in evaluation"
+        for j in found[:MAX_NAMED_BAD_BOXES]:
+            self._logger.warning("%s: skipping %s (%s; %s)", source, box_name(j), reasons[j],
+                                 what)
+        if len(found) > MAX_NAMED_BAD_BOXES:
+            self._logger.warning("%s: skipping %d more bad boxes (%d in all)", source,
+                                 len(found) - MAX_NAMED_BAD_BOXES, len(found))
+        return bad
 
     def __len__(self) -> int:
         return len(self._image_ids)

@@ -25,7 +25,8 @@ from typing import Any
 import numpy as np
 from pycocotools.coco import COCO
 
-from .base import DatasetError, DetectionDataset, Transform, decode_image
+from .base import (DatasetError, DetectionDataset, Transform, bad_box_reasons, decode_image,
+                   ignored_regions)
 from .classes import classes_from_categories
 
 __all__ = ["COCODataset", "DatasetError", "Transform", "decode_image", "load_coco",
@@ -44,10 +45,11 @@ _REQUIRED = {
 def read_coco_json(path: str | os.PathLike) -> dict[str, Any]:
     """Parse and validate a COCO detection json; returns the parsed dict (the file is untouched).
 
-    Checks: the json parses; the top level has ``images``, ``annotations``, ``categories`` lists;
-    each entry has its required keys (``_REQUIRED``); image / category / annotation ids are unique
-    and image / category ids are integers; every ``bbox`` is 4 finite numbers with width and
-    height >= 0; every annotation refers to a known image and category.
+    Checks the structure: the json parses; the top level has ``images``, ``annotations``,
+    ``categories`` lists; each entry has its required keys (``_REQUIRED``); image / category /
+    annotation ids are unique and image / category ids are integers; every ``bbox`` is 4 numbers;
+    every annotation refers to a known image and category. A box's geometry (NaN, negative or
+    zero size, outside the image) is the datasets' ``on_bad_annotation`` policy, not checked here.
     """
     path = os.fspath(path)
     try:
@@ -105,12 +107,6 @@ def _check_annotations(data: dict, path: str) -> None:
                     isinstance(v, (int, float)) and not isinstance(v, bool) for v in bbox)):
                 raise DatasetError(f"{path}: annotation id {a['id']}: bbox must be 4 numbers "
                                    f"[x, y, width, height], got {bbox!r}")
-    boxes = boxes.astype(np.float64)
-    bad = ~np.isfinite(boxes).all(axis=1) | (boxes[:, 2] < 0) | (boxes[:, 3] < 0)
-    if bad.any():
-        a = anns[int(np.flatnonzero(bad)[0])]
-        raise DatasetError(f"{path}: annotation id {a['id']}: bbox {a['bbox']} has a negative "
-                           "or non-finite width/height")
     for key, section in (("image_id", "images"), ("category_id", "categories")):
         known = {e["id"] for e in data[section]}
         for a in anns:
@@ -120,21 +116,44 @@ def _check_annotations(data: dict, path: str) -> None:
                                    f"{what} id {a[key]!r}")
 
 
+def coco_boxes(data: dict) -> tuple[np.ndarray, np.ndarray]:
+    """(A, 4) xyxy boxes of every annotation of a validated COCO dict and (A, 2) ``(h, w)`` of
+    their images, in file order."""
+    anns = data["annotations"]
+    size = {im["id"]: (im["height"], im["width"]) for im in data["images"]}
+    xywh = np.array([a["bbox"] for a in anns], dtype=np.float64).reshape(-1, 4)
+    with np.errstate(invalid="ignore"):  # inf + -inf: NaN, a bad box like any other
+        xyxy = np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], axis=1)
+    sizes = np.array([size[a["image_id"]] for a in anns], dtype=np.float64).reshape(-1, 2)
+    return xyxy, sizes
+
+
 def load_coco(path: str | os.PathLike) -> COCO:
-    """A pycocotools ``COCO`` index of a validated json; ``area`` (w*h) and ``iscrowd`` (0) are
-    filled in where missing, as COCOeval needs them (in our parsed copy, not in the file)."""
+    """A pycocotools ``COCO`` index of a validated json, for evaluation (the file is untouched).
+
+    ``area`` (w*h) and ``iscrowd`` (0) are filled in where missing, as COCOeval needs them. A
+    bad box (``bad_box_reasons``), which training skips, becomes an **ignored region**: marked
+    ``iscrowd=1``, so a detection on it is neither a true nor a false positive and it is never a
+    miss, exactly as pycocotools treats a crowd region. The region is the box with a negative
+    side turned around; a box with a non-finite coordinate has no region and matches nothing
+    (``ignored_regions``). Valid boxes are evaluated as written, as pycocotools does.
+    """
     data = read_coco_json(path)
-    for a in data["annotations"]:
+    xyxy, sizes = coco_boxes(data)
+    bad = bad_box_reasons(xyxy, sizes) != ""
+    regions = ignored_regions(xyxy)
+    for a, is_bad, (x0, y0, x1, y1) in zip(data["annotations"], bad, regions.tolist()):
         a.setdefault("iscrowd", 0)
-        if "area" not in a:
+        if is_bad:
+            a["iscrowd"], a["bbox"], a["area"] = 1, [x0, y0, x1 - x0, y1 - y0], (x1 - x0) * (
+                y1 - y0)
+        elif "area" not in a:
             a["area"] = float(a["bbox"][2]) * float(a["bbox"][3])
     coco = COCO()
     coco.dataset = data
     with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints "creating index..."
         coco.createIndex()
     return coco
-
-
 
 
 # ----------------------------------------------------------------------------- dataset
@@ -152,6 +171,9 @@ class COCODataset(DetectionDataset):
         filter_empty: in training, leave out images without a usable box.
         on_bad_image: ``"skip"`` (warn once per file, count in ``num_bad_images``) or ``"error"``
             (raise ``DatasetError`` naming the file at once).
+        on_bad_annotation: a bad box (NaN, negative or zero size, wholly outside the image) is
+            ``"skip"``-ped with a warning naming its annotation id (``stats["bad_boxes"]``) or
+            an ``"error"`` naming the file and the annotation id (``detection/data/base.py``).
         min_box_size: boxes whose width or height after clipping to the image is <= this many
             pixels are dropped and counted in ``stats["dropped_boxes"]``.
 
@@ -160,7 +182,8 @@ class COCODataset(DetectionDataset):
 
     def __init__(self, *, images: str | os.PathLike, annotations: str | os.PathLike,
                  transforms: Transform | None = None, train: bool, filter_empty: bool = True,
-                 on_bad_image: str = "skip", min_box_size: float = 1.0) -> None:
+                 on_bad_image: str = "skip", on_bad_annotation: str = "skip",
+                 min_box_size: float = 1.0) -> None:
         super().__init__(transforms=transforms, train=train, on_bad_image=on_bad_image)
         self.images = os.fspath(images)
         self.annotations = os.fspath(annotations)
@@ -168,17 +191,21 @@ class COCODataset(DetectionDataset):
             raise DatasetError(f"image folder not found: {self.images}")
         data = read_coco_json(self.annotations)
         self.classes = classes_from_categories(data["categories"])
-        self._index(data, min_box_size=min_box_size, filter_empty=train and filter_empty)
+        self._index(data, min_box_size=min_box_size, filter_empty=train and filter_empty,
+                    on_bad_annotation=on_bad_annotation)
         self._check_not_empty(self.annotations)
         s = self.stats
         logger.info("%s: %d images used of %d, %d boxes, %d images without boxes, %d crowd "
-                    "boxes ignored", self.annotations, len(self), s["images"], s["boxes"],
-                    s["images_without_boxes"], s["crowd_boxes"])
+                    "boxes ignored, %d bad boxes skipped, %d boxes clipped to their image",
+                    self.annotations, len(self), s["images"], s["boxes"],
+                    s["images_without_boxes"], s["crowd_boxes"], s["bad_boxes"],
+                    s["clipped_boxes"])
         if s["dropped_boxes"]:
             logger.warning("%s: dropped %d boxes of width or height <= %g px after clipping",
                            self.annotations, s["dropped_boxes"], min_box_size)
 
-    def _index(self, data: dict, *, min_box_size: float, filter_empty: bool) -> None:
+    def _index(self, data: dict, *, min_box_size: float, filter_empty: bool,
+               on_bad_annotation: str) -> None:
         """Validated image fields and xywh -> xyxy boxes into the shared flat index."""
         imgs, anns = data["images"], data["annotations"]
         for im in imgs:
@@ -188,7 +215,7 @@ class COCODataset(DetectionDataset):
                 raise DatasetError(f"{self.annotations}: image id {im['id']}: height/width must "
                                    f"be positive integers and file_name a string")
         img_ids = np.array([im["id"] for im in imgs], dtype=np.int64)
-        ann_boxes = np.array([a["bbox"] for a in anns], np.float64).reshape(-1, 4)
+        ann_xyxy, _ = coco_boxes(data)
         order = np.argsort(img_ids)
         cat_ids = np.array([c["id"] for c in self.classes], dtype=np.int64)
         _, counts = self._set_index(
@@ -196,14 +223,17 @@ class COCODataset(DetectionDataset):
             sizes=np.array([[im["height"], im["width"]] for im in imgs], np.int64).reshape(-1, 2),
             file_names=np.array([im["file_name"] for im in imgs], dtype=np.str_),
             rows=order[np.searchsorted(img_ids[order], [a["image_id"] for a in anns])],
-            boxes=np.concatenate([ann_boxes[:, :2], ann_boxes[:, :2] + ann_boxes[:, 2:]], axis=1),
+            boxes=ann_xyxy,
             labels=np.searchsorted(cat_ids, [a["category_id"] for a in anns]) + 1,
             ignored=np.array([bool(a.get("iscrowd", 0)) for a in anns], dtype=bool),
-            min_box_size=min_box_size, filter_empty=filter_empty)
+            min_box_size=min_box_size, filter_empty=filter_empty,
+            on_bad_annotation=on_bad_annotation, source=self.annotations,
+            box_name=lambda j: f"annotation id {anns[j]['id']}: bbox {anns[j]['bbox']}")
         self.stats = {"images": counts["images"],
                       "images_without_boxes": counts["images_without_boxes"],
                       "boxes": counts["boxes"], "crowd_boxes": counts["ignored"],
-                      "dropped_boxes": counts["dropped_boxes"]}
+                      "dropped_boxes": counts["dropped_boxes"], "bad_boxes": counts["bad_boxes"],
+                      "clipped_boxes": counts["clipped_boxes"]}
 
     def _image_path(self, idx: int) -> str:
         return os.path.join(self.images, str(self._file_names[idx]))

@@ -34,7 +34,8 @@ from PIL import Image
 
 from .base import DatasetError
 from .classes import classes_from_categories
-from .coco import read_coco_json
+from .base import bad_box_reasons
+from .coco import coco_boxes, read_coco_json
 from .voc import VOC_CLASSES, read_voc
 
 __all__ = ["coco_to_yolo", "read_class_names", "read_yolo_labels", "voc_to_coco", "write_json",
@@ -203,8 +204,9 @@ def coco_to_yolo(annotations: PathLike, labels: PathLike, names: PathLike) -> di
     ``file_name`` with ``.txt``; empty for an image without objects) and the names file.
 
     Boxes are clipped to the image and written with 6 decimals (0.5 px is reached only past
-    500,000 px). Crowd boxes (YOLO has none) and boxes empty after clipping are left out and
-    counted. Returns ``{"images", "boxes", "crowd_skipped", "empty_skipped"}``.
+    500,000 px). Crowd boxes (YOLO has none) and bad boxes (``bad_box_reasons``: NaN, negative
+    or zero size, wholly outside the image) are left out and counted.
+    Returns ``{"images", "boxes", "crowd_skipped", "bad_skipped"}``.
     """
     data = read_coco_json(annotations)
     classes = classes_from_categories(data["categories"])
@@ -212,18 +214,16 @@ def coco_to_yolo(annotations: PathLike, labels: PathLike, names: PathLike) -> di
     labels, names = Path(labels), Path(names)
     lines: dict[int, list[str]] = {im["id"]: [] for im in data["images"]}
     size = {im["id"]: (im["width"], im["height"]) for im in data["images"]}
-    stats = {"images": len(lines), "boxes": 0, "crowd_skipped": 0, "empty_skipped": 0}
-    for a in data["annotations"]:
-        if a.get("iscrowd", 0):
-            stats["crowd_skipped"] += 1
+    stats = {"images": len(lines), "boxes": 0, "crowd_skipped": 0, "bad_skipped": 0}
+    bad = bad_box_reasons(*coco_boxes(data)) != ""
+    for a, is_bad in zip(data["annotations"], bad):
+        if a.get("iscrowd", 0) or is_bad:
+            stats["bad_skipped" if is_bad else "crowd_skipped"] += 1
             continue
         w, h = size[a["image_id"]]
         x, y, bw, bh = (float(v) for v in a["bbox"])
         x0, y0 = min(max(x, 0.0), w), min(max(y, 0.0), h)
         x1, y1 = min(max(x + bw, 0.0), w), min(max(y + bh, 0.0), h)
-        if x1 <= x0 or y1 <= y0:
-            stats["empty_skipped"] += 1
-            continue
         lines[a["image_id"]].append(
             f"{yolo_class[a['category_id']]} {(x0 + x1) / 2 / w:.6f} {(y0 + y1) / 2 / h:.6f} "
             f"{(x1 - x0) / w:.6f} {(y1 - y0) / h:.6f}\n")

@@ -2,10 +2,18 @@
 
 Each yields ``list[dict]`` samples (``collate``); decoding and augmentation run in the workers.
 ``batch_size`` is per process: with ``W`` processes the global batch is ``W * batch_size``.
+
+**Workers and OpenCV.** Workers are forked, and each limits OpenCV to one thread (one worker per
+core). A forked child inherits OpenCV's thread pool without its threads: if the parent had used
+OpenCV (drawing, evaluation, generating the synthetic set), the child's ``cv2.setNumThreads``
+waits forever on the dead threads' condition variable. So the loaders start their workers while
+this process's OpenCV pool is shut down (``cv2.setNumThreads(1)`` for the instant of the fork,
+then restored, :class:`ForkSafeLoader`): the parent keeps its threads, the workers inherit none.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import random
 from collections.abc import Iterable, Iterator
@@ -19,8 +27,8 @@ from torch.utils.data import BatchSampler, DataLoader, Dataset, Sampler
 from .samplers import (AspectRatioBatchSampler, InferenceSampler, SkipBatches, TrainingSampler,
                        aspect_ratio_groups, dist_rank_world_size)
 
-__all__ = ["SeededBatches", "SeededSamples", "build_test_loader", "build_train_loader",
-           "collate"]
+__all__ = ["ForkSafeLoader", "SeededBatches", "SeededSamples", "build_test_loader",
+           "build_train_loader", "collate"]
 
 
 def collate(batch: list[dict[str, Any] | None]) -> list[dict[str, Any]]:
@@ -37,6 +45,28 @@ def _seed_transforms(seed: int, dataset: Dataset) -> None:
     transforms = getattr(dataset, "transforms", None)
     if hasattr(transforms, "set_random_seed"):  # albumentations keeps its own RNG
         transforms.set_random_seed(seed)
+
+
+@contextlib.contextmanager
+def _opencv_pool_shut_down() -> Iterator[None]:
+    """OpenCV single-threaded (its pool's threads stopped) inside the block, restored after."""
+    threads = cv2.getNumThreads()
+    cv2.setNumThreads(1)
+    try:
+        yield
+    finally:
+        cv2.setNumThreads(threads)
+
+
+class ForkSafeLoader(DataLoader):
+    """A ``DataLoader`` whose worker processes start while OpenCV's thread pool is shut down in
+    this process, so they never inherit a pool whose threads do not exist (module docstring)."""
+
+    def __iter__(self):
+        if self.num_workers == 0:
+            return super().__iter__()
+        with _opencv_pool_shut_down():  # workers are started (forked) inside __iter__
+            return super().__iter__()
 
 
 def _init_worker(worker_id: int, *, seed: int, rank: int, start_iter: int) -> None:
@@ -114,7 +144,7 @@ def build_train_loader(dataset: Dataset, *, batch_size: int, num_workers: int, s
         batches = BatchSampler(sampler, batch_size, drop_last=True)
     seeded = SeededBatches(SkipBatches(batches, start_iter), seed=seed, rank=rank,
                            start=start_iter)
-    return DataLoader(
+    return ForkSafeLoader(
         SeededSamples(dataset), batch_sampler=seeded, num_workers=num_workers,
         collate_fn=collate, pin_memory=_pin(pin_memory), persistent_workers=num_workers > 0,
         worker_init_fn=functools.partial(_init_worker, seed=seed, rank=rank,
@@ -128,7 +158,7 @@ def build_test_loader(dataset: Dataset, *, batch_size: int = 1, num_workers: int
     """One pass over this rank's shard of ``dataset`` in index order (``InferenceSampler``)."""
     sampler = InferenceSampler(len(dataset), rank=rank, world_size=world_size)
     rank = sampler.rank
-    return DataLoader(
+    return ForkSafeLoader(
         dataset, batch_sampler=BatchSampler(sampler, batch_size, drop_last=False),
         num_workers=num_workers, collate_fn=collate, pin_memory=_pin(pin_memory),
         persistent_workers=num_workers > 0,

@@ -103,8 +103,10 @@ def read_voc(roots: PathLike | Sequence[PathLike], splits: str | Sequence[str],
     Errors name the file and, where it applies, the line or the object (``object #3 (dog)``,
     counting from 1 in XML order): a missing root, split file or XML; unparsable XML; ``<size>``
     without positive integer ``<width>``/``<height>``; an object without ``<name>``, of an
-    unknown class, without four numeric ``<bndbox>`` coordinates, with ``xmax < xmin`` or
-    ``ymax < ymin``, or with ``<difficult>`` other than 0/1.
+    unknown class, without four numeric ``<bndbox>`` coordinates, or with ``<difficult>`` other
+    than 0/1. A box's geometry (``xmax < xmin``, outside the image) is kept as written: it is the
+    datasets' ``on_bad_annotation`` policy (``detection/data/base.py``); ``VOCEvaluator`` treats
+    such a box as difficult.
     """
     class_index = {name: label for label, name in enumerate(class_names, start=1)}
     if len(class_index) != len(class_names):
@@ -197,14 +199,17 @@ def _parse_object(obj: ET.Element, where: str, class_index: dict[str, int]
         found = {c: _text(bndbox, c) for c in _COORDS}
         raise DatasetError(f"{where}: <bndbox> needs numbers <xmin> <ymin> <xmax> <ymax>, got "
                            f"{found}")
-    if xmax < xmin or ymax < ymin:
-        raise DatasetError(f"{where}: <bndbox> has xmax < xmin or ymax < ymin: "
-                           f"{dict(zip(_COORDS, coords))}")
     diff = _text(obj, "difficult") or "0"  # absent in some VOC2012 objects: not difficult
     if diff not in ("0", "1"):
         raise DatasetError(f"{where}: <difficult> must be 0 or 1, got {diff!r}")
     # 1-based inclusive pixel indices -> continuous 0-based xyxy (see the module docstring)
     return [xmin - 1.0, ymin - 1.0, xmax, ymax], class_index[name], diff == "1"
+
+
+def _one_based(box: np.ndarray) -> dict[str, float]:
+    """A 0-based xyxy box back as the XML's 1-based ``<bndbox>`` values, for messages."""
+    return dict(zip(_COORDS, (float(box[0]) + 1, float(box[1]) + 1, float(box[2]),
+                              float(box[3]))))
 
 
 def _text(element: ET.Element | None, tag: str) -> str | None:
@@ -239,6 +244,9 @@ class VOCDataset(DetectionDataset):
         filter_empty: in training, leave out images without a usable box.
         on_bad_image: ``"skip"`` (warn once per file, count in ``num_bad_images``) or
             ``"error"`` (raise ``DatasetError`` naming the file at once).
+        on_bad_annotation: a bad box (``xmax < xmin``, wholly outside the image, ...) is
+            ``"skip"``-ped with a warning naming the file and the object (``stats["bad_boxes"]``)
+            or an ``"error"`` naming them (``detection/data/base.py``).
         min_box_size: boxes whose width or height after clipping to the image is <= this many
             pixels are dropped and counted in ``stats["dropped_boxes"]``.
 
@@ -250,32 +258,39 @@ class VOCDataset(DetectionDataset):
     def __init__(self, *, roots: PathLike | Sequence[PathLike], splits: str | Sequence[str],
                  class_names: Sequence[str] | None = None, transforms: Transform | None = None,
                  train: bool, keep_difficult: bool = False, filter_empty: bool = True,
-                 on_bad_image: str = "skip", min_box_size: float = 1.0) -> None:
+                 on_bad_image: str = "skip", on_bad_annotation: str = "skip",
+                 min_box_size: float = 1.0) -> None:
         super().__init__(transforms=transforms, train=train, on_bad_image=on_bad_image)
         self.pairs = voc_pairs(roots, splits)
         names = tuple(VOC_CLASSES if class_names is None else class_names)
         self.annotations = ann = read_voc(*zip(*self.pairs), class_names=names)
         self.classes = [{"id": i, "name": n} for i, n in enumerate(names, start=1)]
         self.keep_difficult = keep_difficult
+        source = ", ".join(f"{root} ({split})" for root, split in self.pairs)
+        rows = np.repeat(np.arange(len(ann.names)), np.diff(ann.offsets))
         selected, counts = self._set_index(
             image_ids=ann.image_ids, sizes=ann.sizes,
             file_names=np.char.add(ann.names, ".jpg"),
-            rows=np.repeat(np.arange(len(ann.names)), np.diff(ann.offsets)),
-            boxes=ann.boxes, labels=ann.labels,
+            rows=rows, boxes=ann.boxes, labels=ann.labels,
             ignored=ann.difficult & (not keep_difficult), min_box_size=min_box_size,
-            filter_empty=train and filter_empty)
+            filter_empty=train and filter_empty, on_bad_annotation=on_bad_annotation,
+            source=source, box_name=lambda j: (
+                f"{ann.xml_path(rows[j])}: object #{j - ann.offsets[rows[j]] + 1} "
+                f"({names[ann.labels[j] - 1]}) <bndbox> "
+                f"{_one_based(ann.boxes[j])}"))
         self._rows = np.flatnonzero(selected)  # index -> row of ``annotations``
         self.stats = {"images": counts["images"],
                       "images_without_boxes": counts["images_without_boxes"],
                       "boxes": counts["boxes"], "difficult_boxes": int(ann.difficult.sum()),
-                      "dropped_boxes": counts["dropped_boxes"]}
-        source = ", ".join(f"{root} ({split})" for root, split in self.pairs)
+                      "dropped_boxes": counts["dropped_boxes"], "bad_boxes": counts["bad_boxes"],
+                      "clipped_boxes": counts["clipped_boxes"]}
         self._check_not_empty(source)
         s = self.stats
         logger.info("%s: %d images used of %d, %d boxes, %d images without boxes, %d difficult "
-                    "boxes %s", source, len(self), s["images"], s["boxes"],
-                    s["images_without_boxes"], s["difficult_boxes"],
-                    "kept" if keep_difficult else "ignored")
+                    "boxes %s, %d bad boxes skipped, %d boxes clipped to their image", source,
+                    len(self), s["images"], s["boxes"], s["images_without_boxes"],
+                    s["difficult_boxes"], "kept" if keep_difficult else "ignored",
+                    s["bad_boxes"], s["clipped_boxes"])
         if s["dropped_boxes"]:
             logger.warning("%s: dropped %d boxes of width or height <= %g px after clipping",
                            source, s["dropped_boxes"], min_box_size)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 import random
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Optional, Union
 
@@ -23,13 +23,18 @@ import torch
 from torch import nn
 
 __all__ = [
-    "save_checkpoint", "load_checkpoint", "load_model_weights", "get_rng_state", "set_rng_state",
+    "CheckpointError", "checkpoint_config", "save_checkpoint", "load_checkpoint", "load_model_weights", "get_rng_state", "set_rng_state",
     "seed_all", "unwrap_model",
 ]
 
 PathLike = Union[str, os.PathLike]
 _PLAIN = (str, int, float, bool, type(None), torch.Tensor, torch.Size, torch.dtype,
           torch.device)
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be read, holds no dict or does not fit the model; the message
+    names the file."""
 
 
 def _check_plain(obj: Any, where: str) -> None:
@@ -89,10 +94,23 @@ def load_checkpoint(path: PathLike, map_location: Union[str, torch.device] = "cp
     try:
         data = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # a truncated file, a pickle of arbitrary objects, ...
-        raise RuntimeError(f"cannot read checkpoint {path}: {e}") from e
+        raise CheckpointError(f"cannot read checkpoint {path}: {e}") from e
     if not isinstance(data, dict):
-        raise RuntimeError(f"checkpoint {path} holds a {type(data).__name__}, not a dict")
+        raise CheckpointError(f"checkpoint {path} holds a {type(data).__name__}, not a dict")
     return data
+
+
+def checkpoint_config(ckpt: Mapping[str, Any], path: PathLike, overrides: Sequence[str] = ()):
+    """The config stored in a checkpoint (``ckpt["config"]``, the resolved config of the run
+    that wrote it), with ``key=value`` ``overrides`` applied: what ``tools/eval.py`` and
+    ``tools/infer.py`` use when no ``--config`` is given. Returns a ``Config``."""
+    from ..config import apply_overrides, config_from_dict
+
+    if not isinstance(ckpt.get("config"), dict):
+        raise CheckpointError(f"checkpoint {path} holds no config: pass the config file the "
+                              "model was trained with (--config)")
+    tree = apply_overrides(ckpt["config"], list(overrides))
+    return config_from_dict(tree, source=f"{path} (stored config)")
 
 
 def unwrap_model(model: nn.Module) -> nn.Module:
@@ -112,8 +130,8 @@ def load_model_weights(model: nn.Module, path: PathLike,
     try:
         unwrap_model(model).load_state_dict(state, strict=True)
     except RuntimeError as e:
-        raise RuntimeError(f"weights {path} do not fit the model built from the config: {e}"
-                           ) from None
+        raise CheckpointError(f"weights {path} do not fit the model built from the config: "
+                              f"{e}") from None
     return ckpt
 
 

@@ -26,13 +26,29 @@ __all__ = [
 LOGGER_NAME = "detection"
 
 
+class _StdoutHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stdout`` is at the time (so a run's ``log.txt`` copy of it,
+    ``detection.cli.tee_output``, installed after the logger, still gets every line)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+
+    @property  # type: ignore[override]
+    def stream(self):
+        return sys.stdout
+
+    @stream.setter
+    def stream(self, value) -> None:  # StreamHandler.__init__ assigns it
+        pass
+
+
 def setup_logger(rank: int = 0, level: int = logging.INFO) -> logging.Logger:
     """The ``detection`` logger printing ``[time] message`` to stdout; ranks > 0 only warn."""
     logger = logging.getLogger(LOGGER_NAME)
     logger.setLevel(level if rank == 0 else logging.WARNING)
     logger.propagate = False
     if not logger.handlers:
-        handler = logging.StreamHandler(sys.stdout)
+        handler = _StdoutHandler()
         prefix = "" if rank == 0 else f"[rank {rank}] "
         handler.setFormatter(logging.Formatter(f"[%(asctime)s] {prefix}%(message)s", "%H:%M:%S"))
         logger.addHandler(handler)

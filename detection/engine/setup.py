@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
+import shutil
 from pathlib import Path
 
 import torch
 
 from backbones.weights import IMAGENET_WEIGHTS
 
-from ..build import build_model
+from ..build import build_model, check_trainable_norm
 from ..config import Config, config_to_dict, existing_path, save_config
 from . import distributed as du
 from .checkpoint import load_checkpoint, seed_all
@@ -27,7 +29,8 @@ __all__ = [
     "prepare_data", "has_test_data", "dataset_source", "build_train_dataset",
     "build_test_dataset", "with_num_classes", "images_per_process", "build_train_sampler",
     "build_train_loader", "build_test_loader", "build_optimizer", "build_lr_scheduler",
-    "build_evaluator", "build_model_for_training", "build_trainer",
+    "build_evaluator", "build_model_for_training", "build_trainer", "check_before_data",
+    "check_data_paths", "prepare_output_dir",
 ]
 
 
@@ -77,11 +80,13 @@ def _voc_splits(split) -> list[str]:
     return split.splits * len(split.roots) if len(split.splits) == 1 else split.splits
 
 
-def _check_split_keys(cfg: Config, *, train: bool) -> None:
-    """The keys of ``data.train`` / ``data.test`` fit ``data.format`` and name existing paths
-    (relative paths resolve from the current directory, as everywhere)."""
+def check_data_paths(cfg: Config, split: str) -> None:
+    """The keys of ``data.<split>`` (``train`` or ``test``) fit ``data.format`` and name existing
+    paths, errors naming the key: ``data.train.images: folder not found: <path>`` (relative paths
+    resolve from the current directory, as everywhere)."""
     d = cfg.data
-    split, key = (d.train, "data.train") if train else (d.test, "data.test")
+    key = f"data.{split}"
+    split = getattr(d, split)
     if d.format == "voc":
         used, unused = ("roots", "splits"), ("images", "annotations")
         if d.synthetic.enabled:
@@ -118,7 +123,7 @@ def _dataset(cfg: Config, *, train: bool):
 
     d, inp = cfg.data, cfg.data.input
     split = d.train if train else d.test
-    _check_split_keys(cfg, train=train)
+    check_data_paths(cfg, "train" if train else "test")
     transforms = build_transforms(
         train=train, min_size=inp.min_size_train if train else inp.min_size_test,
         max_size=inp.max_size_train if train else inp.max_size_test,
@@ -127,10 +132,10 @@ def _dataset(cfg: Config, *, train: bool):
         return VOCDataset(roots=split.roots, splits=_voc_splits(split),
                           class_names=d.class_names, transforms=transforms, train=train,
                           keep_difficult=d.keep_difficult, filter_empty=d.filter_empty,
-                          on_bad_image=d.on_bad_image)
+                          on_bad_image=d.on_bad_image, on_bad_annotation=d.on_bad_annotation)
     return COCODataset(images=split.images, annotations=split.annotations,
                        transforms=transforms, train=train, filter_empty=d.filter_empty,
-                       on_bad_image=d.on_bad_image)
+                       on_bad_image=d.on_bad_image, on_bad_annotation=d.on_bad_annotation)
 
 
 def build_train_dataset(cfg: Config):
@@ -259,12 +264,13 @@ def build_model_for_training(cfg: Config, classes: list[dict], *, resuming: bool
 
 
 def _build_inference(cfg: Config, train_set, device: torch.device):
-    """``DatasetInference`` over ``data.test``, or ``None`` (with a log line) without one."""
+    """``(DatasetInference, test set)`` over ``data.test``, or ``(None, None)`` (with a log line)
+    without one."""
     if not has_test_data(cfg):
         logging.getLogger(LOGGER_NAME).info(
             "no data.test in the config: training without evaluation (no eval.json, no "
             "best.pth; last.pth is the result)")
-        return None
+        return None, None
     test_set = build_test_dataset(cfg)
     if test_set.classes != train_set.classes:
         raise ValueError(f"{dataset_source(cfg, train=False)} has other categories than "
@@ -273,7 +279,52 @@ def _build_inference(cfg: Config, train_set, device: torch.device):
     return DatasetInference(
         data_loader=build_test_loader(cfg, test_set),
         evaluator=build_evaluator(cfg, train_set.classes), device=device,
-        amp=cfg.solver.amp, amp_dtype=cfg.solver.amp_dtype, keep=cfg.test.vis_images)
+        amp=cfg.solver.amp, amp_dtype=cfg.solver.amp_dtype, keep=cfg.test.vis_images), test_set
+
+
+RUN_FILES = ("last.pth", "best.pth", "metrics.jsonl", "eval.json", "coco_results.json",
+             "config.yaml", "log.txt")
+RUN_FOLDERS = ("vis", "tensorboard")
+
+
+def prepare_output_dir(output_dir: str | os.PathLike, *, resume: bool, force: bool,
+                       delete: bool = True) -> list[str]:
+    """Refuse to train into a folder that holds a previous run (``last.pth`` or
+    ``metrics.jsonl``) unless ``resume`` (continue it) or ``force`` (start over: the previous
+    run's files, ``RUN_FILES`` and ``RUN_FOLDERS``, are deleted; nothing else in the folder).
+
+    Raises ``FileExistsError`` naming the folder and both ways on. Under torchrun every process
+    checks (so all stop alike) and only the main one deletes (``delete``). Returns the names
+    deleted.
+    """
+    out = Path(output_dir)
+    found = [name for name in ("last.pth", "metrics.jsonl") if (out / name).is_file()]
+    if not found or resume:
+        return []
+    if not force:
+        raise FileExistsError(
+            f"{out} already holds a run ({', '.join(found)}): pass --resume to continue it, "
+            "or --force to start over (its run files are deleted), or choose another --output")
+    deleted = [name for name in (*RUN_FILES, *RUN_FOLDERS) if (out / name).exists()]
+    if not delete:
+        return []
+    for name in deleted:
+        if (out / name).is_dir():
+            shutil.rmtree(out / name)
+        else:
+            (out / name).unlink()
+    return deleted
+
+
+def check_before_data(cfg: Config) -> None:
+    """What can fail before the (slow) dataset loading: the backbone weights file (looked up,
+    or downloaded, now) and a norm that cannot train from scratch."""
+    from backbones.weights import resolve_weights
+
+    b = cfg.model.backbone
+    if b.weights is not None:
+        resolve_weights(b.weights, arch=b.name)
+    check_trainable_norm(cfg)
 
 
 def build_trainer(cfg: Config, *, device: torch.device, resume: bool = False
@@ -292,7 +343,10 @@ def build_trainer(cfg: Config, *, device: torch.device, resume: bool = False
         log.info("resuming from %s at iteration %d", out / "last.pth", ckpt["iteration"])
     elif resume:
         log.info("--resume: no %s yet, starting from iteration 0", out / "last.pth")
+    check_before_data(cfg)
     cfg = prepare_data(cfg)
+    for split in ("train", "test") if has_test_data(cfg) else ("train",):
+        check_data_paths(cfg, split)
     train_set = build_train_dataset(cfg)
     cfg = with_num_classes(cfg, train_set.classes)
     seed_all(cfg.seed)  # the same initial weights on every process
@@ -300,13 +354,17 @@ def build_trainer(cfg: Config, *, device: torch.device, resume: bool = False
     model = model.to(device)
     optimizer = build_optimizer(cfg, model)
     scheduler = build_lr_scheduler(cfg, optimizer)
-    inference = _build_inference(cfg, train_set, device)
+    inference, test_set = _build_inference(cfg, train_set, device)
     start = int(ckpt["iteration"]) if ckpt else 0
     seed_all(cfg.seed + du.get_rank())  # each process's own sampling noise
     writer = None
     if du.is_main_process():
         save_config(cfg, out / "config.yaml")
         writer = MetricsWriter(out, truncate_after=start)
+        for split, dataset in (("train", train_set), ("test", test_set)):
+            if dataset is not None:
+                writer.write({"type": "data", "iteration": start, "split": split,
+                              **dataset.stats})
     trainer = Trainer(
         model=model, optimizer=optimizer, scheduler=scheduler,
         data_loader=build_train_loader(cfg, train_set, start_iter=start),

@@ -59,6 +59,8 @@ class Trainer:
     ``{"config": ..., "classes": ...}``) is stored in every checkpoint.
     """
 
+    ESTIMATE_AFTER = 6  # iterations timed for the up-front estimate of the training time
+
     def __init__(self, *, model: nn.Module, optimizer: torch.optim.Optimizer,
                  scheduler: torch.optim.lr_scheduler.LRScheduler,
                  data_loader: Iterable[list[dict]], max_iter: int, output_dir: str | Path,
@@ -138,6 +140,7 @@ class Trainer:
         data_iter = iter(self.data_loader)  # a DataLoader draws its workers' base seed here:
         set_rng_state(rng)  # keep that draw out of the training's RNG stream (exact resume)
         window: list[dict] = []
+        first: list[float] = []  # times of the first iterations, for the up-front estimate
         t_start = time.perf_counter()
         self.model.train()
         for it in range(start, self.max_iter):
@@ -149,11 +152,23 @@ class Trainer:
                 torch.cuda.synchronize(self.device)
             self.iteration = it + 1
             window.append({**losses, "time": time.perf_counter() - t0, "data_time": t1 - t0})
+            if len(first) < self.ESTIMATE_AFTER:
+                first.append(window[-1]["time"])
+                if len(first) == self.ESTIMATE_AFTER:
+                    self._log_estimate(first)
             if self.iteration % self.log_period == 0 or self.iteration == self.max_iter:
                 self._log(window, elapsed=time.perf_counter() - t_start)
                 window = []
             self._after_step()
         return self.last_results
+
+    def _log_estimate(self, times: list[float]) -> None:
+        """How long the training will take, from the median of the first iterations (the very
+        first, slowed by allocations and worker start, left out)."""
+        per_it = sorted(times[1:])[len(times[1:]) // 2]
+        left = self.max_iter - self.iteration
+        logger.info("%.2f s/iteration over the first %d iterations: the %d left take about %s "
+                    "(plus evaluation)", per_it, len(times), left, format_eta(left * per_it))
 
     def run_step(self, it: int, batch: list[dict]) -> dict[str, float]:
         """One SGD step on ``batch``; returns the loss terms averaged over processes."""
@@ -258,11 +273,13 @@ class DatasetInference:
 
 
 def save_visualizations(kept: list[tuple[dict, dict]], folder: str | Path, *,
-                        classes: list[dict], score_thresh: float = 0.5) -> list[Path]:
+                        classes: list[dict], score_thresh: float = 0.5,
+                        min_size: int = 512) -> list[Path]:
     """Draw each kept output on its (transformed) test image into ``folder``; returns the files.
 
     Outputs are in original-image pixels; they are scaled to the transformed image by
-    ``(W' / W, H' / H)`` before drawing.
+    ``(W' / W, H' / H)`` before drawing. Images whose longer side is under ``min_size`` are
+    enlarged to it first, so that the tags can be read.
     """
     import cv2
 
@@ -277,7 +294,8 @@ def save_visualizations(kept: list[tuple[dict, dict]], folder: str | Path, *,
         (h0, w0), (h, w) = sample["original_size"], image.shape[:2]
         scale = torch.tensor([w / w0, h / h0, w / w0, h / h0])
         canvas = draw_detections(image, pred["boxes"] * scale, pred["scores"], pred["labels"],
-                                 class_names=names, score_thresh=score_thresh)
+                                 class_names=names, score_thresh=score_thresh,
+                                 min_size=min_size)
         path = folder / f"{Path(sample['file_name']).stem}.jpg"
         cv2.imwrite(str(path), canvas[:, :, ::-1])  # RGB -> BGR for OpenCV
         written.append(path)

@@ -52,7 +52,7 @@ import numpy as np
 import torch
 from torchvision.ops import box_iou
 
-from detection.data.base import DatasetError
+from detection.data.base import DatasetError, bad_box_reasons, ignored_regions
 from detection.data.voc import PathLike, read_voc, voc_pairs
 
 from .coco_eval import format_table
@@ -87,6 +87,12 @@ class VOCEvaluator(PerImageEvaluator):
         self.pairs = voc_pairs(roots, splits)
         self.ground_truth = read_voc(*zip(*self.pairs),
                                      class_names=[str(c["name"]) for c in classes])
+        gt = self.ground_truth
+        rows = np.repeat(np.arange(len(gt.names)), np.diff(gt.offsets))
+        bad = bad_box_reasons(gt.boxes, gt.sizes[rows]) != ""
+        # a bad box (skipped in training) is an ignored region, as a difficult one
+        self._gt_boxes = np.where(bad[:, None], ignored_regions(gt.boxes), gt.boxes)
+        self._gt_ignored = gt.difficult | bad
         self.use_07_metric = use_07_metric
         super().__init__(classes=classes, output_dir=output_dir, verbose=verbose)
 
@@ -108,7 +114,7 @@ class VOCEvaluator(PerImageEvaluator):
         ground_truth = {}
         for i in image_ids:
             lo, hi = gt.offsets[i - 1], gt.offsets[i]
-            ground_truth[i] = (gt.boxes[lo:hi], gt.labels[lo:hi], gt.difficult[lo:hi])
+            ground_truth[i] = (self._gt_boxes[lo:hi], gt.labels[lo:hi], self._gt_ignored[lo:hi])
         ap11, ap_all = average_precision(predictions, ground_truth, len(self.classes))
         chosen = ap11 if self.use_07_metric else ap_all
         result = {"mAP": _mean(chosen), "mAP50": _mean(chosen), "mAP_11point": _mean(ap11),

@@ -12,9 +12,12 @@ __all__ = ["require"]
 
 
 def require(module: str) -> ModuleType:
-    """Import ``module`` (``onnx``, ``onnxruntime``), or say which extra installs it."""
+    """Import ``module`` (``onnx``, ``onnxruntime``), or raise ``MissingExtraError`` (an
+    ``ImportError`` that tools print as one ``error:`` line) saying which extra installs it."""
+    from ..cli import MissingExtraError
+
     try:
         return importlib.import_module(module)
     except ImportError:
-        raise ImportError(f"{module} is not installed: ONNX export and ONNX Runtime inference "
+        raise MissingExtraError(f"{module} is not installed: ONNX export and ONNX Runtime inference "
                           'need the export extra: pip install -e ".[export]"') from None

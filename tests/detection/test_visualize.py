@@ -1,9 +1,10 @@
+import cv2
 import numpy as np
 import pytest
 import torch
 
-from detection.visualize import (PALETTE, color_for_label, draw_detections, draw_sample,
-                                 text_color_for)
+from detection.visualize import (PALETTE, _overlap, _place_tag, _style, _tag_size,
+                                 color_for_label, draw_detections, draw_sample, text_color_for)
 
 
 def _gray(h=120, w=160):
@@ -83,3 +84,45 @@ def test_bad_images_raise(image, error):
 def test_mismatched_lengths_raise():
     with pytest.raises(ValueError, match="differ in length"):
         draw_detections(_gray(), [[0, 0, 5, 5]], [0.9, 0.8], [1])
+
+
+def test_small_image_is_enlarged_before_drawing():
+    """A 128 x 171 validation image comes out 383 x 512, its box scaled by 512 / 171."""
+    out = draw_detections(_gray(128, 171), [[30, 40, 90, 100]], [0.9], [2], min_size=512)
+    assert out.shape == (383, 512, 3)
+    color = np.array(color_for_label(2))
+    x_right, y_mid = round(90 * 512 / 171), round(70 * 383 / 128)
+    assert (out[y_mid, x_right] == color).all() and (out[y_mid, x_right + 8] == 100).all()
+    assert draw_detections(_gray(600, 800), [], [], [], min_size=512).shape == (600, 800, 3)
+
+
+def test_text_and_lines_scale_with_the_image():
+    (t_small, f_small, _), (t_large, f_large, _) = _style(383, 512), _style(1000, 1333)
+    assert (t_small, t_large) == (2, 4)
+    assert f_large / f_small == pytest.approx(1333 / 512, rel=1e-6)
+    (_, text_h), base = cv2.getTextSize("Ag", cv2.FONT_HERSHEY_SIMPLEX, f_small, 1)
+    assert text_h + base == pytest.approx(0.03 * 512, abs=1.5)  # ~15 px on a 512 px image
+
+
+def test_tags_stay_inside_the_image_and_do_not_cover_each_other():
+    """Three boxes stacked tightly at the top-left and one in the bottom-right corner: the
+    stacked tags go above, inside and below; every tag lies wholly in the image."""
+    h, w, tag = 383, 512, (140, 20)
+    boxes = [(0, 0, 100, 30), (0, 32, 100, 62), (0, 64, 100, 94), (400, 350, 511, 382)]
+    taken: list = []
+    for box in boxes:
+        taken.append(_place_tag(tag, box, (h, w), taken))
+    for i, (x0, y0, x1, y1) in enumerate(taken):
+        assert 0 <= x0 and x1 <= w and 0 <= y0 and y1 <= h and (x1 - x0, y1 - y0) == tag
+        assert all(_overlap(taken[i], other) == 0 for other in taken[i + 1:])
+    assert taken[0] == (0, 0, 140, 20)  # no room above the top box: inside its top
+    assert taken[3] == (372, 330, 512, 350)  # above, shifted left to stay in the image
+
+
+def test_a_tag_wider_than_the_image_is_shrunk_to_fit():
+    out = draw_detections(_gray(40, 60), [[5, 5, 30, 30]], [0.9], [1],
+                          {1: "a very long class name"})
+    assert out.shape == (40, 60, 3)
+    text, scale, tw, th = _tag_size("a very long class name 0.90", 0.5, 1, 60)
+    assert tw <= 60 and scale == 0.3 and text.endswith(".. 0.90") and text.startswith("a ve")
+    assert cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.3, 1)[0][0] <= 60

@@ -131,9 +131,10 @@ def test_unreadable_inputs_reported_by_name(checkpoint, tmp_path, capsys):
     out = tmp_path / "out"
     code = infer.main(["--weights", str(weights), "--input", str(tmp_path / "in"),
                        str(tmp_path / "missing.png"), "--output", str(out)])
-    assert code == 1
+    assert code == 2
     err = capsys.readouterr().err
     assert "broken.jpg" in err and "broken.mp4" in err and "missing.png" in err
+    assert err.endswith("error: 3 input(s) skipped (listed above)\n")
     assert (out / "img0.png").is_file()
     assert list(json.loads((out / "detections.json").read_text())) == ["img0.png"]
 

@@ -12,8 +12,6 @@ from pathlib import Path
 import torch
 import yaml
 
-from test_train_eval import _tiny_config
-
 REPO = Path(__file__).resolve().parents[2]
 SRUN = """#!/usr/bin/env bash
 # fake srun: the command once per node (SLURM_NNODES tasks), concurrently; its options dropped
@@ -38,11 +36,11 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _config(folder: Path, data) -> Path:
+def _config(folder: Path, data, tiny_config) -> Path:
     """test_train_eval's tiny R-18-FPN run, shortened to 2 iterations of 2 images (one per node)
     and evaluated at the end only, every detection kept (score 0, 20 per image). GroupNorm: no
     per-process running statistics, so the whole state of the replicas must agree."""
-    cfg = yaml.safe_load(_tiny_config(folder, data).read_text())
+    cfg = yaml.safe_load(tiny_config(folder, data).read_text())
     cfg["model"]["backbone"]["norm"] = "GN"
     cfg["data"]["input"]["min_size_train"] = [64]
     cfg["solver"].update(max_iter=2, steps=[1], warmup_iters=1, checkpoint_period=1000)
@@ -52,13 +50,13 @@ def _config(folder: Path, data) -> Path:
     return path
 
 
-def test_two_nodes_keep_replicas_equal_and_evaluate_once(synthetic_coco, tmp_path):
+def test_two_nodes_keep_replicas_equal_and_evaluate_once(synthetic_coco, tiny_config, tmp_path):
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     for name, text in (("srun", SRUN), ("scontrol", SCONTROL)):
         (bin_dir / name).write_text(text)
         (bin_dir / name).chmod(0o755)
-    config = _config(tmp_path, synthetic_coco)
+    config = _config(tmp_path, synthetic_coco, tiny_config)
     env = dict(os.environ, PATH=f"{bin_dir}:{os.environ['PATH']}", SLURM_NNODES="2",
                SLURM_JOB_NODELIST="node[1-2]", SLURM_JOB_ID="4242", SLURM_SUBMIT_DIR=str(REPO),
                SCRIPT="tests/tools/multinode_worker.py", PYTHON=sys.executable,

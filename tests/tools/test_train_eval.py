@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -24,25 +26,6 @@ EVAL_KEYS = {"mAP", "mAP50", "mAP75", "mAP_s", "mAP_m", "mAP_l", "AR100", "per_c
 LOSSES = ("loss_rpn_cls", "loss_rpn_box", "loss_cls", "loss_box")
 
 
-def _tiny_config(folder: Path, data, model: dict) -> Path:
-    """The tiny R-18-FPN of tests/conftest.py on 64 px images: a second per few iterations."""
-    cfg = {
-        "model": model,
-        "data": {"train": {"images": data.train_images, "annotations": data.train_annotations},
-                 "test": {"images": data.val_images, "annotations": data.val_annotations},
-                 "input": {"min_size_train": [56, 64], "max_size_train": 96,
-                           "min_size_test": 64, "max_size_test": 96, "flip_prob": 0.5},
-                 "num_workers": 0},
-        "solver": {"max_iter": 4, "base_lr": 0.01, "ims_per_batch": 2, "steps": [3],
-                   "warmup_iters": 2, "checkpoint_period": 2},
-        "test": {"eval_period": 2, "vis_images": 2, "vis_score_thresh": 0.0},
-        "output_dir": str(folder / "out"), "device": "cpu", "log_period": 1,
-    }
-    path = folder / "tiny.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    return path
-
-
 def _run(args: list[str], *, nproc: int = 1, check: bool = True) -> subprocess.CompletedProcess:
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
     cmd = [sys.executable, *args] if nproc == 1 else [
@@ -59,9 +42,9 @@ def _model_state(path: Path) -> dict:
 
 
 @pytest.fixture(scope="module")
-def trained(synthetic_coco, tmp_path_factory, tiny_model_config):
+def trained(synthetic_coco, tmp_path_factory, tiny_config):
     folder = tmp_path_factory.mktemp("train")
-    config = _tiny_config(folder, synthetic_coco, tiny_model_config())
+    config = tiny_config(folder, synthetic_coco)
     proc = _run(["tools/train.py", "--config", str(config)])
     return config, folder / "out", proc
 
@@ -168,8 +151,8 @@ def test_resumed_run_ends_with_bitwise_the_same_weights(trained, tmp_path):
     assert full.keys() == resumed.keys()
     assert all(torch.equal(full[k], resumed[k]) for k in full), [
         k for k in full if not torch.equal(full[k], resumed[k])]
-    loss = lambda out: [json.loads(x)["loss"] for x in  # noqa: E731
-                        (out / "metrics.jsonl").read_text().splitlines() if '"train"' in x]
+    loss = lambda out: [r["loss"] for r in map(json.loads, (  # noqa: E731
+        out / "metrics.jsonl").read_text().splitlines()) if r["type"] == "train"]
     assert loss(full_out) == loss(tmp_path)
 
 
@@ -183,3 +166,53 @@ def test_print_config_and_config_errors(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "override 'solver.max_itr=7'" in err and "'solver.max_iter'" in err
     assert not (tmp_path / "o").exists()
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_a_used_output_folder_is_refused_and_force_starts_over(trained, tmp_path, capsys):
+    config, out, _ = trained
+    run = tmp_path / "run"
+    shutil.copytree(out, run)
+    (run / "notes.txt").write_text("mine")
+    before = _digest(run / "last.pth")
+    train = load_tool("train")
+    assert train.main(["--config", str(config), "--output", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {run} already holds a run (last.pth, metrics.jsonl)")
+    assert "--resume" in err and "--force" in err and err.count("\n") == 1
+    assert _digest(run / "last.pth") == before
+    assert train.main(["--config", str(config), "--output", str(run), "--force", "--set",
+                       "solver.max_iter=1", "test.eval_period=0", "test.vis_images=0"]) == 0
+    records = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["iteration"] for r in records if r["type"] == "train"] == [1]
+    assert not any((run / "vis").iterdir()) and (run / "notes.txt").read_text() == "mine"
+    assert torch.load(run / "last.pth", weights_only=True)["iteration"] == 1
+    log = (run / "log.txt").read_text()  # everything printed: the logger and the final table
+    assert "--force: deleted the previous run's last.pth, best.pth, metrics.jsonl" in log
+    assert "training from iteration 0 to 1" in log and "mAP@.5 = " in log
+
+
+def test_log_txt_holds_everything_the_run_printed(trained):
+    _, out, proc = trained
+    log = (out / "log.txt").read_text().splitlines()
+    printed = proc.stdout.splitlines()
+    assert [line for line in log if line in set(printed)] == printed and len(printed) > 10
+    assert set(proc.stderr.splitlines()) <= set(log)
+
+
+def test_eval_writes_beside_the_weights_with_the_config_of_the_checkpoint(trained, capsys):
+    """No --config, no --output: the checkpoint's config, results in
+    <run>/eval_last_val/, the run's own eval.json untouched."""
+    _, out, _ = trained
+    before = _digest(out / "eval.json")
+    assert load_tool("eval").main(["--weights", str(out / "last.pth")]) == 0
+    assert f"written to {out / 'eval_last_val' / 'eval.json'}" in capsys.readouterr().out
+    result = json.loads((out / "eval_last_val" / "eval.json").read_text())
+    expected = json.loads((out / "eval.json").read_text())
+    assert (result["mAP"], result["mAP50"]) == (expected["mAP"], expected["mAP50"])
+    assert result["config"] == f"{out / 'last.pth'} (stored config)"
+    assert (out / "eval_last_val" / "coco_results.json").is_file()
+    assert _digest(out / "eval.json") == before

@@ -69,13 +69,13 @@ def test_boxes_xywh_to_xyxy_clipped_and_tiny_boxes_dropped(tmp_path):
             _ann(2, 1, [90, 50, 20, 20]),     # clipped to the 100x60 image -> [90, 50, 100, 60]
             _ann(3, 1, [5, 5, 0.5, 10]),      # 0.5 px wide: dropped
             _ann(4, 1, [99.5, 5, 10, 10]),    # 0.5 px wide after clipping: dropped
-            _ann(5, 1, [120, 10, 5, 5])]      # outside the image: dropped
+            _ann(5, 1, [120, 10, 5, 5])]      # wholly outside the image: a bad box, skipped
     ds = _dataset(tmp_path, _coco([_image(1, h=60, w=100)], anns))
     sample = ds[0]
     assert sample["boxes"].dtype == torch.float32 and sample["labels"].dtype == torch.int64
     assert sample["boxes"].tolist() == [[10, 20, 40, 60], [90, 50, 100, 60]]
-    assert ds.num_dropped_boxes == 3 and ds.stats["dropped_boxes"] == 3
-    assert ds.stats["boxes"] == 2
+    assert ds.num_dropped_boxes == 2 and ds.stats["dropped_boxes"] == 2
+    assert (ds.stats["boxes"], ds.stats["bad_boxes"], ds.stats["clipped_boxes"]) == (2, 1, 2)
 
 
 def test_sample_format_and_rgb_order(tmp_path):
@@ -97,7 +97,8 @@ def test_crowd_boxes_ignored_in_targets_and_empty_images_filtered(tmp_path):
     assert len(train) == 1 and train.image_ids.tolist() == [1]
     assert train[0]["boxes"].tolist() == [[0, 0, 10, 10]]
     assert train.stats == {"images": 3, "images_without_boxes": 2, "boxes": 1,
-                           "crowd_boxes": 2, "dropped_boxes": 0}
+                           "crowd_boxes": 2, "dropped_boxes": 0,
+                           "bad_boxes": 0, "clipped_boxes": 0}
     kept = COCODataset(images=train.images, annotations=train.annotations, train=True,
                        filter_empty=False)
     assert kept.image_ids.tolist() == [1, 2, 3]
@@ -183,8 +184,6 @@ def test_annotation_json_errors_name_file_and_place(tmp_path):
 
 def test_annotation_values_errors_name_annotation_id(tmp_path):
     base = _coco([_image(1)], [])
-    message = _json_error(tmp_path, dict(base, annotations=[_ann(4, 1, [0, 0, -2, 5])]))
-    assert "annotation id 4" in message and "negative" in message
     message = _json_error(tmp_path, dict(base, annotations=[_ann(5, 1, [0, 0, 5])]))
     assert "annotation id 5: bbox must be 4 numbers" in message
     message = _json_error(tmp_path, dict(base, annotations=[_ann(6, 1, [0, "a", 5, 5])]))
@@ -295,3 +294,75 @@ def test_synthetic_fixture_loads(synthetic_coco):
     h, w = s["original_size"]
     assert s["image"].shape == (3, h, w) and len(s["boxes"]) > 0
     assert (s["boxes"][:, 2:] <= torch.tensor([w, h])).all()
+
+
+# ----------------------------------------------------------------------------- bad boxes
+BAD_KINDS = {  # annotation id: (bbox, reason); image 1 is 60 x 100 (h x w)
+    2: ([10, 10, -5, 10], "has a negative width or height"),
+    3: ([10, 10, 5, 0], "has a zero width or height"),
+    4: ([float("nan"), 10, 5, 5], "has a non-finite coordinate"),
+    5: ([10, 10, float("inf"), 5], "has a non-finite coordinate"),
+    6: ([120, 10, 5, 5], "lies wholly outside the 60x100 (h x w) image"),
+}
+
+
+def _bad_box_set():
+    anns = [_ann(1, 1, [10, 20, 30, 40]), _ann(7, 1, [90, 50, 20, 20]),  # 7: partly outside
+            _ann(8, 1, [-5, -5, 20, 20])]                                  # 8: partly outside
+    anns += [_ann(i, 1, bbox) for i, (bbox, _) in BAD_KINDS.items()]
+    return _coco([_image(1, h=60, w=100), _image(2)], anns + [_ann(9, 2, [1, 1, -3, 3])])
+
+
+def test_each_kind_of_bad_box_is_skipped_named_and_counted(tmp_path, caplog):
+    with caplog.at_level(logging.WARNING, logger="detection.data.coco"):
+        ds = _dataset(tmp_path, _bad_box_set())
+    assert len(ds) == 1  # image 2 has nothing usable left
+    assert ds[0]["boxes"].tolist() == [[10, 20, 40, 60], [90, 50, 100, 60], [0, 0, 15, 15]]
+    assert (ds.stats["boxes"], ds.stats["bad_boxes"], ds.stats["clipped_boxes"]) == (3, 6, 2)
+    for ann_id, (bbox, reason) in BAD_KINDS.items():
+        assert f"skipping annotation id {ann_id}: bbox {bbox} ({reason}; left out of training)" \
+            in caplog.text
+    evaluation = COCODataset(images=str(tmp_path / "images"), annotations=ds.annotations,
+                             train=False)
+    assert len(evaluation) == 2 and evaluation.stats["bad_boxes"] == 6  # every image kept
+
+
+def test_past_ten_bad_boxes_only_a_count(tmp_path, caplog):
+    anns = [_ann(1, 1, [10, 20, 30, 40])] + [_ann(i, 1, [0, 0, -1, 1]) for i in range(100, 113)]
+    with caplog.at_level(logging.WARNING, logger="detection.data.coco"):
+        ds = _dataset(tmp_path, _coco([_image(1)], anns))
+    named = [r.getMessage() for r in caplog.records if "skipping annotation id" in r.message]
+    assert len(named) == 10 and "annotation id 109:" in named[-1]
+    assert "skipping 3 more bad boxes (13 in all)" in caplog.text
+    assert ds.stats["bad_boxes"] == 13
+
+
+def test_on_bad_annotation_error_names_the_file_and_the_annotation(tmp_path):
+    with pytest.raises(DatasetError) as info:
+        _dataset(tmp_path, _bad_box_set(), on_bad_annotation="error")
+    assert str(info.value).startswith(f"{tmp_path / 'ann.json'}: annotation id 2: bbox "
+                                      "[10, 10, -5, 10] has a negative width or height")
+    with pytest.raises(ValueError, match="on_bad_annotation"):
+        _dataset(tmp_path, _bad_box_set(), on_bad_annotation="ignore")
+
+
+def test_evaluation_treats_a_bad_box_as_an_ignored_region(tmp_path):
+    """Image 1: a good box [10, 20, 40, 60] and one of width -20 spanning x 50..70. The
+    highest-scoring detection lies on the bad one: ignored, AP@.5 = 100; were it a false
+    positive, the precision at full recall would be 1/2. NaN and inf boxes match nothing and
+    count as no miss; the file is not modified."""
+    from detection.evaluation import COCOEvaluator
+
+    data = _coco([_image(1)], [_ann(1, 1, [10, 20, 30, 40]), _ann(2, 1, [70, 10, -20, 30]),
+                               _ann(3, 1, [float("nan"), 1, 2, 2]),
+                               _ann(4, 1, [1, 1, float("inf"), 2])])
+    images, annotations = _write(tmp_path, data)
+    before = open(annotations, "rb").read()
+    evaluator = COCOEvaluator(annotations=annotations, classes=[{"id": 1, "name": "thing"}],
+                              verbose=False)
+    evaluator.process([{"image_id": 1}], [{
+        "boxes": torch.tensor([[50.0, 10, 70, 40], [10, 20, 40, 60]]),
+        "scores": torch.tensor([0.95, 0.9]), "labels": torch.tensor([1, 1])}])
+    result = evaluator.evaluate()
+    assert result["mAP50"] == pytest.approx(100.0) and result["AR100"] == pytest.approx(100.0)
+    assert open(annotations, "rb").read() == before

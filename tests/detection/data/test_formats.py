@@ -67,10 +67,11 @@ def test_coco_to_yolo_lines_by_hand(tmp_path):
         {"id": 1, "image_id": 4, "category_id": 30, "bbox": [10, 20, 30, 10]},
         {"id": 2, "image_id": 4, "category_id": 7, "bbox": [90, 40, 20, 20]},  # clipped
         {"id": 3, "image_id": 4, "category_id": 7, "bbox": [0, 0, 5, 5], "iscrowd": 1},
-        {"id": 4, "image_id": 4, "category_id": 7, "bbox": [120, 0, 5, 5]}],  # outside
+        {"id": 4, "image_id": 4, "category_id": 7, "bbox": [120, 0, 5, 5]},  # outside
+        {"id": 5, "image_id": 9, "category_id": 7, "bbox": [1, 1, float("nan"), 5]}],
         [{"id": 30, "name": "cup"}, {"id": 7, "name": "plate"}])
     stats = coco_to_yolo(path, tmp_path / "labels", tmp_path / "names.txt")
-    assert stats == {"images": 2, "boxes": 2, "crowd_skipped": 1, "empty_skipped": 1}
+    assert stats == {"images": 2, "boxes": 2, "crowd_skipped": 1, "bad_skipped": 2}
     # cup: centre (25, 25) / (100, 50), size (30, 10) / (100, 50); plate: [90, 40]-[100, 50]
     assert (tmp_path / "labels" / "sub" / "a.txt").read_text() == (
         "1 0.250000 0.500000 0.300000 0.200000\n0 0.950000 0.900000 0.100000 0.200000\n")

@@ -61,7 +61,8 @@ def test_training_leaves_difficult_out_and_filters_empty_images(devkit):
     assert first["labels"].tolist() == [CHAIR, PERSON]
     assert second["boxes"].tolist() == [[4, 5, 60, 50]] and second["labels"].tolist() == [HORSE]
     assert ds.stats == {"images": 3, "images_without_boxes": 1, "boxes": 3,
-                        "difficult_boxes": 2, "dropped_boxes": 0}
+                        "difficult_boxes": 2, "dropped_boxes": 0,
+                        "bad_boxes": 0, "clipped_boxes": 0}
     kept = VOCDataset(roots=devkit, splits="trainval", train=True, keep_difficult=True)
     assert kept.image_ids.tolist() == [1, 2, 3]
     assert kept[0]["labels"].tolist() == [CHAIR, DOG, PERSON]
@@ -108,8 +109,6 @@ GOOD = (50, 40, [{"name": "cat", "bbox": (1, 2, 30, 40), "difficult": 0}])
     (lambda x: x.replace("<ymax>40</ymax>", "<ymax>forty</ymax>"),
      r"000001\.xml: object #1 \(cat\): <bndbox> needs numbers .*'ymax': 'forty'"),
     (lambda x: x.replace("<xmin>1</xmin>", ""), r"object #1 \(cat\): <bndbox> needs numbers"),
-    (lambda x: x.replace("<xmax>30</xmax>", "<xmax>0</xmax>"),
-     r"object #1 \(cat\): <bndbox> has xmax < xmin"),
     (lambda x: x.replace("<difficult>0</difficult>", "<difficult>yes</difficult>"),
      r"object #1 \(cat\): <difficult> must be 0 or 1, got 'yes'"),
 ])
@@ -122,6 +121,21 @@ def test_malformed_xml_names_the_file_and_the_object(tmp_path, write_voc, edit, 
         VOCDataset(roots=root, splits="train", train=True)
     assert str(xml) in str(info.value)
     assert xml.read_bytes() == before
+
+
+def test_a_box_with_xmax_below_xmin_is_skipped_or_an_error_naming_the_object(tmp_path,
+                                                                             write_voc, caplog):
+    two = (50, 40, [GOOD[2][0], {"name": "dog", "bbox": (20, 5, 10, 30), "difficult": 0}])
+    root = write_voc(tmp_path / "VOC", "train", {"000001": two}, jpeg=False)
+    xml = root / "Annotations" / "000001.xml"
+    with caplog.at_level(logging.WARNING, logger="detection.data.voc"):
+        ds = VOCDataset(roots=root, splits="train", train=True)
+    assert (ds.stats["boxes"], ds.stats["bad_boxes"]) == (1, 1)
+    assert f"skipping {xml}: object #2 (dog)" in caplog.text
+    assert "has a negative width or height" in caplog.text
+    with pytest.raises(DatasetError, match=r"000001\.xml: object #2 \(dog\) <bndbox> .*'xmin': "
+                                           r"20\.0.*has a negative width or height"):
+        VOCDataset(roots=root, splits="train", train=True, on_bad_annotation="error")
 
 
 def test_missing_root_split_and_annotation_files(tmp_path, write_voc):

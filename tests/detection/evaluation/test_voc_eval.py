@@ -220,3 +220,16 @@ def test_vectorised_matching_equals_the_devkit_loop_on_random_data():
                                               abs=1e-12)
     counts = {o: outcomes.count(o) for o in ("tp", "duplicate", "difficult", "miss")}
     assert min(counts.values()) >= 10, counts  # every case of the devkit's loop, many times
+
+
+def test_a_bad_box_is_an_ignored_region_like_a_difficult_one(tmp_path, write_voc):
+    # cat G [0, 0, 10, 10] and a cat written with xmax < xmin (training skips it), spanning
+    # x 11..20 once turned around. A detection there scores highest: ignored, AP stays 1
+    # (as a false positive it would halve the precision at full recall: AP 1/2).
+    cats = [{"name": "cat", "bbox": (1, 1, 10, 10), "difficult": 0},
+            {"name": "cat", "bbox": (21, 1, 11, 10), "difficult": 0}]
+    root = write_voc(tmp_path / "VOC", "test", {"x": (100, 50, cats)}, jpeg=False)
+    dets = [([11, 0, 20, 10], 0.95, CAT), ([0, 0, 10, 10], 0.9, CAT)]
+    evaluator = VOCEvaluator(roots=root, splits="test", classes=CLASSES[:1], verbose=False)
+    evaluator.process(*_outputs({1: dets}))
+    assert evaluator.evaluate()["mAP_allpoint"] == pytest.approx(100.0, abs=1e-9)

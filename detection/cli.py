@@ -1,0 +1,158 @@
+"""What every command-line tool shares: one error style and the run folder's ``log.txt``.
+
+A tool under ``tools/`` is ``argparse`` plus library calls. Wrapped in :func:`tool_main`, its
+``main(argv) -> int`` reports every **user error** (a path, a config value, the data, the
+weights) as one line on stderr and exit status 2, with no traceback::
+
+    error: data.train.images: folder not found: datasets/coco/train2017
+
+Anything else is a bug in this code: its traceback is printed and the exit status is 1.
+``RESDET_TRACEBACK=1`` in the environment shows the traceback of user errors too. Output copied
+to a run's ``log.txt`` (:func:`tee_output`) includes these last lines.
+
+User errors are the exceptions library code raises for bad input: ``ValueError`` (with its
+subclasses ``ConfigError`` and ``DatasetError``), ``OSError`` (files: ``FileNotFoundError``,
+``FileExistsError``, ...), ``WeightsError`` and ``CheckpointError`` (weights that cannot be
+read or do not fit), ``NonFiniteLossError`` (a diverged run) and ``UserError`` (what a tool
+finds itself). So library code signals a
+user's mistake by raising one of these with a message naming the file, key or id at fault;
+nothing else is needed for the tool to print it well.
+
+    from detection.cli import ArgumentParser, tool_main
+
+    @tool_main
+    def main(argv: list[str] | None = None) -> int:
+        args = ArgumentParser(description="...").parse_args(argv)
+        ...
+        return 0
+
+    if __name__ == "__main__":
+        sys.exit(main())
+"""
+from __future__ import annotations
+
+import argparse
+import functools
+import io
+import os
+import sys
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import NoReturn, TextIO, Union
+
+from backbones.weights import WeightsError
+
+from .engine.checkpoint import CheckpointError
+from .engine.trainer import NonFiniteLossError
+
+__all__ = [
+    "ArgumentParser", "MissingExtraError", "USER_ERRORS", "UserError", "format_error", "tee_output", "tool_main"]
+
+class UserError(Exception):
+    """A user error a tool itself finds (a missing optional package, unreadable inputs)."""
+
+
+class MissingExtraError(UserError, ImportError):
+    """An optional package is not installed; the message names the extra that installs it."""
+
+
+#: Exceptions a tool reports as ``error: <message>`` with exit status 2 (see the module doc).
+USER_ERRORS: tuple[type[BaseException], ...] = (
+    UserError, ValueError, OSError, WeightsError, CheckpointError, NonFiniteLossError)
+EXIT_USER_ERROR = 2
+EXIT_BUG = 1
+
+
+def format_error(error: BaseException) -> str:
+    """``error: <message>`` on one line (a multi-line message is joined with spaces)."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return "error: " + (" ".join(lines) or type(error).__name__)
+
+
+def tool_main(main: Callable[..., int]) -> Callable[..., int]:
+    """Decorate a tool's ``main``: user errors become one ``error:`` line and exit status 2,
+    bugs a traceback and exit status 1; the output copies of :func:`tee_output` end with it."""
+
+    @functools.wraps(main)
+    def wrapper(*args, **kwargs) -> int:
+        try:
+            return main(*args, **kwargs)
+        except USER_ERRORS as e:
+            sys.stdout.flush()
+            if os.environ.get("RESDET_TRACEBACK"):
+                traceback.print_exc()
+            print(format_error(e), file=sys.stderr)
+            return EXIT_USER_ERROR
+        except Exception:  # a bug: the traceback, also into log.txt
+            sys.stdout.flush()
+            traceback.print_exc()
+            return EXIT_BUG
+        finally:
+            while _TEES:
+                _TEES.pop()()
+
+    return wrapper
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """``argparse.ArgumentParser`` whose usage errors are one ``error:`` line (exit status 2)
+    like every other user error, pointing at ``--help`` instead of printing the usage."""
+
+    def error(self, message: str) -> NoReturn:
+        print(f"error: {self.prog}: {message} (see --help)", file=sys.stderr)
+        self.exit(EXIT_USER_ERROR)
+
+
+class _Tee(io.TextIOBase):
+    """Writes to a console stream and to the log file."""
+
+    def __init__(self, stream: TextIO, log: TextIO) -> None:
+        self.stream, self.log = stream, log
+
+    def write(self, text: str) -> int:
+        self.stream.write(text)
+        if not self.log.closed:
+            self.log.write(text)
+        return len(text)
+
+    def flush(self) -> None:
+        self.stream.flush()
+        if not self.log.closed:
+            self.log.flush()
+
+    def isatty(self) -> bool:
+        return self.stream.isatty()
+
+    def fileno(self) -> int:
+        return self.stream.fileno()
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return getattr(self.stream, "encoding", "utf-8")
+
+
+_TEES: list[Callable[[], None]] = []
+
+
+def tee_output(path: Union[str, os.PathLike], *, append: bool = False) -> Callable[[], None]:
+    """Copy everything this process prints (stdout and stderr, the ``detection`` logger
+    included) into ``path`` from now on: a run's ``log.txt``.
+
+    Returns a function that restores the streams and closes the file; a :func:`tool_main`
+    tool calls it when ``main`` returns, after printing its error if there is one.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    log = open(path, "a" if append else "w", encoding="utf-8", buffering=1)
+    saved: tuple[TextIO, TextIO] = (sys.stdout, sys.stderr)
+    sys.stdout, sys.stderr = _Tee(sys.stdout, log), _Tee(sys.stderr, log)  # type: ignore
+
+    def restore() -> None:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        sys.stdout, sys.stderr = saved
+        log.close()
+
+    _TEES.append(restore)
+    return restore
