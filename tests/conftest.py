@@ -2,11 +2,25 @@
 
 from __future__ import annotations
 
+import pickle
+import struct
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 
 from detection.data.synthetic import SyntheticCOCO, make_synthetic_coco
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One thread: these small CPU convolutions gain little from two, and two threads on cores
+    shared with other jobs can be 5x slower (OpenMP waits for a descheduled thread)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")
@@ -78,3 +92,91 @@ def write_voc():
         return root
 
     return write
+
+
+class _Python2Pickler(pickle._Pickler):
+    """Writes pickles as Python 2's cPickle wrote them at protocol 2 (the published MSRA ``.pkl``
+    files and CIFAR-10's python batches): ``bytes`` as Python 2 ``str`` (``SHORT_BINSTRING`` /
+    ``BINSTRING``, not ``_codecs.encode`` calls), numpy's functions under numpy 1's module
+    names (``numpy.core.multiarray._reconstruct``)."""
+
+    dispatch = dict(pickle._Pickler.dispatch)
+
+    def save_bytes(self, obj: bytes) -> None:
+        if len(obj) < 256:
+            self.write(pickle.SHORT_BINSTRING + bytes([len(obj)]) + obj)
+        else:
+            self.write(pickle.BINSTRING + struct.pack("<i", len(obj)) + obj)
+        self.memoize(obj)
+
+    dispatch[bytes] = save_bytes
+
+    def save_global(self, obj, name=None) -> None:
+        module = obj.__module__.replace("numpy._core", "numpy.core")
+        self.write(pickle.GLOBAL + f"{module}\n{name or obj.__qualname__}\n".encode())
+        self.memoize(obj)
+
+
+@pytest.fixture(scope="session")
+def py2_pickle():
+    """``py2_pickle(obj, path)``: write ``obj`` as a Python 2 pickle (see ``_Python2Pickler``);
+    ``bytes`` keys and values stand for Python 2 ``str``."""
+    def dump(obj, path) -> Path:
+        with open(path, "wb") as f:
+            _Python2Pickler(f, protocol=2).dump(obj)
+        return Path(path)
+
+    return dump
+
+
+MSRA_BLOCKS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
+
+
+def msra_blobs(depth: int, seed: int = 0, tiny: bool = False) -> dict[bytes, np.ndarray]:
+    """Random blobs under the published names and shapes of MSRA's ResNet-50/101 (Python 2
+    ``str`` keys, so bytes here); ``tiny``: one-element arrays, for name checks only."""
+    rng = np.random.default_rng(seed)
+    blobs = {}
+
+    def conv(name, c_out, c_in, k):
+        shape = (1,) if tiny else (c_out, c_in, k, k)
+        blobs[f"{name}_w".encode()] = (rng.standard_normal(shape, dtype=np.float32)
+                                       * np.float32((2 / (c_in * k * k)) ** 0.5))
+
+    def affine(name, c):  # a folded BatchNorm: scale s, bias b
+        n = 1 if tiny else c
+        blobs[f"{name}_s".encode()] = rng.uniform(0.3, 1.0, n).astype(np.float32)
+        blobs[f"{name}_b".encode()] = rng.normal(0.0, 0.1, n).astype(np.float32)
+
+    conv("conv1", 64, 3, 7)
+    affine("res_conv1_bn", 64)
+    c_in = 64
+    for stage, n in zip(range(2, 6), MSRA_BLOCKS[depth]):
+        width = 64 * 2 ** (stage - 2)
+        for i in range(n):
+            prefix = f"res{stage}_{i}_branch"
+            for branch, (c_out, c, k) in {"2a": (width, c_in, 1), "2b": (width, width, 3),
+                                          "2c": (4 * width, width, 1)}.items():
+                conv(prefix + branch, c_out, c, k)
+                affine(prefix + branch + "_bn", c_out)
+            if i == 0:
+                conv(prefix + "1", 4 * width, c_in, 1)
+                affine(prefix + "1_bn", 4 * width)
+            c_in = 4 * width
+    blobs[b"fc1000_w"] = rng.normal(0, 0.01, (1,) if tiny else (1000, 2048)).astype(np.float32)
+    blobs[b"fc1000_b"] = np.zeros(1 if tiny else 1000, np.float32)
+    blobs[b"conv1_w_momentum"] = np.zeros(1, np.float32)  # solver state: dropped
+    return blobs
+
+
+@pytest.fixture(scope="session")
+def make_msra_blobs():
+    """``make_msra_blobs(depth, seed=0, tiny=False)``: see ``msra_blobs``."""
+    return msra_blobs
+
+
+@pytest.fixture(scope="session")
+def msra_r50_pkl(tmp_path_factory, py2_pickle):
+    """``(blobs, path)``: random ResNet-50 weights written as MSRA's published ``R-50.pkl``."""
+    blobs = msra_blobs(50)
+    return blobs, py2_pickle(blobs, tmp_path_factory.mktemp("msra") / "R-50.pkl")
