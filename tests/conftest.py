@@ -180,3 +180,86 @@ def msra_r50_pkl(tmp_path_factory, py2_pickle):
     """``(blobs, path)``: random ResNet-50 weights written as MSRA's published ``R-50.pkl``."""
     blobs = msra_blobs(50)
     return blobs, py2_pickle(blobs, tmp_path_factory.mktemp("msra") / "R-50.pkl")
+
+
+CIFAR_NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
+               "truck"]
+
+
+def _cifar_batches(per_batch: int, seed: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """``{batch name: (images (n, 32, 32, 3) uint8 RGB, labels (n,))}``; each class shows as a
+    brighter colour channel so that a tiny run has something to learn."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        labels = rng.integers(0, 10, per_batch)
+        images = rng.integers(0, 128, (per_batch, 32, 32, 3), dtype=np.uint8)
+        images[np.arange(per_batch), :, :, labels % 3] += np.uint8(100)
+        out[name] = (images, labels)
+    return out
+
+
+@pytest.fixture(scope="session")
+def write_cifar10(py2_pickle):
+    """``write_cifar10(folder, kind, archive=True, per_batch=4, seed=0) -> (path, batches)``:
+    CIFAR-10 in its published layout, ``kind`` "bin" (``cifar-10-batches-bin/data_batch_1.bin``
+    ...: records of 1 label byte + 1024 R + 1024 G + 1024 B bytes) or "py"
+    (``cifar-10-batches-py/data_batch_1`` ...: Python 2 pickles of ``{"batch_label", "labels",
+    "data" (n, 3072) uint8, "filenames"}``); ``archive``: packed as the official ``.tar.gz``.
+    ``batches`` as ``_cifar_batches`` returns them."""
+    import tarfile
+
+    def write(folder, kind: str, archive: bool = True, per_batch: int = 4, seed: int = 0):
+        folder = Path(folder)
+        sub = folder / f"cifar-10-batches-{kind}"
+        sub.mkdir(parents=True)
+        batches = _cifar_batches(per_batch, seed)
+        for name, (images, labels) in batches.items():
+            planes = images.transpose(0, 3, 1, 2).reshape(len(images), 3072)  # R, G, B planes
+            if kind == "bin":
+                records = np.concatenate([labels[:, None].astype(np.uint8), planes], axis=1)
+                (sub / f"{name}.bin").write_bytes(records.tobytes())
+            else:
+                py2_pickle({b"batch_label": name.encode(), b"labels": labels.tolist(),
+                            b"data": planes, b"filenames": [f"{i}.png".encode()
+                                                             for i in range(len(images))]},
+                           sub / name)
+        if kind == "bin":
+            (sub / "batches.meta.txt").write_text("\n".join(CIFAR_NAMES) + "\n\n")
+        else:
+            py2_pickle({b"label_names": [n.encode() for n in CIFAR_NAMES],
+                        b"num_cases_per_batch": per_batch, b"num_vis": 3072},
+                       sub / "batches.meta")
+        (sub / "readme.html").write_text("<html></html>")
+        if not archive:
+            return sub, batches
+        path = folder / f"cifar-10-{'binary' if kind == 'bin' else 'python'}.tar.gz"
+        with tarfile.open(path, "w:gz") as tar:
+            tar.add(sub, arcname=sub.name)
+        return path, batches
+
+    return write
+
+
+@pytest.fixture(scope="session")
+def write_image_folder():
+    """``write_image_folder(root, classes, per_class, size=(40, 48), seed=0, ext=".JPEG")``:
+    ``root/<class>/<class>_<i><ext>`` as ILSVRC-2012's ``train/``; the class shows as a colour.
+    Returns ``{relative path: label}``."""
+    import cv2
+
+    def write(root, classes: list[str], per_class: int, size=(40, 48), seed: int = 0,
+              ext: str = ".JPEG") -> dict[str, int]:
+        rng = np.random.default_rng(seed)
+        files = {}
+        for label, name in enumerate(classes):
+            (Path(root) / name).mkdir(parents=True, exist_ok=True)
+            for i in range(per_class):
+                image = rng.integers(0, 100, (*size, 3), dtype=np.uint8)
+                image[:, :, label % 3] += np.uint8(150)
+                rel = f"{name}/{name}_{i}{ext}"
+                cv2.imwrite(str(Path(root) / rel), image)
+                files[rel] = label
+        return files
+
+    return write
