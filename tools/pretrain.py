@@ -6,6 +6,7 @@
         --set data.train=datasets/cifar-10-python.tar.gz
     torchrun --nproc_per_node 8 tools/pretrain.py --config configs/pretrain/imagenet_resnet50.yaml
     python tools/pretrain.py --config ... --resume      # continue from <output_dir>/last.pth
+    python tools/pretrain.py --config ... --benchmark   # loader images/s vs the step it feeds
 
 Writes into ``output_dir``: config.yaml, metrics.jsonl (train lines with ``loss_cls`` and the
 batch's ``top1_err``; eval lines with ``top1_err``, ``top5_err``), last.pth, best.pth, eval.json
@@ -40,6 +41,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--output", help="output folder (overrides output_dir)")
     p.add_argument("--resume", action="store_true", help="continue from <output_dir>/last.pth")
     p.add_argument("--print-config", action="store_true", help="print the resolved config, exit")
+    p.add_argument("--benchmark", action="store_true",
+                   help="measure the training loader's images/s against the training step's "
+                        "(backbones/classification/benchmark.py) instead of training")
     return p.parse_args(argv)
 
 
@@ -55,12 +59,25 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    if args.benchmark:
+        return benchmark(cfg, device=device)
     device = du.init_distributed(device)
     setup_logger(du.get_rank())
     try:
         return pretrain(cfg, device=device, resume=args.resume, config_path=args.config)
     finally:
         du.destroy_distributed()
+
+
+def benchmark(cfg, *, device) -> int:
+    from backbones.classification.benchmark import benchmark_pretraining, format_benchmark
+
+    try:
+        print(format_benchmark(benchmark_pretraining(cfg, device=device)))
+    except (ValueError, FileNotFoundError, FileExistsError, DatasetError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
 
 
 def pretrain(cfg, *, device, resume: bool, config_path: str) -> int:
