@@ -30,7 +30,8 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from backbones.resnet import NORMS, SHORTCUTS, BasicBlock, Stage, check_out_features, make_norm
+from backbones.resnet import (NORMS, SHORTCUTS, BasicBlock, Stage, StemAndStages,
+                              check_out_features, make_norm)
 from backbones.weights import load_backbone_weights
 
 __all__ = ["CIFAR_DEPTHS", "CifarResNet", "build_cifar_resnet"]
@@ -41,7 +42,7 @@ LAYER_NAMES = ("layer1", "layer2", "layer3")
 WIDTHS = (16, 32, 64)
 
 
-class CifarResNet(nn.Module):
+class CifarResNet(StemAndStages):
     """A 6n+2-layer CIFAR ResNet (or plain net) returning `{"res2", "res3", "res4"}` limited to
     `out_features`. `freeze_at`: 0 nothing, 1 the stem, k >= 2 the stem and res2..res(k)."""
 
@@ -84,20 +85,7 @@ class CifarResNet(nn.Module):
         self.out_channels = {f: WIDTHS[STAGE_NAMES.index(f)] for f in self.out_features}
         self.strides = {f: 2 ** STAGE_NAMES.index(f) for f in self.out_features}
         self._num_stages = STAGE_NAMES.index(self.out_features[-1]) + 1
-        self.freeze_at = freeze_at
-        if freeze_at >= 1:
-            for p in [*self.conv1.parameters(), *self.bn1.parameters()]:
-                p.requires_grad_(False)
-        for i, layer in enumerate(LAYER_NAMES):
-            if freeze_at >= i + 2:
-                getattr(self, layer).freeze()
-        self.train(self.training)
-
-    def train(self, mode: bool = True) -> CifarResNet:
-        super().train(mode)
-        if self.freeze_at >= 1:
-            self.bn1.train(False)
-        return self
+        self._freeze(freeze_at, LAYER_NAMES)
 
     def forward(self, x: Tensor) -> dict[str, Tensor]:
         if x.dim() != 4 or x.shape[1] != 3:

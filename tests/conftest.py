@@ -117,6 +117,23 @@ class _Python2Pickler(pickle._Pickler):
         self.memoize(obj)
 
 
+class RunsCode:
+    """Pickles into a call of ``os.system(command)``: what a malicious pickle does."""
+
+    def __init__(self, command: str):
+        self.command = command
+
+    def __reduce__(self):
+        import os
+        return os.system, (self.command,)
+
+
+@pytest.fixture(scope="session")
+def runs_code():
+    """``runs_code(command)``: an object whose pickle runs ``command`` when unpickled."""
+    return RunsCode
+
+
 @pytest.fixture(scope="session")
 def py2_pickle():
     """``py2_pickle(obj, path)``: write ``obj`` as a Python 2 pickle (see ``_Python2Pickler``);

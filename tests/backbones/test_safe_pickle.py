@@ -49,17 +49,9 @@ def test_python3_pickles_of_every_protocol_load(protocol):
     _check_equal(out, keys_as_str=False)
 
 
-class _RunsCode:
-    def __init__(self, command):
-        self.command = command
-
-    def __reduce__(self):
-        return os.system, (self.command,)
-
-
-def test_malicious_pickle_is_refused_without_running(tmp_path):
+def test_malicious_pickle_is_refused_without_running(tmp_path, runs_code):
     marker = tmp_path / "marker"
-    payload = pickle.dumps({b"conv1_w": np.zeros(3), b"x": _RunsCode(f"touch {marker}")},
+    payload = pickle.dumps({b"conv1_w": np.zeros(3), b"x": runs_code(f"touch {marker}")},
                            protocol=2)
     pickle.loads(payload)  # the plain unpickler runs it: the payload is real
     assert marker.exists()

@@ -38,18 +38,10 @@ def test_converts_the_published_layout(msra_r50_pkl, tmp_path, capsys):
                                 ignore_prefixes=("fc.",))) == set(model.state_dict())
 
 
-class _RunsCode:
-    def __init__(self, command):
-        self.command = command
-
-    def __reduce__(self):
-        return os.system, (self.command,)
-
-
-def test_malicious_pickle_is_refused_without_running(tmp_path, capsys):
+def test_malicious_pickle_is_refused_without_running(tmp_path, capsys, runs_code):
     marker = tmp_path / "ran"
     src = tmp_path / "R-50.pkl"
-    src.write_bytes(pickle.dumps({"conv1_w": _RunsCode(f"touch {marker}")}, protocol=2))
+    src.write_bytes(pickle.dumps({"conv1_w": runs_code(f"touch {marker}")}, protocol=2))
     assert convert_pretrained.main([str(src), str(tmp_path / "out.pth")]) == 2
     err = capsys.readouterr().err
     assert not marker.exists() and not (tmp_path / "out.pth").exists()

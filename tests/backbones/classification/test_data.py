@@ -47,19 +47,11 @@ def test_cifar10_bad_files_are_named(tmp_path, write_cifar10):
         read_cifar10(sub, train=True)
 
 
-class _RunsCode:
-    def __init__(self, command):
-        self.command = command
-
-    def __reduce__(self):
-        return os.system, (self.command,)
-
-
-def test_cifar10_python_batch_that_runs_code_is_refused(tmp_path, write_cifar10):
+def test_cifar10_python_batch_that_runs_code_is_refused(tmp_path, write_cifar10, runs_code):
     marker = tmp_path / "ran"
     sub, _ = write_cifar10(tmp_path, "py", archive=False)
     (sub / "data_batch_3").write_bytes(pickle.dumps(
-        {"data": np.zeros((1, 3072), np.uint8), "labels": _RunsCode(f"touch {marker}")}))
+        {"data": np.zeros((1, 3072), np.uint8), "labels": runs_code(f"touch {marker}")}))
     archive = tmp_path / "cifar-10-python.tar.gz"
     with tarfile.open(archive, "w:gz") as tar:
         tar.add(sub, arcname=sub.name)
