@@ -63,7 +63,7 @@ from backbones.layers import Conv2d, conv_norm
 from backbones.weights import IMAGENET_WEIGHTS, load_backbone_weights
 
 __all__ = ["NORMS", "RESNET_SPECS", "BasicBlock", "Bottleneck", "PadIdentity", "ResNet",
-           "Stage", "build_resnet", "make_norm"]
+           "Stage", "StemAndStages", "build_resnet", "make_norm"]
 
 NORMS = ("FrozenBN", "BN", "GN", "SyncBN")
 SHORTCUTS = ("A", "B", "C")
@@ -198,7 +198,31 @@ class Stage(nn.Sequential):
         return super().train(mode and not self.frozen)
 
 
-class ResNet(nn.Module):
+class StemAndStages(nn.Module):
+    """What every ResNet here shares: a stem (`conv1`, `bn1`) and stages (`Stage`s named in
+    `layer_names`), frozen up to `freeze_at` (0 nothing, 1 the stem, k >= 2 the stem and the
+    first k - 1 stages); frozen parts have requires_grad=False and stay in eval mode."""
+
+    freeze_at: int = 0
+
+    def _freeze(self, freeze_at: int, layer_names: tuple[str, ...]) -> None:
+        self.freeze_at = freeze_at
+        if freeze_at >= 1:
+            for p in [*self.conv1.parameters(), *self.bn1.parameters()]:
+                p.requires_grad_(False)
+        for i, layer in enumerate(layer_names):
+            if freeze_at >= i + 2:
+                getattr(self, layer).freeze()
+        self.train(self.training)
+
+    def train(self, mode: bool = True) -> StemAndStages:
+        super().train(mode)
+        if self.freeze_at >= 1:
+            self.bn1.train(False)  # the frozen stem's statistics never update
+        return self
+
+
+class ResNet(StemAndStages):
     """ResNet backbone returning `{"res2": ..., "res5": ...}` limited to `out_features`.
 
     Parameter names equal torchvision's (`conv1`, `bn1`, `layer1..4`, `.downsample.0/.1`), so its
@@ -216,7 +240,7 @@ class ResNet(nn.Module):
         if residual and shortcut is None:
             shortcut = "B"
         self.depth, self.residual, self.shortcut = depth, residual, shortcut
-        self.stride_in_1x1, self.norm, self.freeze_at = stride_in_1x1, norm, freeze_at
+        self.stride_in_1x1, self.norm = stride_in_1x1, norm
 
         self.conv1 = Conv2d(3, 64, 7, stride=2, padding=3, bias=False)
         self.bn1 = make_norm(norm, 64)
@@ -245,7 +269,7 @@ class ResNet(nn.Module):
         self.strides = {f: stage_strides[f] for f in self.out_features}
         # run the stages up to the last requested one, nothing past it
         self._num_stages = STAGE_NAMES.index(self.out_features[-1]) + 1
-        self._freeze(freeze_at)
+        self._freeze(freeze_at, LAYER_NAMES)
 
     def _init_weights(self) -> None:
         """He (fan_out) init for convs, gamma=1 and beta=0 for norms, as torchvision."""
@@ -255,21 +279,6 @@ class ResNet(nn.Module):
             elif isinstance(m, (nn.BatchNorm2d, nn.GroupNorm, nn.SyncBatchNorm)):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
-
-    def _freeze(self, freeze_at: int) -> None:
-        if freeze_at >= 1:
-            for p in [*self.conv1.parameters(), *self.bn1.parameters()]:
-                p.requires_grad_(False)
-        for i, layer in enumerate(LAYER_NAMES):
-            if freeze_at >= i + 2:
-                getattr(self, layer).freeze()
-        self.train(self.training)
-
-    def train(self, mode: bool = True) -> ResNet:
-        super().train(mode)
-        if self.freeze_at >= 1:
-            self.bn1.train(False)  # the frozen stem's statistics never update
-        return self
 
     def forward(self, x: Tensor) -> dict[str, Tensor]:
         if x.dim() != 4 or x.shape[1] != 3:

@@ -11,8 +11,8 @@ ImageNet files live in the torch hub cache, `torch.hub.get_dir()/checkpoints/<fi
 of torchvision's URL, e.g. `resnet50-0676ba61.pth`. A missing file is downloaded once; offline,
 one error names the file, the folder and the URL to fetch it from on another machine.
 
-Loading rules (`load_state_dict_checked`): every key of the model must be in the checkpoint with
-the same shape and no other key may be left over, except
+Loading rules (`check_state_dict`, `load_state_dict_checked`): every key of the model must be in
+the checkpoint with the same shape and no other key may be left over, except
 * keys under `ignore_prefixes` (the classifier: ResNet `fc.`, VGG `classifier.6.`);
 * `num_batches_tracked`, which FrozenBatchNorm2d does not keep and older files may lack;
 * for a GroupNorm layer, the BN running statistics (`running_mean`, `running_var`,
@@ -32,8 +32,8 @@ import torch
 import torchvision
 from torch import Tensor, nn
 
-__all__ = ["IMAGENET_WEIGHTS", "WeightsError", "hub_checkpoint", "imagenet_url",
-           "load_backbone_weights", "load_state_dict_checked", "read_state_dict",
+__all__ = ["IMAGENET_WEIGHTS", "WeightsError", "check_state_dict", "hub_checkpoint",
+           "imagenet_url", "load_backbone_weights", "load_state_dict_checked", "read_state_dict",
            "resolve_weights"]
 
 # weights name -> torchvision's WeightsEnum member name
@@ -131,9 +131,11 @@ def _listing(keys: list[str]) -> str:
     return shown + (f" ... and {len(keys) - _MAX_LISTED} more" if len(keys) > _MAX_LISTED else "")
 
 
-def load_state_dict_checked(model: nn.Module, state_dict: dict[str, Tensor], *, source: str,
-                            ignore_prefixes: tuple[str, ...] = ()) -> None:
-    """Load `state_dict` into `model` under the rules of this module's docstring."""
+def check_state_dict(model: nn.Module, state_dict: dict[str, Tensor], *, source: str,
+                     ignore_prefixes: tuple[str, ...] = ()) -> dict[str, Tensor]:
+    """The entries of `state_dict` that `model` takes, under the rules of this module's
+    docstring; a `WeightsError` names every missing, unexpected and mis-shaped key. Loads
+    nothing, so `model` may live on the meta device."""
     expected = model.state_dict()
     group_norms = {name for name, m in model.named_modules() if isinstance(m, nn.GroupNorm)}
     given: dict[str, Tensor] = {}
@@ -155,6 +157,13 @@ def load_state_dict_checked(model: nn.Module, state_dict: dict[str, Tensor], *, 
                      ("shape mismatches", mis_shaped)) if keys]
         raise WeightsError(f"checkpoint {source} does not fit {type(model).__name__}:\n  "
                            + "\n  ".join(problems))
+    return given
+
+
+def load_state_dict_checked(model: nn.Module, state_dict: dict[str, Tensor], *, source: str,
+                            ignore_prefixes: tuple[str, ...] = ()) -> None:
+    """Load `state_dict` into `model` under the rules of this module's docstring."""
+    given = check_state_dict(model, state_dict, source=source, ignore_prefixes=ignore_prefixes)
     model.load_state_dict(given, strict=False)  # only counters may be absent, checked above
 
 

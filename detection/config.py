@@ -300,7 +300,7 @@ def _merge(base: dict, child: dict) -> dict:
     return out
 
 
-def _load_tree(path: Path, chain: tuple[Path, ...] = ()) -> dict:
+def _load_tree(path: Path, chain: tuple[Path, ...] = (), schema: Optional[type] = None) -> dict:
     """Read ``path`` and its ``_base_`` files (relative to ``path``'s folder), merged.
 
     Each file is validated on its own first, so an error names the file that holds the bad key.
@@ -315,24 +315,26 @@ def _load_tree(path: Path, chain: tuple[Path, ...] = ()) -> dict:
         bases = [bases]
     if not isinstance(bases, list) or not all(isinstance(b, str) for b in bases):
         raise ConfigError(f"{path}: _base_ must be a path or a list of paths, got {bases!r}")
-    config_from_dict(data, source=str(path))  # validate this file's own keys
+    config_from_dict(data, source=str(path), schema=schema)  # validate this file's own keys
     merged: dict = {}
     for base in bases:
         base_path = (path.parent / base).resolve()
         if not base_path.is_file():
             raise ConfigError(f"{path}: _base_ file not found: '{base}' (looked for {base_path})")
-        merged = _merge(merged, _load_tree(base_path, (*chain, path)))
+        merged = _merge(merged, _load_tree(base_path, (*chain, path), schema))
     return _merge(merged, data)
 
 
-def _check_override(parts: list[str], value: Any, source: str) -> None:
+def _check_override(parts: list[str], value: Any, source: str,
+                    schema: Optional[type] = None) -> None:
     """Validate one override's dotted key and value against the schema; errors name ``source``."""
-    cls: Any = Config
+    cls: Any = schema or Config
     for i, part in enumerate(parts):
         dotted = ".".join(parts[: i + 1])
         fields = {f.name: f for f in dataclasses.fields(cls)}
         if part not in fields:
-            raise _unknown_key_error(cls, ".".join(parts), source)
+            section = "".join(f"{p}." for p in parts[:i])
+            raise _unknown_key_error(cls, ".".join(parts), source, section)
         hint = typing.get_type_hints(cls)[part]
         if i < len(parts) - 1:
             if not dataclasses.is_dataclass(hint):
@@ -343,7 +345,7 @@ def _check_override(parts: list[str], value: Any, source: str) -> None:
         _check_field(fields[part], hint, value, dotted, source)
 
 
-def apply_overrides(tree: dict, overrides: list[str]) -> dict:
+def apply_overrides(tree: dict, overrides: list[str], schema: Optional[type] = None) -> dict:
     """Apply ``a.b.c=value`` strings (the value is parsed as YAML: ``0.01``, ``[1, 2]``, ``null``).
 
     Each override is checked against the schema on its own, so an error names the override (not
@@ -362,7 +364,7 @@ def apply_overrides(tree: dict, overrides: list[str]) -> dict:
         parts = key.strip().split(".")
         if not all(parts):
             raise ConfigError(f"{source}: empty part in key '{key.strip()}'")
-        _check_override(parts, value, source)
+        _check_override(parts, value, source, schema)
         node = tree
         for part in parts[:-1]:
             child = node.get(part)
@@ -375,11 +377,14 @@ def apply_overrides(tree: dict, overrides: list[str]) -> dict:
 
 
 def load_config(path: Union[str, os.PathLike, None] = None,
-                overrides: Optional[list[str]] = None) -> Config:
-    """Read a YAML file (with ``_base_``), apply ``overrides`` and validate against the schema."""
-    tree = _load_tree(Path(path)) if path is not None else {}
-    tree = apply_overrides(tree, list(overrides or []))
-    return config_from_dict(tree, source=str(path) if path is not None else "overrides")
+                overrides: Optional[list[str]] = None, *, schema: Optional[type] = None) -> Any:
+    """Read a YAML file (with ``_base_``), apply ``overrides`` and validate against the schema:
+    :class:`Config` (detection), or another root dataclass such as the classification
+    pretraining's ``PretrainConfig``."""
+    tree = _load_tree(Path(path), schema=schema) if path is not None else {}
+    tree = apply_overrides(tree, list(overrides or []), schema)
+    return config_from_dict(tree, source=str(path) if path is not None else "overrides",
+                            schema=schema)
 
 
 def save_config(cfg: Config, path: Union[str, os.PathLike]) -> None:
@@ -414,8 +419,8 @@ def _all_keys(cls: type, prefix: str = "") -> list[str]:
     return keys
 
 
-def _unknown_key_error(cls: type, dotted: str, source: str) -> ConfigError:
-    valid = _all_keys(Config)
+def _unknown_key_error(cls: type, dotted: str, source: str, section: str) -> ConfigError:
+    valid = _all_keys(cls, section)  # the keys under the section ``cls`` (at ``section``)
     close = difflib.get_close_matches(dotted, valid, n=1, cutoff=0.6)
     if not close:  # a typo in the last part only: compare leaf names under the same parent
         parent, _, leaf = dotted.rpartition(".")
@@ -476,16 +481,16 @@ def _build(cls: type, tree: dict, prefix: str, source: str) -> Any:
     for key, value in tree.items():
         dotted = f"{prefix}{key}"
         if key not in fields:
-            raise _unknown_key_error(cls, dotted, source)
+            raise _unknown_key_error(cls, dotted, source, prefix)
         kwargs[key] = _check_field(fields[key], hints[key], value, dotted, source)
     return cls(**kwargs)
 
 
-def config_from_dict(tree: dict, source: str = "config") -> Config:
-    """Validate a plain dict (e.g. from a checkpoint) into a :class:`Config`."""
+def config_from_dict(tree: dict, source: str = "config", schema: Optional[type] = None) -> Any:
+    """Validate a plain dict (e.g. from a checkpoint) into a :class:`Config` (or ``schema``)."""
     if not isinstance(tree, dict):
         raise ConfigError(f"{source}: a config must be a mapping, got {type(tree).__name__}")
-    return _build(Config, tree, "", source)
+    return _build(schema or Config, tree, "", source)
 
 
 def config_to_dict(cfg: Any) -> dict:

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import logging
+import pickle
+import struct
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -231,5 +234,189 @@ def tiny_config(tiny_model_config):
         path = Path(folder) / "tiny.yaml"
         path.write_text(yaml.safe_dump(cfg))
         return path
+class _Python2Pickler(pickle._Pickler):
+    """Writes pickles as Python 2's cPickle wrote them at protocol 2 (the published MSRA ``.pkl``
+    files and CIFAR-10's python batches): ``bytes`` as Python 2 ``str`` (``SHORT_BINSTRING`` /
+    ``BINSTRING``, not ``_codecs.encode`` calls), numpy's functions under numpy 1's module
+    names (``numpy.core.multiarray._reconstruct``)."""
+
+    dispatch = dict(pickle._Pickler.dispatch)
+
+    def save_bytes(self, obj: bytes) -> None:
+        if len(obj) < 256:
+            self.write(pickle.SHORT_BINSTRING + bytes([len(obj)]) + obj)
+        else:
+            self.write(pickle.BINSTRING + struct.pack("<i", len(obj)) + obj)
+        self.memoize(obj)
+
+    dispatch[bytes] = save_bytes
+
+    def save_global(self, obj, name=None) -> None:
+        module = obj.__module__.replace("numpy._core", "numpy.core")
+        self.write(pickle.GLOBAL + f"{module}\n{name or obj.__qualname__}\n".encode())
+        self.memoize(obj)
+
+
+class RunsCode:
+    """Pickles into a call of ``os.system(command)``: what a malicious pickle does."""
+
+    def __init__(self, command: str):
+        self.command = command
+
+    def __reduce__(self):
+        import os
+        return os.system, (self.command,)
+
+
+@pytest.fixture(scope="session")
+def runs_code():
+    """``runs_code(command)``: an object whose pickle runs ``command`` when unpickled."""
+    return RunsCode
+
+
+@pytest.fixture(scope="session")
+def py2_pickle():
+    """``py2_pickle(obj, path)``: write ``obj`` as a Python 2 pickle (see ``_Python2Pickler``);
+    ``bytes`` keys and values stand for Python 2 ``str``."""
+    def dump(obj, path) -> Path:
+        with open(path, "wb") as f:
+            _Python2Pickler(f, protocol=2).dump(obj)
+        return Path(path)
+
+    return dump
+
+
+MSRA_BLOCKS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
+
+
+def msra_blobs(depth: int, seed: int = 0, tiny: bool = False) -> dict[bytes, np.ndarray]:
+    """Random blobs under the published names and shapes of MSRA's ResNet-50/101 (Python 2
+    ``str`` keys, so bytes here); ``tiny``: one-element arrays, for name checks only."""
+    rng = np.random.default_rng(seed)
+    blobs = {}
+
+    def conv(name, c_out, c_in, k):
+        shape = (1,) if tiny else (c_out, c_in, k, k)
+        blobs[f"{name}_w".encode()] = (rng.standard_normal(shape, dtype=np.float32)
+                                       * np.float32((2 / (c_in * k * k)) ** 0.5))
+
+    def affine(name, c):  # a folded BatchNorm: scale s, bias b
+        n = 1 if tiny else c
+        blobs[f"{name}_s".encode()] = rng.uniform(0.3, 1.0, n).astype(np.float32)
+        blobs[f"{name}_b".encode()] = rng.normal(0.0, 0.1, n).astype(np.float32)
+
+    conv("conv1", 64, 3, 7)
+    affine("res_conv1_bn", 64)
+    c_in = 64
+    for stage, n in zip(range(2, 6), MSRA_BLOCKS[depth]):
+        width = 64 * 2 ** (stage - 2)
+        for i in range(n):
+            prefix = f"res{stage}_{i}_branch"
+            for branch, (c_out, c, k) in {"2a": (width, c_in, 1), "2b": (width, width, 3),
+                                          "2c": (4 * width, width, 1)}.items():
+                conv(prefix + branch, c_out, c, k)
+                affine(prefix + branch + "_bn", c_out)
+            if i == 0:
+                conv(prefix + "1", 4 * width, c_in, 1)
+                affine(prefix + "1_bn", 4 * width)
+            c_in = 4 * width
+    blobs[b"fc1000_w"] = rng.normal(0, 0.01, (1,) if tiny else (1000, 2048)).astype(np.float32)
+    blobs[b"fc1000_b"] = np.zeros(1 if tiny else 1000, np.float32)
+    blobs[b"conv1_w_momentum"] = np.zeros(1, np.float32)  # solver state: dropped
+    return blobs
+
+
+@pytest.fixture(scope="session")
+def make_msra_blobs():
+    """``make_msra_blobs(depth, seed=0, tiny=False)``: see ``msra_blobs``."""
+    return msra_blobs
+
+
+@pytest.fixture(scope="session")
+def msra_r50_pkl(tmp_path_factory, py2_pickle):
+    """``(blobs, path)``: random ResNet-50 weights written as MSRA's published ``R-50.pkl``."""
+    blobs = msra_blobs(50)
+    return blobs, py2_pickle(blobs, tmp_path_factory.mktemp("msra") / "R-50.pkl")
+
+
+CIFAR_NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
+               "truck"]
+
+
+def _cifar_batches(per_batch: int, seed: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """``{batch name: (images (n, 32, 32, 3) uint8 RGB, labels (n,))}``; each class shows as a
+    brighter colour channel so that a tiny run has something to learn."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        labels = rng.integers(0, 10, per_batch)
+        images = rng.integers(0, 128, (per_batch, 32, 32, 3), dtype=np.uint8)
+        images[np.arange(per_batch), :, :, labels % 3] += np.uint8(100)
+        out[name] = (images, labels)
+    return out
+
+
+@pytest.fixture(scope="session")
+def write_cifar10(py2_pickle):
+    """``write_cifar10(folder, kind, archive=True, per_batch=4, seed=0) -> (path, batches)``:
+    CIFAR-10 in its published layout, ``kind`` "bin" (``cifar-10-batches-bin/data_batch_1.bin``
+    ...: records of 1 label byte + 1024 R + 1024 G + 1024 B bytes) or "py"
+    (``cifar-10-batches-py/data_batch_1`` ...: Python 2 pickles of ``{"batch_label", "labels",
+    "data" (n, 3072) uint8, "filenames"}``); ``archive``: packed as the official ``.tar.gz``.
+    ``batches`` as ``_cifar_batches`` returns them."""
+    import tarfile
+
+    def write(folder, kind: str, archive: bool = True, per_batch: int = 4, seed: int = 0):
+        folder = Path(folder)
+        sub = folder / f"cifar-10-batches-{kind}"
+        sub.mkdir(parents=True)
+        batches = _cifar_batches(per_batch, seed)
+        for name, (images, labels) in batches.items():
+            planes = images.transpose(0, 3, 1, 2).reshape(len(images), 3072)  # R, G, B planes
+            if kind == "bin":
+                records = np.concatenate([labels[:, None].astype(np.uint8), planes], axis=1)
+                (sub / f"{name}.bin").write_bytes(records.tobytes())
+            else:
+                py2_pickle({b"batch_label": name.encode(), b"labels": labels.tolist(),
+                            b"data": planes, b"filenames": [f"{i}.png".encode()
+                                                             for i in range(len(images))]},
+                           sub / name)
+        if kind == "bin":
+            (sub / "batches.meta.txt").write_text("\n".join(CIFAR_NAMES) + "\n\n")
+        else:
+            py2_pickle({b"label_names": [n.encode() for n in CIFAR_NAMES],
+                        b"num_cases_per_batch": per_batch, b"num_vis": 3072},
+                       sub / "batches.meta")
+        (sub / "readme.html").write_text("<html></html>")
+        if not archive:
+            return sub, batches
+        path = folder / f"cifar-10-{'binary' if kind == 'bin' else 'python'}.tar.gz"
+        with tarfile.open(path, "w:gz") as tar:
+            tar.add(sub, arcname=sub.name)
+        return path, batches
+
+    return write
+
+
+@pytest.fixture(scope="session")
+def write_image_folder():
+    """``write_image_folder(root, classes, per_class, size=(40, 48), seed=0, ext=".JPEG")``:
+    ``root/<class>/<class>_<i><ext>`` as ILSVRC-2012's ``train/``; the class shows as a colour.
+    Returns ``{relative path: label}``."""
+    import cv2
+
+    def write(root, classes: list[str], per_class: int, size=(40, 48), seed: int = 0,
+              ext: str = ".JPEG") -> dict[str, int]:
+        rng = np.random.default_rng(seed)
+        files = {}
+        for label, name in enumerate(classes):
+            (Path(root) / name).mkdir(parents=True, exist_ok=True)
+            for i in range(per_class):
+                image = rng.integers(0, 100, (*size, 3), dtype=np.uint8)
+                image[:, :, label % 3] += np.uint8(150)
+                rel = f"{name}/{name}_{i}{ext}"
+                cv2.imwrite(str(Path(root) / rel), image)
+                files[rel] = label
+        return files
 
     return write

@@ -2,9 +2,14 @@
 """Plot the loss terms, learning rate and mAP of one or several runs into one PNG.
 
     python tools/plot_logs.py output/r50_fpn [output/r101_fpn ...] [--output curves.png]
+    python tools/plot_logs.py --errors output/pretrain/cifar10_plain20 \
+        output/pretrain/cifar10_plain56 --output figure6.png [--iters-per-epoch 391]
 
 Reads each run's ``metrics.jsonl`` (train lines: losses and ``lr``; eval lines: ``mAP``,
 ``mAP50``). One colour per run; losses are drawn raw (thin) and as a moving average (thick).
+``--errors`` draws the paper's Figures 4 and 6 from ``tools/pretrain.py`` runs instead: the
+top-1 training error (train lines, thin) and validation / test error (eval lines, bold) of every
+run in one panel, per iteration (or per epoch with ``--iters-per-epoch``).
 Needs matplotlib: ``pip install -e ".[plot]"``.
 """
 from __future__ import annotations
@@ -72,6 +77,49 @@ def plot_runs(runs: dict[str, dict[str, list[dict]]], output: str | Path, smooth
     return output
 
 
+def error_figure(runs: dict[str, dict[str, list[dict]]],
+                 iters_per_epoch: Optional[float] = None):
+    """Figure 4 / 6 style: per run (one colour), top-1 training error thin and validation error
+    bold, in percent, against iterations (or epochs). Returns the matplotlib figure."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5.5))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    scale = 1.0 / iters_per_epoch if iters_per_epoch else 1.0
+    for i, (name, metrics) in enumerate(runs.items()):
+        color = colors[i % len(colors)]
+        for kind, width, label in (("train", 0.8, None), ("eval", 2.5, name)):
+            points = [(r["iteration"] * scale, float(r["top1_err"])) for r in metrics[kind]
+                      if isinstance(r.get("top1_err"), (int, float))]
+            if points:
+                ax.plot(*zip(*points), color=color, linewidth=width, label=label)
+    if not ax.lines:
+        plt.close(fig)
+        raise ValueError("no top1_err in these runs' metrics.jsonl (tools/pretrain.py runs)")
+    ax.set_xlabel("epoch" if iters_per_epoch else "iteration")
+    ax.set_ylabel("top-1 error (%)")
+    ax.set_title("thin: training error, bold: validation error")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def plot_errors(runs: dict[str, dict[str, list[dict]]], output: str | Path,
+                iters_per_epoch: Optional[float] = None) -> Path:
+    """:func:`error_figure` saved as ``output`` (PNG)."""
+    import matplotlib.pyplot as plt
+
+    fig = error_figure(runs, iters_per_epoch)
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(output, dpi=100)
+    plt.close(fig)
+    return output
+
+
 def _unique_names(paths: list[str]) -> list[str]:
     names = [Path(p).name if Path(p).is_dir() else Path(p).parent.name for p in paths]
     return [n if names.count(n) == 1 else p for n, p in zip(names, paths)]
@@ -84,6 +132,11 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--output", help="PNG to write (default: RUN/metrics.png for one run, "
                                          "./metrics.png for several)")
     parser.add_argument("--smooth", type=int, default=20, help="moving-average window of losses")
+    parser.add_argument("--errors", action="store_true",
+                        help="training (thin) and validation (bold) top-1 error of pretraining "
+                             "runs, as the paper's Figures 4 and 6")
+    parser.add_argument("--iters-per-epoch", type=float,
+                        help="with --errors: plot against epochs of this many iterations")
     args = parser.parse_args(argv)
     try:
         import matplotlib  # noqa: F401
@@ -93,6 +146,13 @@ def main(argv: Optional[list[str]] = None) -> int:
     first = Path(args.runs[0])
     default = (first if first.is_dir() else first.parent) / "metrics.png"
     output = args.output or (default if len(args.runs) == 1 else "metrics.png")
+    if args.errors:
+        try:
+            print(f"wrote {plot_errors(runs, output, iters_per_epoch=args.iters_per_epoch)}")
+        except ValueError as e:
+            print(f"plot_logs.py: {e}", file=sys.stderr)
+            return 2
+        return 0
     print(f"wrote {plot_runs(runs, output, smooth=max(1, args.smooth))}")
     return 0
 

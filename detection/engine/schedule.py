@@ -3,7 +3,9 @@
 The learning rate of iteration ``t`` (0-based; the ``t``-th optimizer step uses it) is
 ``base_lr * w(t) * d(t)`` with
 
-- warm-up: ``w(t) = f + (1 - f) * t / T_w`` for ``t < T_w``, else ``1``  (``f = warmup_factor``);
+- warm-up: ``w(t) = f + (1 - f) * t / T_w`` (``warmup_method="linear"``) or ``w(t) = f``
+  (``"constant"``, as the paper's ResNet-110 on CIFAR-10) for ``t < T_w``, else ``1``
+  (``f = warmup_factor``);
 - multi-step decay: ``d(t) = gamma ** (number of steps s with s <= t)``;
 - cosine decay: ``d(t) = (1 + cos(pi * t / T)) / 2``  (``T = max_iter``).
 """
@@ -23,7 +25,7 @@ _NORM_TYPES = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm, nn.Lo
 
 def lr_factor(iteration: int, *, max_iter: int, schedule: str = "multistep",
               steps: Sequence[int] = (), gamma: float = 0.1, warmup_iters: int = 0,
-              warmup_factor: float = 0.001) -> float:
+              warmup_factor: float = 0.001, warmup_method: str = "linear") -> float:
     """The multiplier of ``base_lr`` at ``iteration`` (see the module docstring)."""
     if schedule == "multistep":
         decay = gamma ** bisect.bisect_right(sorted(steps), iteration)
@@ -31,6 +33,11 @@ def lr_factor(iteration: int, *, max_iter: int, schedule: str = "multistep",
         decay = 0.5 * (1.0 + math.cos(math.pi * min(iteration, max_iter) / max_iter))
     else:
         raise ValueError(f"unknown lr schedule {schedule!r}; expected 'multistep' or 'cosine'")
+    if warmup_method not in ("linear", "constant"):
+        raise ValueError(f"unknown warmup method {warmup_method!r}; expected 'linear' or "
+                         "'constant'")
+    if iteration < warmup_iters and warmup_method == "constant":
+        return decay * warmup_factor
     if iteration < warmup_iters:
         alpha = iteration / warmup_iters
         return decay * (warmup_factor * (1.0 - alpha) + alpha)
@@ -46,7 +53,8 @@ class WarmupLRScheduler(torch.optim.lr_scheduler.LRScheduler):
 
     def __init__(self, optimizer: torch.optim.Optimizer, *, max_iter: int,
                  schedule: str = "multistep", steps: Sequence[int] = (), gamma: float = 0.1,
-                 warmup_iters: int = 0, warmup_factor: float = 0.001, last_epoch: int = -1):
+                 warmup_iters: int = 0, warmup_factor: float = 0.001,
+                 warmup_method: str = "linear", last_epoch: int = -1):
         if max_iter <= 0:
             raise ValueError(f"max_iter must be positive, got {max_iter}")
         self.max_iter = int(max_iter)
@@ -55,13 +63,14 @@ class WarmupLRScheduler(torch.optim.lr_scheduler.LRScheduler):
         self.gamma = float(gamma)
         self.warmup_iters = int(warmup_iters)
         self.warmup_factor = float(warmup_factor)
+        self.warmup_method = str(warmup_method)
         lr_factor(0, **self._params())  # fail here, not at the first step, on a bad schedule
         super().__init__(optimizer, last_epoch)
 
     def _params(self) -> dict:
         return {"max_iter": self.max_iter, "schedule": self.schedule, "steps": self.steps,
                 "gamma": self.gamma, "warmup_iters": self.warmup_iters,
-                "warmup_factor": self.warmup_factor}
+                "warmup_factor": self.warmup_factor, "warmup_method": self.warmup_method}
 
     def load_state_dict(self, state_dict: dict) -> None:
         """Restore the position (iteration, last lr) but keep this scheduler's own schedule, so

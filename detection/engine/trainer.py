@@ -12,6 +12,12 @@ ends with the same weights as one that was never interrupted (bitwise on the CPU
 
 A non-finite loss stops the run before its backward pass, naming the iteration and the loss
 term; nothing is saved after it, so ``last.pth`` stays the last good state.
+
+The loop is the same for every task: ``prepare_batch(batch, device)`` turns a batch into the
+model's positional arguments (detection: :func:`move_batch`, images and targets), and the model
+returns a dict whose ``loss*`` terms are summed and minimised; any other entry (say a
+classifier's training error) is a metric, averaged over processes and logged, never
+back-propagated.
 """
 from __future__ import annotations
 
@@ -69,8 +75,10 @@ class Trainer:
                  amp: bool = False, amp_dtype: str = "bf16",
                  clip_grad_norm: Optional[float] = None,
                  extra_state: Optional[Mapping[str, Any]] = None, best_metric: str = "mAP",
-                 writer: Optional[MetricsWriter] = None):
+                 writer: Optional[MetricsWriter] = None,
+                 prepare_batch: Callable[[Any, torch.device], tuple] = move_batch):
         self.device = device
+        self.prepare_batch = prepare_batch
         if du.get_world_size() > 1:
             model = nn.parallel.DistributedDataParallel(
                 model, device_ids=[device.index] if device.type == "cuda" else None)
@@ -171,15 +179,17 @@ class Trainer:
                     "(plus evaluation)", per_it, len(times), left, format_eta(left * per_it))
 
     def run_step(self, it: int, batch: list[dict]) -> dict[str, float]:
-        """One SGD step on ``batch``; returns the loss terms averaged over processes."""
-        images, targets = move_batch(batch, self.device)
+        """One SGD step on ``batch``; returns the loss terms (and metrics) averaged over
+        processes."""
+        inputs = self.prepare_batch(batch, self.device)
         with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp):
-            loss_dict = self.model(images, targets)
-        names = list(loss_dict)
-        total = sum(loss_dict.values())
-        reduced = du.reduce_mean(torch.stack([loss_dict[n].float() for n in names]))
+            outputs = self.model(*inputs)
+        names = list(outputs)
+        losses = [n for n in names if n.startswith("loss")]
+        total = sum(outputs[n] for n in losses)
+        reduced = du.reduce_mean(torch.stack([outputs[n].detach().float() for n in names]))
         values = dict(zip(names, reduced.tolist()))
-        self._check_finite(it, values)
+        self._check_finite(it, {n: values[n] for n in losses})
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(total).backward()
         if self.clip_grad_norm:
@@ -189,7 +199,7 @@ class Trainer:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.scheduler.step()
-        return {"loss": sum(values.values()), **values}
+        return {"loss": sum(values[n] for n in losses), **values}
 
     @staticmethod
     def _check_finite(it: int, values: Mapping[str, float]) -> None:

@@ -142,7 +142,8 @@ def test_dump_and_save_round_trip(tmp_path):
 
 # ----------------------------------------------------------------------------- the shipped configs
 REPO = Path(__file__).resolve().parents[2]
-ALL_CONFIGS = sorted(p.relative_to(REPO).as_posix() for p in (REPO / "configs").rglob("*.yaml"))
+ALL_CONFIGS = sorted(p.relative_to(REPO).as_posix() for p in (REPO / "configs").rglob("*.yaml")
+                     if "configs/pretrain" not in p.as_posix())  # classifiers: their own schema
 LEAF_CONFIGS = [p for p in ALL_CONFIGS if "/_base_/" not in p]
 
 

@@ -70,3 +70,36 @@ def test_missing_run_and_missing_matplotlib(tmp_path, capsys, monkeypatch):
 
 def test_smooth_is_a_trailing_mean():
     assert plot_logs._smooth([1.0, 3.0, 5.0, 7.0], 2) == [1.0, 2.0, 4.0, 6.0]
+
+
+def _write_pretrain_run(folder: Path, final_err: float) -> Path:
+    folder.mkdir(parents=True)
+    lines = [{"type": "train", "iteration": it, "loss": 1.0, "loss_cls": 1.0,
+              "top1_err": 90 - (90 - final_err) * it / 400, "lr": 0.1} for it in range(20, 420, 20)]
+    lines += [{"type": "eval", "iteration": it, "top1_err": final_err + 5 + 100 / it,
+               "top1": 0.0, "num_images": 50.0} for it in (100, 200, 300, 400)]
+    (folder / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    return folder
+
+
+def test_error_curves_as_the_papers_figures(tmp_path):
+    runs = {name: plot_logs.read_metrics(_write_pretrain_run(tmp_path / name, err))
+            for name, err in (("plain-20", 10.0), ("plain-56", 20.0))}
+    fig = plot_logs.error_figure(runs, iters_per_epoch=100)
+    lines = fig.axes[0].lines
+    assert [(line.get_linewidth(), line.get_label()) for line in lines] == [
+        (0.8, "_child0"), (2.5, "plain-20"), (0.8, "_child2"), (2.5, "plain-56")]
+    assert lines[0].get_color() == lines[1].get_color() != lines[2].get_color()  # one per run
+    assert list(lines[3].get_xdata()) == [1.0, 2.0, 3.0, 4.0]  # epochs of 100 iterations
+    assert list(lines[3].get_ydata()) == pytest.approx([26.0, 25.5, 25 + 1 / 3, 25.25])
+    assert fig.axes[0].get_xlabel() == "epoch"
+
+
+def test_errors_mode_writes_a_png_and_refuses_detection_logs(tmp_path, capsys):
+    run = _write_pretrain_run(tmp_path / "resnet-20", 8.0)
+    out = tmp_path / "figure6.png"
+    assert plot_logs.main(["--errors", str(run), "--output", str(out)]) == 0
+    assert cv2.imread(str(out)).shape == (550, 800, 3)
+    detection = _write_run(tmp_path / "det", 1.0)
+    assert plot_logs.main(["--errors", str(detection), "--output", str(out)]) == 2
+    assert "no top1_err" in capsys.readouterr().err

@@ -63,6 +63,19 @@ def test_scheduler_follows_lr_factor_and_resumes_from_state_dict():
     assert opt2.param_groups[0]["lr"] == pytest.approx(0.2 * 0.01)
 
 
+def test_constant_warmup_as_the_paper_trains_resnet110():
+    # CIFAR-10 ResNet-110: lr 0.01 for 400 iterations, then 0.1, /10 at 32k and 48k
+    kw = dict(max_iter=64000, steps=[32000, 48000], warmup_iters=400, warmup_factor=0.1,
+              warmup_method="constant")
+    opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.1)
+    sched = WarmupLRScheduler(opt, **kw)
+    assert _lrs(sched, opt, 3) == pytest.approx([0.01] * 3)
+    assert [0.1 * lr_factor(i, **kw) for i in (399, 400, 31999, 32000, 48000)] == pytest.approx(
+        [0.01, 0.1, 0.1, 0.01, 0.001])
+    with pytest.raises(ValueError, match="unknown warmup method 'cosine'"):
+        lr_factor(0, max_iter=10, warmup_method="cosine")
+
+
 def test_param_groups_put_norm_parameters_apart_and_skip_frozen_ones():
     model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.GroupNorm(2, 4),
                           nn.Conv2d(4, 2, 1))

@@ -152,3 +152,19 @@ def test_the_training_time_is_estimated_from_the_first_iterations(tmp_path, capl
     lines = [r.getMessage() for r in caplog.records if "over the first" in r.getMessage()]
     assert lines == ["4.00 s/iteration over the first 6 iterations: the 4 left take about "
                      "0:00:16 (plus evaluation)"]
+def test_entries_other_than_losses_are_logged_metrics_not_minimised(tmp_path, monkeypatch):
+    seed_all(0)
+    model = ToyDetector()
+    real_forward = model.forward
+
+    def forward(images, targets=None, original_sizes=None):
+        out = real_forward(images, targets, original_sizes)
+        # a metric with a steep gradient: were it minimised, objectness.bias would feel it
+        return {**out, "top1_err": 1000 * model.objectness.bias.sum() + 25}
+    monkeypatch.setattr(model, "forward", forward)
+    trainer = _trainer(tmp_path, model=model, max_iter=2)
+    bias = model.objectness.bias.item()
+    losses = trainer.run_step(0, next(trainer.data_loader))
+    assert losses["top1_err"] == pytest.approx(1000 * bias + 25)
+    assert losses["loss"] == pytest.approx(sum(losses[n] for n in LOSS_NAMES))
+    assert 0 < model.objectness.bias.grad.abs().item() < 1  # from loss_rpn_cls alone

@@ -1,0 +1,48 @@
+#!/usr/bin/env python
+"""Convert MSRA's ImageNet ResNet weights (Detectron / Detectron2's ``R-50.pkl``, ``R-101.pkl``)
+into a file that ``build_backbone(name, weights=DST, stride_in_1x1=True)`` loads.
+
+    python tools/convert_pretrained.py R-50.pkl weights/R-50-msra.pth [--rgb]
+
+The ``.pkl`` is read with a restricted unpickler (numpy arrays and plain data only; a file that
+asks for anything else is refused without running it). The weights expect BGR input minus the
+mean (103.53, 116.28, 123.675) with std 1; ``--rgb`` reverses conv1's input channels so they
+take RGB input (mean (123.675, 116.28, 103.53), std 1). See ``backbones/msra.py``.
+"""
+from __future__ import annotations
+
+import argparse
+import pickle
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, uninstalled
+
+from backbones.msra import convert_msra_weights  # noqa: E402
+from backbones.weights import WeightsError  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("src", help="Caffe2 / Detectron .pkl of ImageNet ResNet weights")
+    parser.add_argument("dst", help="output .pth")
+    parser.add_argument("--rgb", action="store_true",
+                        help="reverse conv1's input channels: the weights then take RGB images")
+    args = parser.parse_args(argv)
+    try:
+        meta = convert_msra_weights(args.src, args.dst, rgb=args.rgb)
+    except (OSError, pickle.UnpicklingError, WeightsError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    mean = ", ".join(f"{v:g}" for v in meta["pixel_mean"])
+    fmt = "" if args.rgb else "model.input_format: BGR, "
+    print(f"wrote {args.dst}: {meta['arch']} (MSRA, stride in the 1x1 conv), "
+          f"{meta['input_format']} input\n"
+          f"  use: model.backbone.name: {meta['arch']}, model.backbone.weights: {args.dst}, "
+          f"model.backbone.stride_in_1x1: true, {fmt}model.pixel_mean: [{mean}], "
+          "model.pixel_std: [1, 1, 1]")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
