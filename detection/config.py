@@ -182,6 +182,8 @@ class TestConfig:
     ims_per_batch: int = 1
     vis_images: int = 4  # images drawn with detections into <output_dir>/vis
     vis_score_thresh: float = 0.5
+    # COCOEvaluator(backend=...): faster-coco-eval, or the reference pycocotools (same numbers)
+    evaluator_backend: str = _choices("faster", "pycocotools", default="faster")
 
 
 @dataclass
@@ -194,6 +196,7 @@ class Config:
     seed: int = 0
     device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1", ...
     log_period: int = 20
+    tensorboard: bool = True  # MetricsWriter(tensorboard=...): scalars in <output_dir>/tensorboard
 
 
 # -------------------------------------------------------------------------------------- loading
