@@ -129,3 +129,30 @@ def test_evaluation_does_not_change_the_training(tmp_path):
     without.train()
     for (k, v), w in zip(with_eval.model.state_dict().items(), without.model.state_dict().values()):
         assert torch.equal(v, w), k
+
+
+def test_inference_logs_progress_and_the_evaluators_time(tmp_path):
+    import logging
+
+    from detection.engine.logging import LOGGER_NAME
+
+    records = []
+    handler = logging.Handler(logging.INFO)
+    handler.emit = lambda record: records.append(record.getMessage())
+    logger = logging.getLogger(LOGGER_NAME)
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        test = [[toy_sample(100 + i)] for i in range(3)]
+        result, _ = inference_on_dataset(ToyDetector(), test, ToyEvaluator(), device=DEVICE,
+                                          log_period_s=0)
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    assert result["num_images"] == 3.0
+    assert [r.split("  ")[0] for r in records[:3]] == [
+        "inference 1/3", "inference 2/3", "inference 3/3"]
+    assert all(" s/it  data " in r and "  eta " in r for r in records[:3])
+    assert records[3].startswith("inference: 3 it in 0:00:0") and "evaluator: " in records[3]
+    assert len(records) == 4
