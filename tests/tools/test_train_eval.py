@@ -12,40 +12,13 @@ import torch
 import yaml
 
 from detection.config import load_config
+from tiny_run import tiny_config
 from tool_loader import load_tool
 
 REPO = Path(__file__).resolve().parents[2]
 EVAL_KEYS = {"mAP", "mAP50", "mAP75", "mAP_s", "mAP_m", "mAP_l", "AR100", "per_category",
              "backbone", "config", "weights", "iteration"}
 LOSSES = ("loss_rpn_cls", "loss_rpn_box", "loss_cls", "loss_box")
-
-
-def _tiny_config(folder: Path, data) -> Path:
-    """R-18-FPN with 32 channels on 64 px images: a real model, a second per few iterations."""
-    cfg = {
-        "model": {"backbone": {"name": "resnet18", "weights": None, "norm": "BN",
-                               "freeze_at": 0},
-                  "fpn": {"out_channels": 32},
-                  "anchor_generator": {"sizes": [[16], [32], [64], [128], [256]],
-                                       "aspect_ratios": [[1.0]]},
-                  "rpn": {"pre_nms_topk_train": 200, "post_nms_topk_train": 64,
-                          "pre_nms_topk_test": 100, "post_nms_topk_test": 32,
-                          "batch_size_per_image": 32},
-                  "roi_heads": {"fc_dim": 64, "batch_size_per_image": 16,
-                                "detections_per_img": 20, "score_thresh": 0.0}},
-        "data": {"train": {"images": data.train_images, "annotations": data.train_annotations},
-                 "test": {"images": data.val_images, "annotations": data.val_annotations},
-                 "input": {"min_size_train": [56, 64], "max_size_train": 96,
-                           "min_size_test": 64, "max_size_test": 96, "flip_prob": 0.5},
-                 "num_workers": 0},
-        "solver": {"max_iter": 4, "base_lr": 0.01, "ims_per_batch": 2, "steps": [3],
-                   "warmup_iters": 2, "checkpoint_period": 2},
-        "test": {"eval_period": 2, "vis_images": 2, "vis_score_thresh": 0.0},
-        "output_dir": str(folder / "out"), "device": "cpu", "log_period": 1,
-    }
-    path = folder / "tiny.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    return path
 
 
 def _run(args: list[str], *, nproc: int = 1, check: bool = True) -> subprocess.CompletedProcess:
@@ -66,7 +39,7 @@ def _model_state(path: Path) -> dict:
 @pytest.fixture(scope="module")
 def trained(synthetic_coco, tmp_path_factory):
     folder = tmp_path_factory.mktemp("train")
-    config = _tiny_config(folder, synthetic_coco)
+    config = tiny_config(folder, synthetic_coco)
     proc = _run(["tools/train.py", "--config", str(config)])
     return config, folder / "out", proc
 
@@ -113,6 +86,7 @@ def test_eval_tool_reproduces_the_final_evaluation(trained, tmp_path):
     proc = _run(["tools/eval.py", "--config", str(config), "--weights", str(out / "last.pth"),
                  "--output", str(tmp_path)])
     assert "mAP@.5 = " in proc.stdout and "category" in proc.stdout  # the evaluator's table
+    assert "inference 8/8  " in proc.stdout and "; evaluator: " in proc.stdout  # progress
     result = json.loads((tmp_path / "eval.json").read_text())
     expected = json.loads((out / "eval.json").read_text())
     assert EVAL_KEYS <= set(result)
@@ -181,3 +155,30 @@ def test_print_config_and_config_errors(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "override 'solver.max_itr=7'" in err and "'solver.max_iter'" in err
     assert not (tmp_path / "o").exists()
+
+
+def test_train_logs_progress_and_writes_tensorboard_scalars(trained):
+    """The run's TensorBoard events hold every number of its metrics.jsonl: each loss term,
+    lr, time/iter, and each evaluation's mAP, mAP50 and per-category AP."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    _, out, proc = trained
+    assert "inference 8/8  " in proc.stdout and "  eta 0:00:00  elapsed " in proc.stdout
+    assert proc.stdout.count("; evaluator: ") == 2  # the evaluator's own time, per evaluation
+    acc = EventAccumulator(str(out / "tensorboard"))
+    acc.Reload()
+    scalars = {tag: {e.step: e.value for e in acc.Scalars(tag)} for tag in acc.Tags()["scalars"]}
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    checked = 0
+    for r in records:
+        for key, value in r.items():
+            items = value.items() if isinstance(value, dict) else [(None, value)]
+            for name, v in items:
+                if key in ("type", "iteration") or not isinstance(v, (int, float)):
+                    continue
+                tag = f"{r['type']}/{key}" + ("" if name is None else f"/{name}")
+                assert scalars[tag][r["iteration"]] == pytest.approx(v, rel=1e-6, abs=1e-9), tag
+                checked += 1
+    assert {f"train/{k}" for k in (*LOSSES, "loss", "lr", "time")} <= set(scalars)
+    assert {"eval/mAP", "eval/mAP50", "eval/per_category/circle"} <= set(scalars)
+    assert checked >= 4 * 9 + 2 * (7 + 5)
