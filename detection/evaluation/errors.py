@@ -15,8 +15,9 @@ of the COCO error analysis:
     bg   overlaps nothing (background)
 
 :func:`confusion_matrix` pairs detections scoring >= ``score_thresh`` with objects of any class
-(IoU >= ``iou_thresh``, one-to-one; highest IoU first, on equal IoU the higher score): ``matrix[true, predicted]``, with a last
-row "background" (false detections) and a last column "missed" (objects without a detection).
+(IoU >= ``iou_thresh``, one-to-one; highest IoU first, on equal IoU the higher score):
+``matrix[true, predicted]``, with a last row "background" (false detections) and a last column
+"missed" (objects without a detection).
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""faster-coco-eval against pycocotools (the reference): the same numbers on edge-case result sets."""
+"""faster-coco-eval against pycocotools (the reference): equal numbers on edge-case result sets."""
 from __future__ import annotations
 
 import json
