@@ -151,23 +151,28 @@ def build_report(runs: Sequence[dict], *, analyses: Optional[Sequence[dict]] = N
                  backend: str = "faster", title: str = "Detection report", num_images: int = 6,
                  score_thresh: float = 0.5, max_side: int = 320) -> str:
     """The HTML text for ``runs`` (:func:`~detection.evaluation.analysis.read_run` results);
-    ``analyses`` (from ``analyze_run``) are computed when not given."""
+    ``analyses`` (from ``analyze_run``) are computed when not given. The image grid shows the
+    first run's test images; a run evaluated on other annotations is marked and not drawn."""
     analyses = analyses or [analyze_run(r, backend=backend, score_thresh=score_thresh)
                             for r in runs]
     names = _names(runs)
+    same = [Path(r["annotations"]).resolve() == Path(runs[0]["annotations"]).resolve()
+            for r in runs]
+    names = [n if s else f"{n} [other test set: {r['annotations']}]"
+             for n, s, r in zip(names, same, runs)]
     categories = [c["name"] for c in sorted(runs[0]["ground_truth"]["categories"],
                                             key=lambda c: c["id"])]
     shown, scales = _images(runs[0], num_images, max_side)
     data = {"error_types": list(ERROR_TYPES), "recall": analyses[0]["recall"],
             "categories": categories, "images": shown, "runs": []}
-    for i, (run, analysis, name) in enumerate(zip(runs, analyses, names)):
+    for i, (run, analysis, name, s) in enumerate(zip(runs, analyses, names, same)):
         data["runs"].append({
             "name": name, "color": PALETTE[i % len(PALETTE)],
             "per_category": run["eval"].get("per_category") or {},
             "train": _series(run["metrics"], "train"), "evals": _series(run["metrics"], "eval"),
             "analysis": {k: analysis[k] for k in ("ap", "curves", "pr", "confusion",
                                                   "false_positive_kinds")},
-            "detections": _detections(run, scales, categories)})
+            "detections": _detections(run, scales if s else {}, categories)})
     text = _TEMPLATE.read_text(encoding="utf-8")
     payload = json.dumps(_clean(data), allow_nan=False).replace("</", "<\\/")
     for key, value in (("__TITLE__", html.escape(title)), ("__TABLE__", _table(runs, names)),
