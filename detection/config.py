@@ -259,6 +259,8 @@ class TestConfig:
     vis_images: int = 4  # images drawn with detections into <output_dir>/vis
     vis_score_thresh: float = 0.5
     use_07_metric: bool = True  # voc: mAP is the VOC2007 11-point AP (else all-point)
+    # COCOEvaluator(backend=...): faster-coco-eval, or the reference pycocotools (same numbers)
+    evaluator_backend: str = _choices("faster", "pycocotools", default="faster")
 
 
 @dataclass
@@ -271,6 +273,7 @@ class Config:
     seed: int = 0
     device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1", ...
     log_period: int = 20
+    tensorboard: bool = True  # MetricsWriter(tensorboard=...): scalars in <output_dir>/tensorboard
 
 
 # -------------------------------------------------------------------------------------- loading

@@ -25,21 +25,24 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 from backbones.classification.config import load_pretrain_config  # noqa: E402
 from backbones.classification.setup import build_pretrainer, export, final_test  # noqa: E402
-from backbones.weights import WeightsError  # noqa: E402
-from detection.config import ConfigError, dump_config  # noqa: E402
-from detection.data.base import DatasetError  # noqa: E402
+from detection.cli import ArgumentParser, tee_output, tool_main  # noqa: E402
+from detection.config import dump_config  # noqa: E402
 from detection.engine import distributed as du  # noqa: E402
 from detection.engine.logging import LOGGER_NAME, setup_logger, write_eval_json  # noqa: E402
-from detection.engine.trainer import NonFiniteLossError  # noqa: E402
+from detection.engine.setup import prepare_output_dir  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--config", required=True, help="YAML config file (configs/pretrain/)")
     p.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", action="extend",
                    help="override config keys, e.g. solver.max_iter=1000 data.num_workers=8")
     p.add_argument("--output", help="output folder (overrides output_dir)")
-    p.add_argument("--resume", action="store_true", help="continue from <output_dir>/last.pth")
+    runs = p.add_mutually_exclusive_group()
+    runs.add_argument("--resume", action="store_true", help="continue from <output_dir>/last.pth")
+    runs.add_argument("--force", action="store_true",
+                      help="start over in an output folder that holds a previous run (its run "
+                           "files are deleted)")
     p.add_argument("--print-config", action="store_true", help="print the resolved config, exit")
     p.add_argument("--benchmark", action="store_true",
                    help="measure the training loader's images/s against the training step's "
@@ -47,54 +50,43 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+@tool_main
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     overrides = list(args.set) + ([f"output_dir={args.output}"] if args.output else [])
-    try:
-        cfg = load_pretrain_config(args.config, overrides)
-        if args.print_config:
-            print(dump_config(cfg), end="")
-            return 0
-        device = du.resolve_device(cfg.device)
-    except (ConfigError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    cfg = load_pretrain_config(args.config, overrides)
+    if args.print_config:
+        print(dump_config(cfg), end="")
+        return 0
+    device = du.resolve_device(cfg.device)
     if args.benchmark:
-        return benchmark(cfg, device=device)
+        from backbones.classification.benchmark import benchmark_pretraining, format_benchmark
+
+        print(format_benchmark(benchmark_pretraining(cfg, device=device)))
+        return 0
     device = du.init_distributed(device)
-    setup_logger(du.get_rank())
     try:
+        deleted = prepare_output_dir(cfg.output_dir, resume=args.resume, force=args.force,
+                                     delete=du.is_main_process())
+        du.synchronize()
+        if du.is_main_process():  # log.txt: everything printed, up to the last error line
+            tee_output(Path(cfg.output_dir) / "log.txt", append=args.resume)
+        logger = setup_logger(du.get_rank())
+        if deleted:
+            logger.info("--force: deleted the previous run's %s in %s", ", ".join(deleted),
+                        cfg.output_dir)
         return pretrain(cfg, device=device, resume=args.resume, config_path=args.config)
     finally:
         du.destroy_distributed()
 
 
-def benchmark(cfg, *, device) -> int:
-    from backbones.classification.benchmark import benchmark_pretraining, format_benchmark
-
-    try:
-        print(format_benchmark(benchmark_pretraining(cfg, device=device)))
-    except (ValueError, FileNotFoundError, FileExistsError, DatasetError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
-
-
 def pretrain(cfg, *, device, resume: bool, config_path: str) -> int:
     logger = logging.getLogger(LOGGER_NAME)
-    try:
-        trainer, cfg = build_pretrainer(cfg, device=device, resume=resume)
-    except (ValueError, FileNotFoundError, FileExistsError, WeightsError, DatasetError) as e:
-        logger.error("error: %s", e)  # bad data, weights or config values: no traceback
-        return 1
+    trainer, cfg = build_pretrainer(cfg, device=device, resume=resume)
     logger.info("pretraining %s on %s (%d classes), %d process(es), output in %s",
                 cfg.model.backbone.name, device, cfg.model.num_classes, du.get_world_size(),
                 cfg.output_dir)
-    try:
-        trainer.train()
-    except NonFiniteLossError as e:
-        logger.error("%s", e)
-        return 1
+    trainer.train()
     results = final_test(trainer, cfg)  # every process: 10-crop inference is sharded
     if du.is_main_process():
         out = Path(cfg.output_dir)

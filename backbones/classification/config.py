@@ -110,6 +110,7 @@ class PretrainConfig:
     seed: int = 0
     device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1", ...
     log_period: int = 20
+    tensorboard: bool = True  # scalars in <output_dir>/tensorboard, as detection's key
 
 
 def load_pretrain_config(path: Union[str, os.PathLike, None] = None,

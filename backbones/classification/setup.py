@@ -167,7 +167,7 @@ def build_pretrainer(cfg: PretrainConfig, *, device: torch.device, resume: bool 
     writer = None
     if du.is_main_process():
         save_config(cfg, out / "config.yaml")
-        writer = MetricsWriter(out, truncate_after=start)
+        writer = MetricsWriter(out, truncate_after=start, tensorboard=cfg.tensorboard)
     train_loader = build_train_loader(
         train_set, batch_size=_images_per_process(s.ims_per_batch, "solver.ims_per_batch"),
         num_workers=cfg.data.num_workers, seed=cfg.seed, start_iter=start, aspect_grouping=False)

@@ -1,8 +1,10 @@
-"""Run logs: the console logger, ``metrics.jsonl``, optional TensorBoard scalars, ``eval.json``.
+"""Run logs: the console logger, progress lines, ``metrics.jsonl``, TensorBoard, ``eval.json``.
 
 ``metrics.jsonl`` holds one JSON object a line (``{"type": "train" | "eval", "iteration": ...}``,
-see docs/ARCHITECTURE.md); TensorBoard events are written next to it when the ``tensorboard``
-package is importable, and silently skipped when it is not.
+see docs/ARCHITECTURE.md). With ``tensorboard=True`` every number of those records is also a
+TensorBoard scalar under ``<output_dir>/tensorboard`` (``train/loss_cls``, ``train/lr``,
+``train/time``, ``eval/mAP``, ``eval/per_category/<name>``, ...); when the ``tensorboard``
+package is missing, one warning names the extra to install and the run goes on without it.
 """
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ import math
 import os
 import resource
 import sys
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Optional, Union
@@ -19,11 +22,15 @@ from typing import Any, Optional, Union
 import torch
 
 __all__ = [
-    "setup_logger", "MetricsWriter", "format_eta", "memory_mb", "peak_rss_mb", "read_metrics",
+    "setup_logger", "MetricsWriter", "Progress", "format_eta", "memory_mb", "peak_rss_mb",
+    "read_metrics",
     "write_eval_json",
 ]
 
 LOGGER_NAME = "detection"
+TENSORBOARD_MISSING = ('tensorboard: true, but the tensorboard package is not installed; no '
+                       'TensorBoard events are written. Install the extra: pip install -e '
+                       '".[tensorboard]" (or set tensorboard: false)')
 
 
 class _StdoutHandler(logging.StreamHandler):
@@ -66,6 +73,44 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
+class Progress:
+    """Progress lines of a loop over ``total`` steps, in the training log's style::
+
+        inference 40/100  0.120 s/it  data 0.004 s  eta 0:00:07  elapsed 0:00:05
+
+    ``step(data_time)`` after each step; a line at most every ``period_s`` seconds (``0``: every
+    step) and after the last one. The ETA uses the mean time of the steps since the previous line
+    (the first steps are slow). ``enabled=False`` (processes other than rank 0) prints nothing.
+    """
+
+    def __init__(self, name: str, total: Optional[int], *, period_s: float = 5.0,
+                 enabled: bool = True):
+        self.name, self.total, self.period_s, self.enabled = name, total, period_s, enabled
+        self.done = 0
+        self.start = self._last = time.perf_counter()
+        self._window = (0, 0.0)  # (steps, data seconds) since the last line
+
+    @property
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.start
+
+    def step(self, data_time: float = 0.0) -> None:
+        self.done += 1
+        steps, data = self._window
+        self._window = (steps + 1, data + data_time)
+        now = time.perf_counter()
+        if self.enabled and (now - self._last >= self.period_s or self.done == self.total):
+            steps, data = self._window
+            per_step = (now - self._last) / steps
+            total = "?" if self.total is None else self.total
+            eta = "" if self.total is None else \
+                f"  eta {format_eta((self.total - self.done) * per_step)}"
+            logging.getLogger(LOGGER_NAME).info(
+                "%s %d/%s  %.3f s/it  data %.3f s%s  elapsed %s", self.name, self.done, total,
+                per_step, data / steps, eta, format_eta(now - self.start))
+            self._last, self._window = now, (0, 0.0)
+
+
 def memory_mb(device: torch.device) -> float:
     """Peak memory in MiB: allocated tensors on a GPU, the process's peak RSS on the CPU."""
     if device.type == "cuda":
@@ -86,7 +131,9 @@ def _jsonable(value: Any) -> Any:
 
 
 class MetricsWriter:
-    """Appends records to ``<output_dir>/metrics.jsonl`` (and TensorBoard when available).
+    """Appends records to ``<output_dir>/metrics.jsonl`` and, with ``tensorboard``, writes their
+    numbers as TensorBoard scalars to ``<output_dir>/tensorboard`` (tag ``<type>/<key>``, a
+    nested dict's entries as ``<type>/<key>/<name>``; step = ``iteration``).
 
     ``truncate_after``: on resume, drop lines of iterations past the checkpoint so the log does
     not repeat the iterations the interrupted run did after its last save.
@@ -103,9 +150,11 @@ class MetricsWriter:
         if tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
-                self._tb = SummaryWriter(log_dir=str(Path(output_dir) / "tensorboard"))
-            except ImportError:  # tensorboard is optional
-                self._tb = None
+            except ImportError:  # the optional extra is not installed
+                logging.getLogger(LOGGER_NAME).warning(TENSORBOARD_MISSING)
+            else:
+                self._tb = SummaryWriter(log_dir=str(Path(output_dir) / "tensorboard"),
+                                         flush_secs=10)
 
     def _truncate(self, iteration: int) -> None:
         kept = []
@@ -128,9 +177,12 @@ class MetricsWriter:
             step = int(record.get("iteration", 0))
             kind = record.get("type", "train")
             for key, value in record.items():
-                if isinstance(value, (int, float)) and not isinstance(value, bool) \
-                        and key != "iteration":
-                    self._tb.add_scalar(f"{kind}/{key}", value, step)
+                items = value.items() if isinstance(value, Mapping) else [(None, value)]
+                for name, v in items:
+                    if isinstance(v, (int, float)) and not isinstance(v, bool) \
+                            and key != "iteration":  # NaN is a string here: skipped
+                        tag = f"{kind}/{key}" if name is None else f"{kind}/{key}/{name}"
+                        self._tb.add_scalar(tag, v, step)
 
     def close(self) -> None:
         self._file.close()

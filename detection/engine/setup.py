@@ -225,8 +225,9 @@ def build_lr_scheduler(cfg: Config, optimizer: torch.optim.Optimizer) -> WarmupL
 
 def build_evaluator(cfg: Config, classes: list[dict], *, verbose: bool = False):
     """The evaluation of ``data.test`` (results in percent): COCO mAP of
-    ``data.test.annotations``, or VOC AP at IoU .5 of ``data.test.roots`` / ``splits``
-    (``test.use_07_metric``); ``verbose`` prints the summary and the per-category table."""
+    ``data.test.annotations`` (``test.evaluator_backend``), or VOC AP at IoU .5 of
+    ``data.test.roots`` / ``splits`` (``test.use_07_metric``); ``verbose`` prints the summary and
+    the per-category table."""
     from ..evaluation import COCOEvaluator, VOCEvaluator
 
     t = cfg.data.test
@@ -235,7 +236,8 @@ def build_evaluator(cfg: Config, classes: list[dict], *, verbose: bool = False):
                             use_07_metric=cfg.test.use_07_metric, output_dir=cfg.output_dir,
                             verbose=verbose)
     return COCOEvaluator(annotations=t.annotations, classes=classes,
-                         output_dir=cfg.output_dir, verbose=verbose)
+                         output_dir=cfg.output_dir, verbose=verbose,
+                         backend=cfg.test.evaluator_backend)
 
 
 def build_model_for_training(cfg: Config, classes: list[dict], *, resuming: bool):
@@ -360,7 +362,7 @@ def build_trainer(cfg: Config, *, device: torch.device, resume: bool = False
     writer = None
     if du.is_main_process():
         save_config(cfg, out / "config.yaml")
-        writer = MetricsWriter(out, truncate_after=start)
+        writer = MetricsWriter(out, truncate_after=start, tensorboard=cfg.tensorboard)
         for split, dataset in (("train", train_set), ("test", test_set)):
             if dataset is not None:
                 writer.write({"type": "data", "iteration": start, "split": split,

@@ -33,7 +33,7 @@ from torch import nn
 
 from . import distributed as du
 from .checkpoint import get_rng_state, save_checkpoint, set_rng_state, unwrap_model
-from .logging import LOGGER_NAME, MetricsWriter, format_eta, memory_mb
+from .logging import LOGGER_NAME, MetricsWriter, Progress, format_eta, memory_mb
 
 __all__ = ["Trainer", "NonFiniteLossError", "DatasetInference", "inference_on_dataset",
            "save_visualizations", "move_batch", "AMP_DTYPES"]
@@ -248,8 +248,7 @@ class Trainer:
             self.model.train()
         self.last_results = dict(results)
         if self.writer is not None:
-            self.writer.write({"type": "eval", "iteration": self.iteration,
-                               **{k: v for k, v in results.items() if not isinstance(v, dict)}})
+            self.writer.write({"type": "eval", "iteration": self.iteration, **results})
         value = results.get(self.best_metric)
         logger.info("evaluation at iteration %d: %s", self.iteration,
                     "  ".join(f"{k} {v:.2f}" for k, v in results.items()
@@ -315,19 +314,26 @@ def save_visualizations(kept: list[tuple[dict, dict]], folder: str | Path, *,
 @torch.no_grad()
 def inference_on_dataset(model: nn.Module, data_loader: Iterable[list[dict]], evaluator: Any, *,
                          device: torch.device, amp: bool = False, amp_dtype: str = "bf16",
-                         keep: int = 0) -> tuple[dict, list[tuple[dict, dict]]]:
+                         keep: int = 0, log_period_s: float = 5.0
+                         ) -> tuple[dict, list[tuple[dict, dict]]]:
     """Run ``model`` over ``data_loader`` (this process's shard) and evaluate.
 
     The evaluator gathers the processes' outputs itself (``evaluate()`` is called on every
     process). Returns ``(results, kept)`` where ``kept`` holds the first ``keep``
-    ``(sample, output)`` pairs of this process (for drawing detections).
+    ``(sample, output)`` pairs of this process (for drawing detections). Rank 0 logs progress
+    with an ETA every ``log_period_s`` seconds, then the inference and the evaluator's times.
     """
     was_training = model.training
     model.eval()
     evaluator.reset()
     kept = []
     use_amp = amp and device.type == "cuda"
+    total = len(data_loader) if hasattr(data_loader, "__len__") else None
+    progress = Progress("inference", total, period_s=log_period_s,
+                        enabled=du.is_main_process())
+    t_data = time.perf_counter()
     for batch in data_loader:
+        data_time = time.perf_counter() - t_data
         images, _ = move_batch(batch, device, with_targets=False)
         with torch.autocast(device.type, dtype=AMP_DTYPES[amp_dtype], enabled=use_amp):
             preds = model(images, original_sizes=[tuple(s["original_size"]) for s in batch])
@@ -335,5 +341,14 @@ def inference_on_dataset(model: nn.Module, data_loader: Iterable[list[dict]], ev
                   for k, v in p.items()} for p in preds]
         evaluator.process([{k: v for k, v in s.items() if k != "image"} for s in batch], preds)
         kept.extend(list(zip(batch, preds))[: max(0, keep - len(kept))])
+        progress.step(data_time)
+        t_data = time.perf_counter()
     model.train(was_training)
-    return evaluator.evaluate(), kept
+    t_eval, inference_s = time.perf_counter(), progress.elapsed
+    results = evaluator.evaluate()
+    if du.is_main_process():
+        logger.info("inference: %d it in %s (%.3f s/it); evaluator: %.2f s", progress.done,
+                    format_eta(inference_s), inference_s / max(1, progress.done),
+                    time.perf_counter() - t_eval)
+    return results, kept
+

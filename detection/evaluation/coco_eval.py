@@ -1,9 +1,9 @@
-"""COCO box evaluation with pycocotools, over the images actually processed.
+"""COCO box evaluation over the images actually processed, on faster-coco-eval or pycocotools.
 
 ``process`` takes model outputs (labels ``1..K``, xyxy boxes in ORIGINAL image pixels) and keeps
 them as COCO results (category id, xywh box, score). ``evaluate`` gathers them from every process
 (``all_gather_object`` when ``torch.distributed`` is initialised), writes
-``<output_dir>/coco_results.json``, runs ``COCOeval`` (iouType ``bbox``) on rank 0 and returns,
+``<output_dir>/coco_results.json``, runs COCOeval (iouType ``bbox``) on rank 0 and returns,
 on every rank, percentages::
 
     mAP  = AP@[.50:.05:.95]       mAP50, mAP75 = AP at IoU .50 / .75
@@ -11,18 +11,20 @@ on every rank, percentages::
     AR100 = recall with 100 detections per image, averaged over IoU .50:.95
     per_category[name] = AP@[.50:.95] of that category
 
-A value pycocotools cannot define (its -1: no ground truth in that area range, or a category
+``backend="faster"`` (default) runs faster-coco-eval's C++ matching and accumulation;
+``"pycocotools"`` runs the reference implementation. Both give the same numbers (tests hold every
+summary number and per-category AP equal within 1e-9); see ``backends.py``.
+
+A value COCOeval cannot define (its -1: no ground truth in that area range, or a category
 without ground truth in the evaluated images) is reported as ``nan``. Images without detections
 count (their ground truth is missed); no detections at all gives zeros where ground truth exists.
-Crowd ground truth (``iscrowd=1``) is read from the json and handled by pycocotools (matches to
+Crowd ground truth (``iscrowd=1``) is read from the json and handled by COCOeval (matches to
 it are neither true nor false positives). Results are stored with boxes rounded to 0.01 px and
 scores to 1e-5, and the json written is exactly what is evaluated.
 """
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import math
 import os
@@ -31,10 +33,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from pycocotools.coco import COCO
-from pycocotools.cocoeval import COCOeval
 
 from detection.data.coco import DatasetError, load_coco
+
+from .backends import check_backend, coco_index, evaluate_boxes, results_index
 
 from .common import PerImageEvaluator
 
@@ -56,13 +58,17 @@ class COCOEvaluator(PerImageEvaluator):
         classes: ``[{"id", "name"}, ...]`` ordered by label (``dataset.classes`` or the
             checkpoint's); every id must be a category of ``annotations``.
         output_dir: where ``coco_results.json`` is written (rank 0); ``None``: not written.
-        verbose: print pycocotools' summary and the per-category table.
+        verbose: print COCOeval's summary and the per-category table.
+        backend: ``"faster"`` (faster-coco-eval) or ``"pycocotools"``; the same numbers.
     """
 
     def __init__(self, *, annotations: str | os.PathLike, classes: Sequence[dict],
-                 output_dir: str | os.PathLike | None = None, verbose: bool = True) -> None:
+                 output_dir: str | os.PathLike | None = None, verbose: bool = True,
+                 backend: str = "faster") -> None:
         self.annotations = os.fspath(annotations)
-        self.coco_gt = load_coco(self.annotations)
+        self.backend = check_backend(backend)
+        self.coco_gt = load_coco(self.annotations)  # validated; pycocotools' index
+        self._gt_index = {"pycocotools": self.coco_gt}
         known = set(self.coco_gt.getCatIds())
         missing = [c["id"] for c in classes if c["id"] not in known]
         if missing:
@@ -88,15 +94,10 @@ class COCOEvaluator(PerImageEvaluator):
             os.makedirs(self.output_dir, exist_ok=True)
             with open(os.path.join(self.output_dir, "coco_results.json"), "w") as f:
                 json.dump(results, f)
-        coco_eval = COCOeval(self.coco_gt, self._results_index(results), "bbox")
-        coco_eval.params.imgIds = sorted(predictions)
-        coco_eval.params.catIds = [c["id"] for c in self.classes]
-        quiet = contextlib.nullcontext() if self.verbose else contextlib.redirect_stdout(
-            io.StringIO())
-        with quiet:
-            coco_eval.evaluate()
-            coco_eval.accumulate()
-            coco_eval.summarize()
+        gt = self._gt(self.backend)
+        coco_eval = evaluate_boxes(gt, results_index(gt, results, self.backend),
+                                   backend=self.backend, img_ids=predictions,
+                                   cat_ids=[c["id"] for c in self.classes], verbose=self.verbose)
         result = {key: _percent(coco_eval.stats[i]) for key, i in _SUMMARY}
         result["per_category"] = self._per_category(coco_eval)
         if self.verbose:
@@ -113,21 +114,15 @@ class COCOEvaluator(PerImageEvaluator):
                                 "bbox": [x, y, w, h], "score": score})
         return results
 
-    def _results_index(self, results: list[dict]) -> COCO:
-        """What ``COCO.loadRes`` builds for boxes, also for an empty list (where it fails)."""
-        annotations = [dict(r, id=i + 1, area=r["bbox"][2] * r["bbox"][3], iscrowd=0)
-                       for i, r in enumerate(results)]
-        coco_dt = COCO()
-        coco_dt.dataset = {"images": self.coco_gt.dataset["images"],
-                           "categories": self.coco_gt.dataset["categories"],
-                           "annotations": annotations}
-        with contextlib.redirect_stdout(io.StringIO()):
-            coco_dt.createIndex()
-        return coco_dt
+    def _gt(self, backend: str) -> Any:
+        """The ground-truth index of ``backend`` (built once, sharing the parsed json)."""
+        if backend not in self._gt_index:
+            self._gt_index[backend] = coco_index(self.coco_gt.dataset, backend)
+        return self._gt_index[backend]
 
-    def _per_category(self, coco_eval: COCOeval) -> dict[str, float]:
+    def _per_category(self, coco_eval: Any) -> dict[str, float]:
         """AP@[.50:.95] per category: mean precision over IoUs and recall points (all areas,
-        100 detections), ignoring pycocotools' -1 entries; nan when it has none."""
+        100 detections), ignoring COCOeval's -1 entries; nan when it has none."""
         precision = coco_eval.eval["precision"]  # (T IoUs, R recalls, K, A areas, M max dets)
         cat_ids = list(coco_eval.params.catIds)
         out = {}

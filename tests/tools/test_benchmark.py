@@ -158,3 +158,16 @@ def test_synthetic_batch_targets_are_valid_boxes():
         assert (b[:, 2:] - b[:, :2] >= 15.99).all()
         assert (b[:, [0, 2]] <= 59).all() and (b[:, [1, 3]] <= 39).all() and (b >= 0).all()
         assert ((t["labels"] >= 1) & (t["labels"] <= 4)).all()
+
+
+def test_eval_task_times_both_backends_and_compares_every_number(tmp_path, capsys):
+    out = tmp_path / "eval.json"
+    assert benchmark.main(["--task", "eval", "--eval-images", "30", "--iters", "2",
+                           "--output", str(out)]) == 0
+    result = json.loads(out.read_text())["results"]["eval"]
+    assert (result["num_images"], result["repeats"], result["numbers_compared"]) == (30, 2, 92)
+    assert result["equal"] and result["max_abs_diff"] <= 1e-9
+    assert result["ratio"] == pytest.approx(result["pycocotools_s"] / result["faster_s"])
+    assert "eval: pycocotools " in capsys.readouterr().out
+    assert benchmark.main(["--task", "model"]) == 2  # every other task needs a config
+    assert "--config is required" in capsys.readouterr().err

@@ -135,5 +135,7 @@ def test_bad_config_and_missing_data(tmp_path, capsys, caplog):
     assert "'solver.base_lr' must be of type float" in capsys.readouterr().err
     assert pretrain.main(["--config", str(config), "--set", "data.fromat=folder"]) == 2
     assert "did you mean 'data.format'" in capsys.readouterr().err
-    assert pretrain.main(["--config", str(config)]) == 1  # as tools/train.py: logged, exit 1
-    assert "error: no CIFAR-10 data at" in caplog.text and "nowhere" in caplog.text
+    assert pretrain.main(["--config", str(config)]) == 2  # a user error: one line, exit 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: no CIFAR-10 data at") and "nowhere" in err
+    assert err.count("\n") == 1

@@ -18,6 +18,7 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from detection.config import load_config
+from tiny_run import tiny_config
 from tool_loader import load_tool
 
 REPO = Path(__file__).resolve().parents[2]
@@ -98,6 +99,7 @@ def test_eval_tool_reproduces_the_final_evaluation(trained, tmp_path):
     proc = _run(["tools/eval.py", "--config", str(config), "--weights", str(out / "last.pth"),
                  "--output", str(tmp_path)])
     assert "mAP@.5 = " in proc.stdout and "category" in proc.stdout  # the evaluator's table
+    assert "inference 8/8  " in proc.stdout and "; evaluator: " in proc.stdout  # progress
     result = json.loads((tmp_path / "eval.json").read_text())
     expected = json.loads((out / "eval.json").read_text())
     assert EVAL_KEYS <= set(result)
@@ -216,3 +218,28 @@ def test_eval_writes_beside_the_weights_with_the_config_of_the_checkpoint(traine
     assert result["config"] == f"{out / 'last.pth'} (stored config)"
     assert (out / "eval_last_val" / "coco_results.json").is_file()
     assert _digest(out / "eval.json") == before
+def test_train_logs_progress_and_writes_tensorboard_scalars(trained):
+    """The run's TensorBoard events hold every number of its metrics.jsonl: each loss term,
+    lr, time/iter, and each evaluation's mAP, mAP50 and per-category AP."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    _, out, proc = trained
+    assert "inference 8/8  " in proc.stdout and "  eta 0:00:00  elapsed " in proc.stdout
+    assert proc.stdout.count("; evaluator: ") == 2  # the evaluator's own time, per evaluation
+    acc = EventAccumulator(str(out / "tensorboard"))
+    acc.Reload()
+    scalars = {tag: {e.step: e.value for e in acc.Scalars(tag)} for tag in acc.Tags()["scalars"]}
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    checked = 0
+    for r in records:
+        for key, value in r.items():
+            items = value.items() if isinstance(value, dict) else [(None, value)]
+            for name, v in items:
+                if key in ("type", "iteration") or not isinstance(v, (int, float)):
+                    continue
+                tag = f"{r['type']}/{key}" + ("" if name is None else f"/{name}")
+                assert scalars[tag][r["iteration"]] == pytest.approx(v, rel=1e-6, abs=1e-9), tag
+                checked += 1
+    assert {f"train/{k}" for k in (*LOSSES, "loss", "lr", "time")} <= set(scalars)
+    assert {"eval/mAP", "eval/mAP50", "eval/per_category/circle"} <= set(scalars)
+    assert checked >= 4 * 9 + 2 * (7 + 5)

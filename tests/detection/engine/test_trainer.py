@@ -152,6 +152,8 @@ def test_the_training_time_is_estimated_from_the_first_iterations(tmp_path, capl
     lines = [r.getMessage() for r in caplog.records if "over the first" in r.getMessage()]
     assert lines == ["4.00 s/iteration over the first 6 iterations: the 4 left take about "
                      "0:00:16 (plus evaluation)"]
+
+
 def test_entries_other_than_losses_are_logged_metrics_not_minimised(tmp_path, monkeypatch):
     seed_all(0)
     model = ToyDetector()
@@ -168,3 +170,30 @@ def test_entries_other_than_losses_are_logged_metrics_not_minimised(tmp_path, mo
     assert losses["top1_err"] == pytest.approx(1000 * bias + 25)
     assert losses["loss"] == pytest.approx(sum(losses[n] for n in LOSS_NAMES))
     assert 0 < model.objectness.bias.grad.abs().item() < 1  # from loss_rpn_cls alone
+
+
+def test_inference_logs_progress_and_the_evaluators_time(tmp_path):
+    import logging
+
+    from detection.engine.logging import LOGGER_NAME
+
+    records = []
+    handler = logging.Handler(logging.INFO)
+    handler.emit = lambda record: records.append(record.getMessage())
+    logger = logging.getLogger(LOGGER_NAME)
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        test = [[toy_sample(100 + i)] for i in range(3)]
+        result, _ = inference_on_dataset(ToyDetector(), test, ToyEvaluator(), device=DEVICE,
+                                          log_period_s=0)
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    assert result["num_images"] == 3.0
+    assert [r.split("  ")[0] for r in records[:3]] == [
+        "inference 1/3", "inference 2/3", "inference 3/3"]
+    assert all(" s/it  data " in r and "  eta " in r for r in records[:3])
+    assert records[3].startswith("inference: 3 it in 0:00:0") and "evaluator: " in records[3]
+    assert len(records) == 4

@@ -14,6 +14,7 @@ from pycocotools.cocoeval import COCOeval
 
 from detection.data import DatasetError
 from detection.evaluation import COCOEvaluator, format_table
+from detection.evaluation.backends import BACKENDS
 
 CLASSES = [{"id": 2, "name": "cat"}, {"id": 5, "name": "dog"}]
 # image id -> [(category id, xywh)]: areas 1600 (medium), 900 and 400 (small)
@@ -58,18 +59,23 @@ def _evaluate(gt_path, samples, outputs, **kwargs):
     return evaluator.evaluate()
 
 
-def test_perfect_detections_give_100(tmp_path):
-    result = _evaluate(_write_gt(tmp_path), *_outputs())
+@pytest.fixture(params=BACKENDS)
+def backend(request):
+    return request.param
+
+
+def test_perfect_detections_give_100(tmp_path, backend):
+    result = _evaluate(_write_gt(tmp_path), *_outputs(), backend=backend)
     for key in ("mAP", "mAP50", "mAP75", "mAP_s", "mAP_m", "AR100"):
         assert result[key] == pytest.approx(100.0), key
     assert math.isnan(result["mAP_l"])  # no large ground truth: pycocotools' -1 -> nan
     assert result["per_category"] == {"cat": pytest.approx(100.0), "dog": pytest.approx(100.0)}
 
 
-def test_iou_exactly_0_6(tmp_path):
+def test_iou_exactly_0_6(tmp_path, backend):
     # shifting a w x h box by w/4 in x: IoU = (3w/4) h / ((5w/4) h) = 0.6 exactly; true
     # positives at IoU thresholds .50, .55, .60 (pycocotools matches iou >= t), not above
-    result = _evaluate(_write_gt(tmp_path), *_outputs(shift=0.25))
+    result = _evaluate(_write_gt(tmp_path), *_outputs(shift=0.25), backend=backend)
     assert result["mAP50"] == pytest.approx(100.0)
     assert result["mAP75"] == pytest.approx(0.0)
     assert result["mAP"] == pytest.approx(30.0)  # 3 of 10 thresholds at AP 100
@@ -104,25 +110,26 @@ def test_labels_map_to_category_ids_and_boxes_to_xywh(tmp_path):
                         "score": 0.5}]
 
 
-def test_no_detections_at_all(tmp_path):
+def test_no_detections_at_all(tmp_path, backend):
     empty = {"boxes": torch.zeros(0, 4), "scores": torch.zeros(0),
              "labels": torch.zeros(0, dtype=torch.int64)}
     result = _evaluate(_write_gt(tmp_path), [{"image_id": 1}, {"image_id": 2}], [empty] * 2,
-                       output_dir=tmp_path)
+                       output_dir=tmp_path, backend=backend)
     for key in ("mAP", "mAP50", "mAP75", "mAP_s", "mAP_m", "AR100"):
         assert result[key] == 0.0, key
     assert result["per_category"] == {"cat": 0.0, "dog": 0.0}
     assert json.loads((tmp_path / "coco_results.json").read_text()) == []
 
 
-def test_category_without_ground_truth_or_without_detections(tmp_path):
+def test_category_without_ground_truth_or_without_detections(tmp_path, backend):
     classes = CLASSES + [{"id": 9, "name": "bird"}]
     gt_path = _write_gt(tmp_path, categories=classes)
     samples, outputs = _outputs()
     for o in outputs:  # drop every "dog" detection
         keep = o["labels"] == 1
         o.update(boxes=o["boxes"][keep], scores=o["scores"][keep], labels=o["labels"][keep])
-    evaluator = COCOEvaluator(annotations=gt_path, classes=classes, verbose=False)
+    evaluator = COCOEvaluator(annotations=gt_path, classes=classes, verbose=False,
+                              backend=backend)
     evaluator.process(samples, outputs)
     result = evaluator.evaluate()
     assert result["per_category"]["cat"] == pytest.approx(100.0)
@@ -131,14 +138,15 @@ def test_category_without_ground_truth_or_without_detections(tmp_path):
     assert result["mAP"] == pytest.approx(50.0)
 
 
-def test_detection_on_a_crowd_region_is_not_a_false_positive(tmp_path):
+def test_detection_on_a_crowd_region_is_not_a_false_positive(tmp_path, backend):
     crowd = {"id": 99, "image_id": 2, "category_id": 2, "bbox": [50, 50, 40, 40],
              "area": 1600, "iscrowd": 1}
     on_crowd = [(2, 1, [52, 52, 88, 88], 0.99)]  # inside the crowd box, highest score
-    assert _evaluate(_write_gt(tmp_path, [crowd]), *_outputs(extra=on_crowd))[
-        "mAP50"] == pytest.approx(100.0)
+    assert _evaluate(_write_gt(tmp_path, [crowd]), *_outputs(extra=on_crowd),
+                     backend=backend)["mAP50"] == pytest.approx(100.0)
     # the same detection without the crowd region is a false positive ranked first
-    assert _evaluate(_write_gt(tmp_path), *_outputs(extra=on_crowd))["mAP50"] < 90
+    assert _evaluate(_write_gt(tmp_path), *_outputs(extra=on_crowd),
+                     backend=backend)["mAP50"] < 90
 
 
 def test_only_processed_images_are_evaluated(tmp_path):
@@ -164,14 +172,16 @@ def test_reset_and_errors(tmp_path):
         evaluator.evaluate()
     with pytest.raises(DatasetError, match="category ids \\[4\\]"):
         COCOEvaluator(annotations=gt_path, classes=[{"id": 4, "name": "x"}])
+    with pytest.raises(ValueError, match="backend must be one of"):
+        COCOEvaluator(annotations=gt_path, classes=CLASSES, backend="fast")
 
 
-def test_format_table_and_printing(tmp_path, capsys):
-    evaluator = COCOEvaluator(annotations=_write_gt(tmp_path), classes=CLASSES)
+def test_format_table_and_printing(tmp_path, capsys, backend):
+    evaluator = COCOEvaluator(annotations=_write_gt(tmp_path), classes=CLASSES, backend=backend)
     evaluator.process(*_outputs(shift=0.25))
     result = evaluator.evaluate()
     printed = capsys.readouterr().out
-    assert "Average Precision" in printed  # pycocotools' own summary
+    assert "Average Precision" in printed  # COCOeval's own summary
     table = format_table(result)
     assert table in printed
     assert "mAP 30.00" in table and "mAP50 100.00" in table and "mAP_l   nan" in table

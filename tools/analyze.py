@@ -1,0 +1,91 @@
+#!/usr/bin/env python
+"""Error analysis of a finished run from its saved detections (the model is not run again).
+
+    python tools/analyze.py output/quickstart [--output DIR] [--score-thr 0.5]
+
+Reads RUN/coco_results.json and the test annotations and images named by RUN/config.yaml (or by
+the config its eval.json names; --annotations / --images override). Prints the COCO error
+breakdown (C75, C50, Loc, Sim, Oth, BG, FN: the AP if each error type were fixed) and the
+confusion matrix, and writes into DIR (default RUN/analysis): analysis.json (breakdown overall,
+per size and per category, PR curves at IoU .5 / .75 per category, confusion matrix, worst
+false positives and missed objects), worst_false_positives.jpg, missed_objects.jpg and
+analysis.html (the report page of this run: curves, breakdown, matrix, crops).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, uninstalled
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # no PyPI version check (2 s offline)
+
+from detection.data.coco import DatasetError  # noqa: E402
+from detection.evaluation.analysis import ERROR_TYPES, analyze_run, draw_crops, read_run  # noqa
+from detection.evaluation.backends import BACKENDS  # noqa: E402
+from detection.evaluation.report import build_report  # noqa: E402
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("run", help="a run's output folder (with eval.json, coco_results.json)")
+    p.add_argument("--output", help="folder for the analysis files (default RUN/analysis)")
+    p.add_argument("--annotations", help="test annotations json (default: the run's config)")
+    p.add_argument("--images", help="test image folder (default: the run's config)")
+    p.add_argument("--score-thr", type=float, default=0.5,
+                   help="minimum score of detections in the confusion matrix")
+    p.add_argument("--top", type=int, default=12, help="crops of each kind")
+    p.add_argument("--backend", choices=BACKENDS, default="faster")
+    return p.parse_args(argv)
+
+
+def format_summary(analysis: dict) -> str:
+    """The breakdown per object size and the confusion matrix, as text."""
+    lines = ["area    " + "".join(f"{t:>7}" for t in ERROR_TYPES)]
+    for area, values in analysis["ap"].items():
+        lines.append(f"{area:<8}" + "".join(
+            "    n/a" if values[t] is None else f"{values[t]:7.3f}" for t in ERROR_TYPES))
+    kinds = analysis["false_positive_kinds"]
+    lines.append("false positives at IoU .5: " + ", ".join(f"{k} {v}" for k, v in kinds.items())
+                 + f"; missed objects: {analysis['num_missed']}")
+    cm = analysis["confusion"]
+    width = max(8, *(len(n) for n in cm["labels"] + cm["columns"]))
+    lines.append(f"confusion matrix (rows true, columns predicted; score >= "
+                 f"{cm['score_thresh']:g}, IoU >= {cm['iou_thresh']:g})")
+    lines.append(" " * width + "".join(f" {c:>{width}}" for c in cm["columns"]))
+    for label, row in zip(cm["labels"], cm["matrix"]):
+        lines.append(f"{label:<{width}}" + "".join(f" {v:>{width}}" for v in row))
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        run = read_run(args.run, annotations=args.annotations, images=args.images)
+        analysis = analyze_run(run, backend=args.backend, score_thresh=args.score_thr,
+                               top=args.top)
+        out = Path(args.output or Path(args.run) / "analysis")
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "analysis.json").write_text(json.dumps(analysis, indent=1) + "\n")
+        for name, items in (("worst_false_positives", analysis["worst_false_positives"]),
+                            ("missed_objects", analysis["missed"])):
+            grid = draw_crops(items, run) if Path(run["images"] or "/none").is_dir() else None
+            if grid is not None:
+                import cv2
+                cv2.imwrite(str(out / f"{name}.jpg"), grid[:, :, ::-1])
+        html = build_report([run], analyses=[analysis], title=f"Analysis of {run['name']}",
+                            score_thresh=args.score_thr)
+        (out / "analysis.html").write_text(html, encoding="utf-8")
+    except (OSError, ValueError, DatasetError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(format_summary(analysis))
+    print(f"written to {out}: analysis.json, analysis.html, worst_false_positives.jpg, "
+          "missed_objects.jpg")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
