@@ -207,12 +207,18 @@ def exported(tmp_path_factory: pytest.TempPathFactory):
     return get
 
 
+def _merged(base: dict, changes: dict) -> dict:
+    """``base`` with ``changes`` merged in, nested dicts key by key."""
+    return {**base, **{k: _merged(base[k], v) if isinstance(v, dict) and isinstance(
+        base.get(k), dict) else v for k, v in changes.items()}}
+
+
 @pytest.fixture(scope="session")
 def tiny_config(tiny_model_config):
     """``tiny_config(folder, data, **sections) -> folder / "tiny.yaml"``: a training config of
     R-18-FPN with 32 channels on 64 px images (a real model, a second per few iterations) on
-    ``data`` (a ``SyntheticCOCO``), output in ``folder / "out"``; ``sections`` update its
-    top-level sections key by key (``solver={"max_iter": 2}``)."""
+    ``data`` (a ``SyntheticCOCO``), output in ``folder / "out"``; ``sections`` are merged into it
+    key by key at every depth (``solver={"max_iter": 2}``, ``model={"roi_heads": {...}}``)."""
     import yaml
 
     def write(folder: Path, data: SyntheticCOCO, **sections) -> Path:
@@ -229,11 +235,13 @@ def tiny_config(tiny_model_config):
             "test": {"eval_period": 2, "vis_images": 2, "vis_score_thresh": 0.0},
             "output_dir": str(Path(folder) / "out"), "device": "cpu", "log_period": 1,
         }
-        for section, values in sections.items():
-            cfg[section] = {**cfg[section], **values} if isinstance(values, dict) else values
         path = Path(folder) / "tiny.yaml"
-        path.write_text(yaml.safe_dump(cfg))
+        path.write_text(yaml.safe_dump(_merged(cfg, sections)))
         return path
+
+    return write
+
+
 class _Python2Pickler(pickle._Pickler):
     """Writes pickles as Python 2's cPickle wrote them at protocol 2 (the published MSRA ``.pkl``
     files and CIFAR-10's python batches): ``bytes`` as Python 2 ``str`` (``SHORT_BINSTRING`` /

@@ -176,6 +176,8 @@ class MetricsWriter:
         if self._tb is not None:
             step = int(record.get("iteration", 0))
             kind = record.get("type", "train")
+            if "split" in record:  # data lines, one per split: data/train/images, ...
+                kind = f"{kind}/{record['split']}"
             for key, value in record.items():
                 items = value.items() if isinstance(value, Mapping) else [(None, value)]
                 for name, v in items:

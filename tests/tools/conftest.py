@@ -7,12 +7,11 @@ import pytest
 import torch
 
 from detection.engine.logging import LOGGER_NAME
-from tiny_run import tiny_config
 from tool_loader import load_tool
 
 
 @pytest.fixture(scope="session")
-def tiny_runs(synthetic_coco, tmp_path_factory):
+def tiny_runs(synthetic_coco, tmp_path_factory, tiny_config):
     """``[run_a, run_b]`` output folders of tools/train.py, trained in this process (no
     interpreter start-up): R-18-FPN, 4 iterations (evaluated at 2 and 4) and 2 iterations
     with another seed and box head width."""
@@ -27,7 +26,7 @@ def tiny_runs(synthetic_coco, tmp_path_factory):
                 "model": {"roi_heads": {"fc_dim": 96}}})):
             folder = tmp_path_factory.mktemp(name)
             changes = {**changes, "output_dir": str(folder / name)}
-            assert train.main(["--config", str(tiny_config(folder, synthetic_coco, changes))]) == 0
+            assert train.main(["--config", str(tiny_config(folder, synthetic_coco, **changes))]) == 0
             runs.append(folder / name)
     finally:
         logger.handlers[:] = saved[0]

@@ -18,7 +18,6 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from detection.config import load_config
-from tiny_run import tiny_config
 from tool_loader import load_tool
 
 REPO = Path(__file__).resolve().parents[2]
@@ -237,7 +236,8 @@ def test_train_logs_progress_and_writes_tensorboard_scalars(trained):
             for name, v in items:
                 if key in ("type", "iteration") or not isinstance(v, (int, float)):
                     continue
-                tag = f"{r['type']}/{key}" + ("" if name is None else f"/{name}")
+                kind = r["type"] + (f"/{r['split']}" if "split" in r else "")
+                tag = f"{kind}/{key}" + ("" if name is None else f"/{name}")
                 assert scalars[tag][r["iteration"]] == pytest.approx(v, rel=1e-6, abs=1e-9), tag
                 checked += 1
     assert {f"train/{k}" for k in (*LOSSES, "loss", "lr", "time")} <= set(scalars)
