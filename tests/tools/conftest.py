@@ -26,7 +26,8 @@ def tiny_runs(synthetic_coco, tmp_path_factory, tiny_config):
                 "model": {"roi_heads": {"fc_dim": 96}}})):
             folder = tmp_path_factory.mktemp(name)
             changes = {**changes, "output_dir": str(folder / name)}
-            assert train.main(["--config", str(tiny_config(folder, synthetic_coco, **changes))]) == 0
+            config = tiny_config(folder, synthetic_coco, **changes)
+            assert train.main(["--config", str(config)]) == 0
             runs.append(folder / name)
     finally:
         logger.handlers[:] = saved[0]
