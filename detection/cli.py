@@ -47,7 +47,8 @@ from .engine.checkpoint import CheckpointError
 from .engine.trainer import NonFiniteLossError
 
 __all__ = [
-    "ArgumentParser", "MissingExtraError", "USER_ERRORS", "UserError", "format_error", "tee_output", "tool_main"]
+    "ArgumentParser", "MissingExtraError", "USER_ERRORS", "UserError", "add_run_arguments",
+    "open_run", "format_error", "tee_output", "tool_main"]
 
 class UserError(Exception):
     """A user error a tool itself finds (a missing optional package, unreadable inputs)."""
@@ -156,3 +157,39 @@ def tee_output(path: Union[str, os.PathLike], *, append: bool = False) -> Callab
 
     _TEES.append(restore)
     return restore
+
+
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--config``, ``--set``, ``--output``, ``--resume`` | ``--force`` and ``--print-config``:
+    the options of every tool that trains into a run folder (train.py, pretrain.py)."""
+    parser.add_argument("--config", required=True, help="YAML config file")
+    parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", action="extend",
+                        help="override config keys, e.g. solver.max_iter=1000 seed=1")
+    parser.add_argument("--output", help="output folder (overrides output_dir)")
+    runs = parser.add_mutually_exclusive_group()
+    runs.add_argument("--resume", action="store_true",
+                      help="continue from <output_dir>/last.pth")
+    runs.add_argument("--force", action="store_true",
+                      help="start over in an output folder that holds a previous run (its run "
+                           "files are deleted)")
+    parser.add_argument("--print-config", action="store_true",
+                        help="print the resolved config, exit")
+
+
+def open_run(output_dir: Union[str, os.PathLike], *, resume: bool, force: bool) -> None:
+    """Start a run in ``output_dir`` (after ``init_distributed``): refuse a folder holding a
+    previous run unless ``resume`` / ``force`` (``prepare_output_dir``), copy all output to
+    ``log.txt`` (main process) and set up the ``detection`` logger."""
+    from .engine import distributed as du
+    from .engine.logging import setup_logger
+    from .engine.setup import prepare_output_dir
+
+    deleted = prepare_output_dir(output_dir, resume=resume, force=force,
+                                 delete=du.is_main_process())
+    du.synchronize()
+    if du.is_main_process():  # log.txt: everything printed, up to the last error line
+        tee_output(Path(output_dir) / "log.txt", append=resume)
+    logger = setup_logger(du.get_rank())
+    if deleted:
+        logger.info("--force: deleted the previous run's %s in %s", ", ".join(deleted),
+                    output_dir)

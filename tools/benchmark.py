@@ -12,8 +12,9 @@
 Tasks: ``model`` (inference latency), ``train`` (one training step), ``data`` (training-loader
 throughput), ``eval`` (COCO evaluation of a COCO-val-sized synthetic result set by
 faster-coco-eval and pycocotools, alternating, ``--iters`` runs each, every number compared; see
-``detection/evaluation/speed.py``; needs no config). ``--compare-torchvision`` (R-xx-FPN configs) times torchvision's FasterRCNN carrying
-the same weights side by side, alternating, and prints the ratios ours / torchvision. Without
+``detection/evaluation/speed.py``; needs no config). ``--compare-torchvision`` (R-xx-FPN
+configs) times torchvision's FasterRCNN carrying the same weights side by side, alternating, and
+prints the ratios ours / torchvision. Without
 ``--weights`` the weights are random, made like a trained model's so that post-processing does
 its real work; see ``detection/benchmark/`` for what each number means. ``--onnx FILE`` also
 times that file in ONNX Runtime (CPU execution provider) with the same threads, alternating

@@ -32,7 +32,8 @@ from detection.engine.checkpoint import (checkpoint_config, load_checkpoint,  # 
                                          load_model_weights)
 from detection.engine.logging import setup_logger, write_eval_json  # noqa: E402
 from detection.engine.setup import (build_evaluator, build_test_dataset,  # noqa: E402
-                                    build_test_loader, dataset_source, prepare_data)
+                                    build_test_loader, dataset_source, prepare_data,
+                                    voc_splits)
 from detection.engine.trainer import inference_on_dataset  # noqa: E402
 from detection.evaluation import Relabelled, headline  # noqa: E402
 
@@ -53,8 +54,8 @@ def default_output(weights: str, cfg: Config) -> Path:
     the roots and splits (``VOC2007-test``)."""
     w, t = Path(weights), cfg.data.test
     if cfg.data.format == "voc":
-        splits = t.splits * len(t.roots) if len(t.splits) == 1 else t.splits
-        test = "+".join(f"{Path(root).name}-{split}" for root, split in zip(t.roots, splits))
+        test = "+".join(f"{Path(root).name}-{split}"
+                        for root, split in zip(t.roots, voc_splits(t)))
     else:
         test = Path(t.annotations).stem
     return w.parent / f"eval_{w.stem}_{test}"

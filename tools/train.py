@@ -22,27 +22,18 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, uninstalled
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # no PyPI version check (2 s offline)
 
-from detection.cli import ArgumentParser, tee_output, tool_main  # noqa: E402
+from detection.cli import ArgumentParser, add_run_arguments, open_run, tool_main  # noqa: E402
 from detection.config import dump_config, load_config  # noqa: E402
 from detection.engine import distributed as du  # noqa: E402
-from detection.engine.logging import LOGGER_NAME, setup_logger, write_eval_json  # noqa: E402
-from detection.engine.setup import build_trainer, dataset_source, prepare_output_dir  # noqa: E402
+from detection.engine.logging import LOGGER_NAME, write_eval_json  # noqa: E402
+from detection.engine.setup import build_trainer, dataset_source  # noqa: E402
 from detection.engine.trainer import save_visualizations  # noqa: E402
 from detection.evaluation import format_table, headline  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--config", required=True, help="YAML config file")
-    p.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", action="extend",
-                   help="override config keys, e.g. solver.max_iter=1000 seed=1")
-    p.add_argument("--output", help="output folder (overrides output_dir)")
-    runs = p.add_mutually_exclusive_group()
-    runs.add_argument("--resume", action="store_true", help="continue from <output_dir>/last.pth")
-    runs.add_argument("--force", action="store_true",
-                      help="start over in an output folder that holds a previous run (its run "
-                           "files are deleted)")
-    p.add_argument("--print-config", action="store_true", help="print the resolved config, exit")
+    add_run_arguments(p)
     return p.parse_args(argv)
 
 
@@ -56,15 +47,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     device = du.init_distributed(du.resolve_device(cfg.device))
     try:
-        deleted = prepare_output_dir(cfg.output_dir, resume=args.resume, force=args.force,
-                                     delete=du.is_main_process())
-        du.synchronize()
-        if du.is_main_process():  # log.txt: everything printed, up to the last error line
-            tee_output(Path(cfg.output_dir) / "log.txt", append=args.resume)
-        logger = setup_logger(du.get_rank())
-        if deleted:
-            logger.info("--force: deleted the previous run's %s in %s", ", ".join(deleted),
-                        cfg.output_dir)
+        open_run(cfg.output_dir, resume=args.resume, force=args.force)
         train(cfg, device=device, resume=args.resume, config_path=args.config)
     finally:
         du.destroy_distributed()

@@ -26,7 +26,7 @@ from .schedule import WarmupLRScheduler, param_groups
 from .trainer import DatasetInference, Trainer
 
 __all__ = [
-    "prepare_data", "has_test_data", "dataset_source", "build_train_dataset",
+    "prepare_data", "has_test_data", "dataset_source", "voc_splits", "build_train_dataset",
     "build_test_dataset", "with_num_classes", "images_per_process", "build_train_sampler",
     "build_train_loader", "build_test_loader", "build_optimizer", "build_lr_scheduler",
     "build_evaluator", "build_model_for_training", "build_trainer", "check_before_data",
@@ -71,11 +71,11 @@ def dataset_source(cfg: Config, *, train: bool) -> str:
     """The split's files in a few words, for log lines: the COCO json, or the VOC roots."""
     split = cfg.data.train if train else cfg.data.test
     if cfg.data.format == "voc":
-        return ", ".join(f"{root} ({s})" for root, s in zip(split.roots, _voc_splits(split)))
+        return ", ".join(f"{root} ({s})" for root, s in zip(split.roots, voc_splits(split)))
     return split.annotations
 
 
-def _voc_splits(split) -> list[str]:
+def voc_splits(split) -> list[str]:
     """One split name per root (a single split applies to every root)."""
     return split.splits * len(split.roots) if len(split.splits) == 1 else split.splits
 
@@ -129,7 +129,7 @@ def _dataset(cfg: Config, *, train: bool):
         max_size=inp.max_size_train if train else inp.max_size_test,
         flip_prob=inp.flip_prob, photometric=inp.photometric)
     if d.format == "voc":
-        return VOCDataset(roots=split.roots, splits=_voc_splits(split),
+        return VOCDataset(roots=split.roots, splits=voc_splits(split),
                           class_names=d.class_names, transforms=transforms, train=train,
                           keep_difficult=d.keep_difficult, filter_empty=d.filter_empty,
                           on_bad_image=d.on_bad_image, on_bad_annotation=d.on_bad_annotation)
@@ -232,7 +232,7 @@ def build_evaluator(cfg: Config, classes: list[dict], *, verbose: bool = False):
 
     t = cfg.data.test
     if cfg.data.format == "voc":
-        return VOCEvaluator(roots=t.roots, splits=_voc_splits(t), classes=classes,
+        return VOCEvaluator(roots=t.roots, splits=voc_splits(t), classes=classes,
                             use_07_metric=cfg.test.use_07_metric, output_dir=cfg.output_dir,
                             verbose=verbose)
     return COCOEvaluator(annotations=t.annotations, classes=classes,

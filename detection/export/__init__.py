@@ -19,5 +19,6 @@ def require(module: str) -> ModuleType:
     try:
         return importlib.import_module(module)
     except ImportError:
-        raise MissingExtraError(f"{module} is not installed: ONNX export and ONNX Runtime inference "
-                          'need the export extra: pip install -e ".[export]"') from None
+        raise MissingExtraError(f"{module} is not installed: ONNX export and ONNX Runtime "
+                                'inference need the export extra: pip install -e ".[export]"'
+                                ) from None

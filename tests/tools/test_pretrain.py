@@ -4,10 +4,8 @@ resume; the exported backbone in build_backbone and in a detection config."""
 from __future__ import annotations
 
 import json
-import logging
 from pathlib import Path
 
-import pytest
 import torch
 import yaml
 
@@ -21,13 +19,6 @@ from tool_loader import load_tool
 pretrain = load_tool("pretrain")
 REPO = Path(__file__).resolve().parents[2]
 WNIDS = ["n01440764", "n01443537", "n01484850"]
-
-
-@pytest.fixture(autouse=True)
-def fresh_logger():
-    """The tool's logger writes to the sys.stdout of the test that set it up: reset it."""
-    yield
-    logging.getLogger("detection").handlers.clear()
 
 
 def _config(folder: Path, **sections) -> Path:
@@ -129,7 +120,7 @@ def test_imagenet_layout_to_a_detection_backbone(tmp_path, write_image_folder, o
                        classifier.backbone.layer4[1].conv2.weight)
 
 
-def test_bad_config_and_missing_data(tmp_path, capsys, caplog):
+def test_bad_config_and_missing_data(tmp_path, capsys):
     config = _config(tmp_path, data={"train": str(tmp_path / "nowhere")})
     assert pretrain.main(["--config", str(config), "--set", "solver.base_lr=fast"]) == 2
     assert "'solver.base_lr' must be of type float" in capsys.readouterr().err
