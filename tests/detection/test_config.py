@@ -365,3 +365,19 @@ def test_quickstart_is_a_cpu_run_from_scratch_on_synthetic_data():
     cfg = load_config(REPO / "configs/quickstart.yaml")
     assert cfg.data.synthetic.enabled and cfg.model.backbone.weights is None
     assert cfg.device in ("auto", "cpu") and cfg.model.num_classes is None
+
+
+def test_readme_quickstart_numbers_match_the_config_and_its_seed_command_uses_its_own_data():
+    readme = (REPO / "README.md").read_text()
+    header = (REPO / "configs/quickstart.yaml").read_text()
+    flat = " ".join(line.lstrip("# ") for line in header.splitlines() if line.startswith("#"))
+    measured = re.search(r"gave mAP@\.5 (\d+\.\d) / mAP@\[\.5,\.95\] (\d+\.\d)", readme)
+    assert f"mAP@.5 {measured[1]}, mAP@[.5,.95] {measured[2]}" in flat
+    assert "(deterministic)" not in readme  # a from-scratch run differs across machines
+    command = re.search(r"python tools/train\.py --config configs/quickstart\.yaml --output (\S+) "
+                        r"\\\n +--set (.+)\n", readme)
+    default = load_config(REPO / "configs/quickstart.yaml")
+    other = load_config(REPO / "configs/quickstart.yaml", command[2].split())
+    assert other.seed == other.data.synthetic.seed != default.data.synthetic.seed == default.seed
+    assert other.data.synthetic.root != default.data.synthetic.root  # never the same folder
+    assert command[1] != default.output_dir
