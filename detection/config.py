@@ -238,7 +238,9 @@ class SolverConfig:
     max_iter: int = 90000
     base_lr: float = 0.02
     ims_per_batch: int = 16  # total over all processes
-    momentum: float = 0.9
+    optimizer: str = _choices("SGD", "AdamW", default="SGD")
+    momentum: float = 0.9  # SGD's momentum
+    betas: list[float] = _list(0.9, 0.999)  # AdamW's
     weight_decay: float = 1e-4
     weight_decay_norm: float = 0.0
     lr_schedule: str = _choices("multistep", "cosine", default="multistep")

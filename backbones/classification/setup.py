@@ -27,7 +27,8 @@ from detection.data.loader import build_test_loader, build_train_loader
 from detection.engine import distributed as du
 from detection.engine.checkpoint import load_checkpoint, seed_all
 from detection.engine.logging import LOGGER_NAME, MetricsWriter
-from detection.engine.schedule import WarmupLRScheduler, param_groups
+from detection.engine.schedule import WarmupLRScheduler
+from detection.engine.setup import build_optimizer
 from detection.engine.trainer import Trainer
 
 __all__ = ["backbone_options", "build_classifier", "build_datasets", "build_pretrainer",
@@ -150,9 +151,7 @@ def build_pretrainer(cfg: PretrainConfig, *, device: torch.device, resume: bool 
     seed_all(cfg.seed)  # the same initial weights on every process
     model = build_classifier(cfg, num_classes=cfg.model.num_classes).to(device)
     s = cfg.solver
-    optimizer = torch.optim.SGD(param_groups(model, weight_decay=s.weight_decay,
-                                             weight_decay_norm=s.weight_decay_norm),
-                                lr=s.base_lr, momentum=s.momentum)
+    optimizer = build_optimizer(cfg, model)  # solver.optimizer: SGD or AdamW, as for detection
     scheduler = WarmupLRScheduler(optimizer, max_iter=s.max_iter, schedule=s.lr_schedule,
                                   steps=s.steps, gamma=s.gamma, warmup_iters=s.warmup_iters,
                                   warmup_factor=s.warmup_factor, warmup_method=s.warmup_method)

@@ -207,11 +207,16 @@ def build_test_loader(cfg: Config, dataset):
 
 
 def build_optimizer(cfg: Config, model: torch.nn.Module) -> torch.optim.Optimizer:
-    """SGD with momentum; weight decay ``solver.weight_decay`` except on normalisation layers
-    (``solver.weight_decay_norm``)."""
+    """``solver.optimizer``: SGD with momentum, or AdamW (decoupled weight decay); weight decay
+    ``solver.weight_decay`` except on normalisation layers (``solver.weight_decay_norm``)."""
     s = cfg.solver
     groups = param_groups(model, weight_decay=s.weight_decay,
                           weight_decay_norm=s.weight_decay_norm)
+    if s.optimizer == "AdamW":
+        try:  # one fused kernel for all tensors (torch >= 2.4 on CPU): ~3x a per-tensor loop
+            return torch.optim.AdamW(groups, lr=s.base_lr, betas=tuple(s.betas), fused=True)
+        except RuntimeError:  # a device (or torch) without it
+            return torch.optim.AdamW(groups, lr=s.base_lr, betas=tuple(s.betas))
     return torch.optim.SGD(groups, lr=s.base_lr, momentum=s.momentum)
 
 

@@ -16,7 +16,8 @@ from detection.config import load_config
 from detection.data.base import DatasetError
 from detection.data import COCODataset, VOCDataset
 from detection.engine.setup import (RUN_FILES, build_evaluator, build_test_dataset,
-                                    build_train_dataset, build_trainer, check_before_data,
+                                    build_optimizer, build_train_dataset, build_trainer,
+                                    check_before_data,
                                     check_data_paths, dataset_source, has_test_data,
                                     prepare_output_dir)
 from detection.evaluation import VOCEvaluator
@@ -209,3 +210,46 @@ def test_a_json_with_every_kind_of_bad_box_trains_and_evaluates(synthetic_coco, 
         build_trainer(load_config(config, [f"data.train.annotations={train}",
                                            "data.on_bad_annotation=error"]),
                       device=torch.device("cpu"))
+
+
+@pytest.mark.parametrize("name", ["SGD", "AdamW"])
+def test_solver_optimizer_builds_that_optimizer_with_norm_layers_apart(name):
+    cfg = load_config(None, [f"solver.optimizer={name}", "solver.base_lr=0.003",
+                             "solver.weight_decay=0.05", "solver.betas=[0.8, 0.99]"])
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))
+    opt = build_optimizer(cfg, model)
+    assert type(opt).__name__ == name
+    assert [(len(g["params"]), g["weight_decay"], g["lr"]) for g in opt.param_groups] == [
+        (2, 0.05, 0.003), (2, 0.0, 0.003)]
+    if name == "AdamW":  # decoupled decay: one step from zero gradients shrinks the weights
+        assert opt.param_groups[0]["betas"] == (0.8, 0.99)
+        assert opt.defaults["fused"]  # the fused kernel on the CPU
+        before = model[0].weight.detach().clone()
+        for p in model.parameters():
+            p.grad = torch.zeros_like(p)
+        opt.step()
+        torch.testing.assert_close(model[0].weight, before * (1 - 0.003 * 0.05))
+    else:
+        assert opt.param_groups[0]["momentum"] == 0.9
+
+
+def test_fused_adamw_steps_as_the_per_tensor_loop():
+    cfg = load_config(None, ["solver.optimizer=AdamW", "solver.base_lr=0.01"])
+    torch.manual_seed(0)
+    models = [torch.nn.Linear(8, 4) for _ in range(2)]
+    models[1].load_state_dict(models[0].state_dict())
+    fused = build_optimizer(cfg, models[0])
+    loop = torch.optim.AdamW(models[1].parameters(), lr=0.01, weight_decay=1e-4, fused=False)
+    for _ in range(3):
+        x = torch.randn(5, 8)
+        for model, opt in zip(models, (fused, loop)):
+            opt.zero_grad()
+            model(x).square().sum().backward()
+            opt.step()
+    for a, b in zip(models[0].parameters(), models[1].parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+
+
+def test_an_unknown_optimizer_names_the_key_and_the_choices():
+    with pytest.raises(Exception, match="solver.optimizer.*(SGD|AdamW)"):
+        load_config(None, ["solver.optimizer=Adam"])
