@@ -247,6 +247,7 @@ def test_paper_configs_use_the_papers_values():
         "datasets/pretrained/R-101.pth", True)
 
 
+
 def _header(path: Path) -> str:
     """A config file's leading comment block as one line of text."""
     lines = []
@@ -365,6 +366,21 @@ def test_quickstart_is_a_cpu_run_from_scratch_on_synthetic_data():
     cfg = load_config(REPO / "configs/quickstart.yaml")
     assert cfg.data.synthetic.enabled and cfg.model.backbone.weights is None
     assert cfg.device in ("auto", "cpu") and cfg.model.num_classes is None
+
+
+def test_quickstart_fast_is_the_quickstart_with_adamw_and_its_readme_table_is_its_header():
+    fast, base = (load_config(REPO / f"configs/{n}.yaml") for n in ("quickstart_fast", "quickstart"))
+    assert (fast.solver.optimizer, base.solver.optimizer) == ("AdamW", "SGD")
+    assert fast.data == base.data and fast.model.backbone == base.model.backbone
+    assert fast.solver.max_iter < 0.45 * base.solver.max_iter and fast.output_dir != base.output_dir
+    readme = (REPO / "README.md").read_text()
+    table = readme[readme.index("`configs/quickstart_fast.yaml` trains"):]
+    header = (REPO / "configs/quickstart_fast.yaml").read_text()
+    rows = re.findall(r"\| (\d) \| (\d+\.\d) \| (\d+\.\d) \|", table)[:3]
+    assert [seed for seed, _, _ in rows] == ["0", "1", "2"]
+    for seed, m50, m in rows:
+        assert re.search(rf"seed {seed}: (mAP@\.5 )?{m50}, (mAP@\[\.5,\.95\] )?{m} in|"
+                         rf"seed {seed}: {m50} / {m} in", header), seed
 
 
 def test_readme_quickstart_numbers_match_the_config_and_its_seed_command_uses_its_own_data():
