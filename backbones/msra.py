@@ -126,6 +126,9 @@ def convert_msra_weights(src: str | os.PathLike, dst: str | os.PathLike, *,
     from detection.engine.checkpoint import save_checkpoint
 
     source = repr(os.fspath(src))
+    if not os.path.isfile(src):
+        raise FileNotFoundError(f"MSRA weights file not found: {os.fspath(src)} (Detectron2 "
+                                "publishes R-50.pkl / R-101.pkl; README, 'MSRA weights')")
     depth, state = caffe2_resnet_state_dict(read_caffe2_blobs(src), source=source)
     if rgb:
         state["conv1.weight"] = state["conv1.weight"].flip(1).contiguous()  # BGR -> RGB inputs

@@ -13,8 +13,9 @@ to a run's ``log.txt`` (:func:`tee_output`) includes these last lines.
 User errors are the exceptions library code raises for bad input: ``ValueError`` (with its
 subclasses ``ConfigError`` and ``DatasetError``), ``OSError`` (files: ``FileNotFoundError``,
 ``FileExistsError``, ...), ``WeightsError`` and ``CheckpointError`` (weights that cannot be
-read or do not fit), ``NonFiniteLossError`` (a diverged run) and ``UserError`` (what a tool
-finds itself). So library code signals a
+read or do not fit), ``pickle.UnpicklingError`` (a ``.pkl`` or CIFAR batch that is damaged or
+holds code), ``NonFiniteLossError`` (a diverged run) and ``UserError`` (what a tool finds
+itself). So library code signals a
 user's mistake by raising one of these with a message naming the file, key or id at fault;
 nothing else is needed for the tool to print it well.
 
@@ -35,6 +36,7 @@ import argparse
 import functools
 import io
 import os
+import pickle
 import sys
 import traceback
 from collections.abc import Callable
@@ -60,7 +62,8 @@ class MissingExtraError(UserError, ImportError):
 
 #: Exceptions a tool reports as ``error: <message>`` with exit status 2 (see the module doc).
 USER_ERRORS: tuple[type[BaseException], ...] = (
-    UserError, ValueError, OSError, WeightsError, CheckpointError, NonFiniteLossError)
+    UserError, ValueError, OSError, WeightsError, CheckpointError, pickle.UnpicklingError,
+    NonFiniteLossError)
 EXIT_USER_ERROR = 2
 EXIT_BUG = 1
 

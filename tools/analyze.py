@@ -22,14 +22,14 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, uninstalled
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # no PyPI version check (2 s offline)
 
-from detection.data.coco import DatasetError  # noqa: E402
+from detection.cli import ArgumentParser, tool_main  # noqa: E402
 from detection.evaluation.analysis import ERROR_TYPES, analyze_run, draw_crops, read_run  # noqa
 from detection.evaluation.backends import BACKENDS  # noqa: E402
 from detection.evaluation.report import build_report  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("run", help="a run's output folder (with eval.json, coco_results.json)")
     p.add_argument("--output", help="folder for the analysis files (default RUN/analysis)")
     p.add_argument("--annotations", help="test annotations json (default: the run's config)")
@@ -60,27 +60,24 @@ def format_summary(analysis: dict) -> str:
     return "\n".join(lines)
 
 
+@tool_main
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
-        run = read_run(args.run, annotations=args.annotations, images=args.images)
-        analysis = analyze_run(run, backend=args.backend, score_thresh=args.score_thr,
-                               top=args.top)
-        out = Path(args.output or Path(args.run) / "analysis")
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "analysis.json").write_text(json.dumps(analysis, indent=1) + "\n")
-        for name, items in (("worst_false_positives", analysis["worst_false_positives"]),
-                            ("missed_objects", analysis["missed"])):
-            grid = draw_crops(items, run) if Path(run["images"] or "/none").is_dir() else None
-            if grid is not None:
-                import cv2
-                cv2.imwrite(str(out / f"{name}.jpg"), grid[:, :, ::-1])
-        html = build_report([run], analyses=[analysis], title=f"Analysis of {run['name']}",
-                            score_thresh=args.score_thr)
-        (out / "analysis.html").write_text(html, encoding="utf-8")
-    except (OSError, ValueError, DatasetError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    run = read_run(args.run, annotations=args.annotations, images=args.images)
+    analysis = analyze_run(run, backend=args.backend, score_thresh=args.score_thr,
+                           top=args.top)
+    out = Path(args.output or Path(args.run) / "analysis")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "analysis.json").write_text(json.dumps(analysis, indent=1) + "\n")
+    for name, items in (("worst_false_positives", analysis["worst_false_positives"]),
+                        ("missed_objects", analysis["missed"])):
+        grid = draw_crops(items, run) if Path(run["images"] or "/none").is_dir() else None
+        if grid is not None:
+            import cv2
+            cv2.imwrite(str(out / f"{name}.jpg"), grid[:, :, ::-1])
+    html = build_report([run], analyses=[analysis], title=f"Analysis of {run['name']}",
+                        score_thresh=args.score_thr)
+    (out / "analysis.html").write_text(html, encoding="utf-8")
     print(format_summary(analysis))
     print(f"written to {out}: analysis.json, analysis.html, worst_false_positives.jpg, "
           "missed_objects.jpg")

@@ -11,29 +11,24 @@ take RGB input (mean (123.675, 116.28, 103.53), std 1). See ``backbones/msra.py`
 """
 from __future__ import annotations
 
-import argparse
-import pickle
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, uninstalled
 
 from backbones.msra import convert_msra_weights  # noqa: E402
-from backbones.weights import WeightsError  # noqa: E402
+from detection.cli import ArgumentParser, tool_main  # noqa: E402
 
 
+@tool_main
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("src", help="Caffe2 / Detectron .pkl of ImageNet ResNet weights")
     parser.add_argument("dst", help="output .pth")
     parser.add_argument("--rgb", action="store_true",
                         help="reverse conv1's input channels: the weights then take RGB images")
     args = parser.parse_args(argv)
-    try:
-        meta = convert_msra_weights(args.src, args.dst, rgb=args.rgb)
-    except (OSError, pickle.UnpicklingError, WeightsError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    meta = convert_msra_weights(args.src, args.dst, rgb=args.rgb)
     mean = ", ".join(f"{v:g}" for v in meta["pixel_mean"])
     fmt = "" if args.rgb else "model.input_format: BGR, "
     print(f"wrote {args.dst}: {meta['arch']} (MSRA, stride in the 1x1 conv), "

@@ -12,7 +12,6 @@ and each run's detections side by side.
 """
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from pathlib import Path
@@ -20,13 +19,14 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, uninstalled
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # no PyPI version check (2 s offline)
 
-from detection.data.coco import DatasetError  # noqa: E402
+from detection.cli import ArgumentParser, tool_main  # noqa: E402
 from detection.evaluation.backends import BACKENDS  # noqa: E402
 from detection.evaluation.report import write_report  # noqa: E402
 
 
+@tool_main
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("runs", nargs="+", help="run output folders")
     p.add_argument("--output", default="report.html", help="HTML file to write")
     p.add_argument("--title", default="Detection report")
@@ -37,13 +37,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="confusion-matrix threshold and the image grid's initial one")
     p.add_argument("--backend", choices=BACKENDS, default="faster")
     args = p.parse_args(argv)
-    try:
-        path = write_report(args.runs, args.output, annotations=args.annotations,
-                            images=args.images, title=args.title, num_images=args.num_images,
-                            score_thresh=args.score_thr, backend=args.backend)
-    except (OSError, ValueError, DatasetError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    path = write_report(args.runs, args.output, annotations=args.annotations,
+                        images=args.images, title=args.title, num_images=args.num_images,
+                        score_thresh=args.score_thr, backend=args.backend)
     print(f"wrote {path} ({path.stat().st_size / 1024:.0f} KiB)")
     return 0
 

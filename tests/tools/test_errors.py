@@ -27,6 +27,14 @@ def _cases(tmp: Path) -> dict[str, tuple[list[str], str]]:
         "convert_dataset": (["coco2yolo", "--annotations", f"{missing}.json", "--labels",
                              str(tmp / "labels"), "--names", str(tmp / "names.txt")],
                             f"annotation file not found: {missing}.json"),
+        "analyze": ([str(missing)], f"run folder not found: {missing}"),
+        "report": ([str(missing), "--output", str(tmp / "r.html")],
+                   f"run folder not found: {missing}"),
+        "convert_pretrained": ([f"{missing}.pkl", str(tmp / "o.pth")],
+                               f"MSRA weights file not found: {missing}.pkl"),
+        "export": (["--weights", f"{missing}.pth", "--output", str(tmp / "m.onnx")],
+                   f"weights file not found: {missing}.pth"),
+        "pretrain": (["--config", f"{missing}.yaml"], f"config file not found: {missing}.yaml"),
         "make_synthetic": (["--root", str(tmp / "taken")], f"{tmp / 'taken'} holds other data"),
     }
 
