@@ -247,6 +247,16 @@ def test_paper_configs_use_the_papers_values():
         "datasets/pretrained/R-101.pth", True)
 
 
+@pytest.mark.parametrize("backbone, weight_decay", [("VGG16", 5e-4), ("R_101_C4", 1e-4)])
+def test_table7_configs_share_table8s_training_and_test_values(backbone, weight_decay):
+    """Table 7's pair differs from Table 8's in data, anchors and schedule only."""
+    seven = load_config(REPO / f"configs/paper/faster_rcnn_{backbone}_table7.yaml")
+    eight = load_config(REPO / f"configs/paper/faster_rcnn_{backbone}_table8.yaml")
+    for part in ("rpn", "roi_heads"):
+        assert getattr(seven.model, part) == getattr(eight.model, part), part
+    assert seven.solver.weight_decay == eight.solver.weight_decay == weight_decay
+    assert seven.model.anchor_generator.sizes == [[128.0, 256.0, 512.0]]
+
 
 def _header(path: Path) -> str:
     """A config file's leading comment block as one line of text."""
