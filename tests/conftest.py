@@ -137,6 +137,8 @@ EXPORT_VARIANTS = {
     # res5 runs once per RoI: few RoIs, pooled 8 x 8 (the design's 14 x 14 costs 3x more)
     "c4": ["model.backbone.name=resnet18", "model.roi_heads.box_head=c4_res5",
            "model.rpn.post_nms_topk_test=32", "model.roi_heads.pooler_resolution=8"],
+    # Detectron2's RoIAlign (aligned=True), as configs/coco/faster_rcnn_R_50_FPN_1x.yaml
+    "fpn_v2": ["model.backbone.name=resnet18", "model.roi_heads.pooler_type=ROIAlignV2"],
     "vgg": ["model.backbone.name=vgg16", "model.roi_heads.box_head=vgg_fc",
             "model.roi_heads.pooler_type=ROIPool"],  # as configs/coco/faster_rcnn_VGG16_1x.yaml
 }

@@ -175,9 +175,10 @@ class DetectorGraph(nn.Module):
     def _pool(self, feature: Tensor, boxes: Tensor, image_ids: Tensor, scale: float) -> Tensor:
         pooler = self.model.roi_heads.pooler
         rois = torch.cat([image_ids[:, None].to(boxes.dtype), boxes], dim=1)  # (R, 5)
-        if pooler.pooler_type == "ROIAlign":
-            return roi_align(feature, rois, pooler.output_size, scale, pooler.sampling_ratio)
-        return roi_pool(feature, rois, pooler.output_size, scale)
+        if pooler.pooler_type == "ROIPool":
+            return roi_pool(feature, rois, pooler.output_size, scale)
+        return roi_align(feature, rois, pooler.output_size, scale, pooler.sampling_ratio,
+                         aligned=pooler.pooler_type == "ROIAlignV2")  # V2: Detectron2's
 
     @torch.no_grad()
     def detect(self, features: dict[str, Tensor], proposals: Tensor, proposal_images: Tensor,

@@ -14,7 +14,7 @@ def _images(seed: int) -> list[torch.Tensor]:
     return [torch.randint(0, 256, (3, h, w), generator=g, dtype=torch.uint8) for h, w in SIZES]
 
 
-@pytest.mark.parametrize("variant", ["fpn", "c4", "vgg"])
+@pytest.mark.parametrize("variant", ["fpn", "fpn_v2", "c4", "vgg"])
 def test_onnxruntime_detections_equal_pytorch(variant, exported, one_thread):
     ex = exported(variant)
     detector = OnnxDetector(ex.onnx, threads=1)
