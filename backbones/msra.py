@@ -55,6 +55,9 @@ _FIXED = {"conv1_w": "conv1.weight", "res_conv1_bn_s": "bn1.weight",
 
 def read_caffe2_blobs(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """The ``{blob name: array}`` dict of a Detectron / MSRA ``.pkl`` (restricted unpickler)."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"MSRA weights file not found: {os.fspath(path)} (Detectron2 "
+                                "publishes R-50.pkl / R-101.pkl; README, 'MSRA weights')")
     data = safe_load(path)
     source = os.fspath(path)
     if isinstance(data, dict) and "__author__" in data and "model" in data:
@@ -126,9 +129,6 @@ def convert_msra_weights(src: str | os.PathLike, dst: str | os.PathLike, *,
     from detection.engine.checkpoint import save_checkpoint
 
     source = repr(os.fspath(src))
-    if not os.path.isfile(src):
-        raise FileNotFoundError(f"MSRA weights file not found: {os.fspath(src)} (Detectron2 "
-                                "publishes R-50.pkl / R-101.pkl; README, 'MSRA weights')")
     depth, state = caffe2_resnet_state_dict(read_caffe2_blobs(src), source=source)
     if rgb:
         state["conv1.weight"] = state["conv1.weight"].flip(1).contiguous()  # BGR -> RGB inputs

@@ -213,7 +213,7 @@ def build_optimizer(cfg: Config, model: torch.nn.Module) -> torch.optim.Optimize
     groups = param_groups(model, weight_decay=s.weight_decay,
                           weight_decay_norm=s.weight_decay_norm)
     if s.optimizer == "AdamW":
-        try:  # one fused kernel for all tensors (torch >= 2.4 on CPU): ~3x a per-tensor loop
+        try:  # one fused kernel over all tensors (torch >= 2.4 on the CPU), not a per-tensor loop
             return torch.optim.AdamW(groups, lr=s.base_lr, betas=tuple(s.betas), fused=True)
         except RuntimeError:  # a device (or torch) without it
             return torch.optim.AdamW(groups, lr=s.base_lr, betas=tuple(s.betas))

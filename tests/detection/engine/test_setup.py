@@ -15,11 +15,10 @@ from backbones.weights import WeightsError
 from detection.config import load_config
 from detection.data.base import DatasetError
 from detection.data import COCODataset, VOCDataset
-from detection.engine.setup import (RUN_FILES, build_evaluator, build_test_dataset,
-                                    build_optimizer, build_train_dataset, build_trainer,
-                                    check_before_data,
-                                    check_data_paths, dataset_source, has_test_data,
-                                    prepare_output_dir)
+from detection.engine.setup import (RUN_FILES, build_evaluator, build_optimizer,
+                                    build_test_dataset, build_train_dataset, build_trainer,
+                                    check_before_data, check_data_paths, dataset_source,
+                                    has_test_data, prepare_output_dir)
 from detection.evaluation import VOCEvaluator
 
 CLASSES = ["cat", "dog"]
