@@ -397,9 +397,7 @@ def test_the_quick_starts_seed_table_is_in_its_header():
     readme = (REPO / "README.md").read_text()
     start = readme.index("| seed (training and data) |")
     table = readme[start:readme.index("\n\n", start)]
-    header = " ".join(line.lstrip("# ") for line in
-                      (REPO / "configs/quickstart.yaml").read_text().splitlines()
-                      if line.startswith("#"))
+    header = _header(REPO / "configs/quickstart.yaml")
     rows = re.findall(r"\| (\d) \| (\d+\.\d) \| (\d+\.\d) \|", table)
     assert [seed for seed, _, _ in rows] == ["0", "1", "2", "3", "4"]
     assert "seeds 0 / 1 / 2 / 3 / 4: mAP@.5 {} and mAP@[.5,.95] {}".format(
@@ -408,8 +406,7 @@ def test_the_quick_starts_seed_table_is_in_its_header():
 
 def test_readme_quickstart_numbers_match_the_config_and_its_seed_command_uses_its_own_data():
     readme = (REPO / "README.md").read_text()
-    header = (REPO / "configs/quickstart.yaml").read_text()
-    flat = " ".join(line.lstrip("# ") for line in header.splitlines() if line.startswith("#"))
+    flat = _header(REPO / "configs/quickstart.yaml")
     measured = re.search(r"gave mAP@\.5 (\d+\.\d) /\s+mAP@\[\.5,\.95\] (\d+\.\d)", readme)
     assert f"mAP@.5 {measured[1]}, mAP@[.5,.95] {measured[2]}" in flat
     assert "(deterministic)" not in readme  # a from-scratch run differs across machines
