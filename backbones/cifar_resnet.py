@@ -3,7 +3,7 @@
 Shape shorthand: `N` images, `R` RoIs, `H, W` the input size (32x32 on CIFAR-10). A 3x3 conv
 with 16 filters (no max-pool), then three stages of `n` basic blocks (two 3x3 convs each) with
 16, 32 and 64 filters on maps of 32, 16 and 8 pixels; the classifier (global average pool,
-10-way fc) is `backbones.classification`'s. Stages are named as the ImageNet ResNets' (the stem
+10-way fc) is `detection.pretrain`'s. Stages are named as the ImageNet ResNets' (the stem
 is conv1, the first stage res2):
 
     x     (N, 3, H, W)

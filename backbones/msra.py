@@ -117,17 +117,16 @@ def _depth(blocks: dict[int, set], source: str) -> int:
                        f"(known: {({d: s[1] for d, s in RESNET_SPECS.items()})})")
 
 
-def convert_msra_weights(src: str | os.PathLike, dst: str | os.PathLike, *,
-                         rgb: bool = False) -> dict[str, Any]:
-    """Convert ``src`` (a ``.pkl`` of Caffe2 blobs) into ``dst``, a checkpoint that
-    ``build_backbone(arch, weights=dst, stride_in_1x1=True)`` loads; returns its metadata
-    (``arch``, ``input_format``, ``pixel_mean``, ``pixel_std``, ...), also stored in ``dst``.
+def convert_msra_weights(src: str | os.PathLike, *, rgb: bool = False
+                         ) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    """Read ``src`` (a ``.pkl`` of Caffe2 blobs) and return ``(state_dict, metadata)``: the
+    weights in the layout ``build_backbone(arch, weights=..., stride_in_1x1=True)`` loads, and
+    ``arch``, ``input_format``, ``pixel_mean``, ``pixel_std``, ``source``, ``has_fc`` (plain
+    values; the caller writes both into one file, ``tools/convert_pretrained.py``).
 
-    The weights are checked against ``ResNet(depth, stride_in_1x1=True)`` before writing (every
-    parameter present, no other, same shapes), and written atomically.
+    The weights are checked against ``ResNet(depth, stride_in_1x1=True)`` (every parameter
+    present, no other, same shapes).
     """
-    from detection.engine.checkpoint import save_checkpoint
-
     source = repr(os.fspath(src))
     depth, state = caffe2_resnet_state_dict(read_caffe2_blobs(src), source=source)
     if rgb:
@@ -140,5 +139,4 @@ def convert_msra_weights(src: str | os.PathLike, dst: str | os.PathLike, *,
             "pixel_mean": BGR_PIXEL_MEAN[::-1] if rgb else list(BGR_PIXEL_MEAN),
             "pixel_std": [1.0, 1.0, 1.0], "source": Path(src).name,
             "has_fc": "fc.weight" in state}
-    save_checkpoint({"model": state, **meta}, dst)
-    return meta
+    return state, meta

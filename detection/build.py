@@ -18,7 +18,7 @@ VGG-16             vgg16           false        vgg_fc (ROIPool 7x7 on conv5, th
 it (``detection.config.VARIANT_DEFAULTS``) unless they are set.
 
 Data, solver, evaluation and the training run are built from the config in
-``detection/engine/setup.py``; this module needs only the model's parts (no data stack).
+``detection/setup.py``; this module needs only the model's parts (no data stack).
 """
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ from .matcher import Matcher
 from .poolers import RoIPooler
 from .roi_heads import RoIHeads
 from .rpn import RPN, RPNHead
-from .sampler import BalancedSampler
+from .roi_sampling import BalancedSampler
 
 __all__ = ["build_model", "check_trainable_norm"]
 

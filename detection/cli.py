@@ -46,19 +46,12 @@ from typing import NoReturn, TextIO, Union
 from backbones.weights import WeightsError
 
 from .engine.checkpoint import CheckpointError
+from .errors import MissingExtraError, UserError
 from .engine.trainer import NonFiniteLossError
 
 __all__ = [
     "ArgumentParser", "MissingExtraError", "USER_ERRORS", "UserError", "add_run_arguments",
     "open_run", "format_error", "tee_output", "tool_main"]
-
-class UserError(Exception):
-    """A user error a tool itself finds (a missing optional package, unreadable inputs)."""
-
-
-class MissingExtraError(UserError, ImportError):
-    """An optional package is not installed; the message names the extra that installs it."""
-
 
 #: Exceptions a tool reports as ``error: <message>`` with exit status 2 (see the module doc).
 USER_ERRORS: tuple[type[BaseException], ...] = (
@@ -184,8 +177,8 @@ def open_run(output_dir: Union[str, os.PathLike], *, resume: bool, force: bool) 
     previous run unless ``resume`` / ``force`` (``prepare_output_dir``), copy all output to
     ``log.txt`` (main process) and set up the ``detection`` logger."""
     from .engine import distributed as du
-    from .engine.logging import setup_logger
-    from .engine.setup import prepare_output_dir
+    from .engine.runlog import setup_logger
+    from .engine.run import prepare_output_dir
 
     deleted = prepare_output_dir(output_dir, resume=resume, force=force,
                                  delete=du.is_main_process())

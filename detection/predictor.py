@@ -21,11 +21,11 @@ import numpy as np
 import torch
 
 from .build import build_model
-from .config import Config, load_config
+from .config import Config, checkpoint_config, load_config
 from .data.base import decode_image
 from .data.classes import label_to_category_id
 from .data.transforms import build_transforms
-from .engine.checkpoint import checkpoint_config, load_checkpoint, load_model_weights
+from .engine.checkpoint import load_checkpoint, load_model_weights
 from .engine.distributed import resolve_device
 
 __all__ = ["Predictor", "load_trained_model", "BACKENDS"]

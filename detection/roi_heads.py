@@ -33,7 +33,7 @@ from .box_heads import BoxPredictor
 from .matcher import Matcher
 from .poolers import RoIPooler
 from .rpn import batched_nms_topk, clip_boxes
-from .sampler import BalancedSampler
+from .roi_sampling import BalancedSampler
 
 __all__ = ["RoIHeads"]
 

@@ -40,7 +40,7 @@ from backbones.layers import Conv2d
 from .anchors import AnchorGenerator
 from .box_coder import BoxCoder
 from .matcher import Matcher
-from .sampler import BalancedSampler
+from .roi_sampling import BalancedSampler
 
 __all__ = ["RPNHead", "RPN", "batched_nms_topk"]
 

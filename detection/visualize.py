@@ -3,8 +3,9 @@
 One colour per label from a fixed palette (the same label always gets the same colour), a box
 outline and a ``"name 0.97"`` tag on a filled background in the box colour, both scaled with the
 image; tags stay inside the image and avoid each other, and a small image can be enlarged first
-(``min_size``) so that the drawing can be read. The tag's text is black or white, whichever contrasts with the background: with
-the Rec. 601 luma ``Y = 0.299 R + 0.587 G + 0.114 B`` (0..255), text is black when ``Y >= 140``.
+(``min_size``) so that the drawing can be read. The tag's text is black or white, whichever
+contrasts with the background: with the Rec. 601 luma ``Y = 0.299 R + 0.587 G + 0.114 B``
+(0..255), text is black when ``Y >= 140``.
 """
 from __future__ import annotations
 

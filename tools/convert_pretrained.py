@@ -18,6 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 from backbones.msra import convert_msra_weights  # noqa: E402
 from detection.cli import ArgumentParser, tool_main  # noqa: E402
+from detection.engine.checkpoint import save_checkpoint  # noqa: E402
 
 
 @tool_main
@@ -28,7 +29,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rgb", action="store_true",
                         help="reverse conv1's input channels: the weights then take RGB images")
     args = parser.parse_args(argv)
-    meta = convert_msra_weights(args.src, args.dst, rgb=args.rgb)
+    state, meta = convert_msra_weights(args.src, rgb=args.rgb)
+    save_checkpoint({"model": state, **meta}, args.dst)  # atomic: no half-written file
     mean = ", ".join(f"{v:g}" for v in meta["pixel_mean"])
     fmt = "" if args.rgb else "model.input_format: BGR, "
     print(f"wrote {args.dst}: {meta['arch']} (MSRA, stride in the 1x1 conv), "

@@ -26,16 +26,14 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # no PyPI version check 
 
 from detection.build import build_model  # noqa: E402
 from detection.cli import ArgumentParser, tool_main  # noqa: E402
-from detection.config import Config, load_config  # noqa: E402
+from detection.config import Config, checkpoint_config, load_config  # noqa: E402
 from detection.engine import distributed as du  # noqa: E402
-from detection.engine.checkpoint import (checkpoint_config, load_checkpoint,  # noqa: E402
-                                         load_model_weights)
-from detection.engine.logging import setup_logger, write_eval_json  # noqa: E402
-from detection.engine.setup import (build_evaluator, build_test_dataset,  # noqa: E402
-                                    build_test_loader, dataset_source, prepare_data,
-                                    voc_splits)
-from detection.engine.trainer import inference_on_dataset  # noqa: E402
+from detection.engine.checkpoint import load_checkpoint, load_model_weights  # noqa: E402
+from detection.engine.runlog import setup_logger, write_eval_json  # noqa: E402
 from detection.evaluation import Relabelled, headline  # noqa: E402
+from detection.evaluation.inference import inference_on_dataset  # noqa: E402
+from detection.setup import (build_evaluator, build_test_dataset,  # noqa: E402
+                             build_test_loader, dataset_source, prepare_data, voc_splits)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -147,7 +147,7 @@ from pathlib import Path
 sys.path.insert(0, ".")
 from detection.benchmark import format_report
 from detection.config import load_config
-from detection.engine.logging import read_metrics
+from detection.engine.runlog import read_metrics
 
 work, gpu = Path(sys.argv[1]), sys.argv[2]
 summary = {"gpu": gpu, "runs": {}}

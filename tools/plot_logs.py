@@ -21,7 +21,7 @@ from typing import Optional
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, uninstalled
 
 from detection.cli import ArgumentParser, UserError, tool_main  # noqa: E402
-from detection.engine.logging import read_metrics  # noqa: E402
+from detection.engine.runlog import read_metrics  # noqa: E402
 
 TRAIN_KEYS = ("loss", "loss_rpn_cls", "loss_rpn_box", "loss_cls", "loss_box", "lr")
 EVAL_KEYS = ("mAP", "mAP50")

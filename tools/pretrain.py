@@ -23,12 +23,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, uninstalled
 
-from backbones.classification.config import load_pretrain_config  # noqa: E402
-from backbones.classification.setup import build_pretrainer, export, final_test  # noqa: E402
+from detection.pretrain.config import load_pretrain_config  # noqa: E402
+from detection.pretrain.setup import build_pretrainer, export, final_test  # noqa: E402
 from detection.cli import ArgumentParser, add_run_arguments, open_run, tool_main  # noqa: E402
 from detection.config import dump_config  # noqa: E402
 from detection.engine import distributed as du  # noqa: E402
-from detection.engine.logging import LOGGER_NAME, write_eval_json  # noqa: E402
+from detection.engine.runlog import LOGGER_NAME, write_eval_json  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -36,7 +36,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add_run_arguments(p)
     p.add_argument("--benchmark", action="store_true",
                    help="measure the training loader's images/s against the training step's "
-                        "(backbones/classification/benchmark.py) instead of training")
+                        "(detection/pretrain/benchmark.py) instead of training")
     return p.parse_args(argv)
 
 
@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     device = du.resolve_device(cfg.device)
     if args.benchmark:
-        from backbones.classification.benchmark import benchmark_pretraining, format_benchmark
+        from detection.pretrain.benchmark import benchmark_pretraining, format_benchmark
 
         print(format_benchmark(benchmark_pretraining(cfg, device=device)))
         return 0

@@ -25,9 +25,9 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # no PyPI version check 
 from detection.cli import ArgumentParser, add_run_arguments, open_run, tool_main  # noqa: E402
 from detection.config import dump_config, load_config  # noqa: E402
 from detection.engine import distributed as du  # noqa: E402
-from detection.engine.logging import LOGGER_NAME, write_eval_json  # noqa: E402
-from detection.engine.setup import build_trainer, dataset_source  # noqa: E402
-from detection.engine.trainer import save_visualizations  # noqa: E402
+from detection.engine.runlog import LOGGER_NAME, write_eval_json  # noqa: E402
+from detection.setup import build_trainer, dataset_source  # noqa: E402
+from detection.evaluation.inference import save_visualizations  # noqa: E402
 from detection.evaluation import format_table, headline  # noqa: E402
 
 

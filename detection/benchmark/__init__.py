@@ -17,7 +17,7 @@ import torch
 
 from ..build import build_model
 from ..config import Config
-from ..engine.logging import peak_rss_mb
+from ..engine.runlog import peak_rss_mb
 from ..engine.trainer import AMP_DTYPES
 from .data import measure_loader
 from .models import make_like_trained, measure_models, synthetic_batch

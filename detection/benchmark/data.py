@@ -35,7 +35,7 @@ def _data_config(cfg: Config, batch: int) -> tuple[Config, str]:
 def measure_loader(cfg: Config, *, batch: int, batches: int) -> dict[str, Any]:
     """Loader images/s over ``batches`` batches of ``batch`` after warm-up, and the ms of one
     sample in this process (median of 20)."""
-    from ..engine.setup import build_train_dataset, build_train_loader, prepare_data
+    from ..setup import build_train_dataset, build_train_loader, prepare_data
 
     cfg, source = _data_config(cfg, batch)
     dataset = build_train_dataset(prepare_data(cfg))

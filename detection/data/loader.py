@@ -27,13 +27,25 @@ from torch.utils.data import BatchSampler, DataLoader, Dataset, Sampler
 from .samplers import (AspectRatioBatchSampler, InferenceSampler, SkipBatches, TrainingSampler,
                        aspect_ratio_groups, dist_rank_world_size)
 
-__all__ = ["ForkSafeLoader", "SeededBatches", "SeededSamples", "build_test_loader",
-           "build_train_loader", "collate"]
+__all__ = ["ForkSafeLoader", "SeededBatches", "SeededSamples", "collate", "make_test_loader",
+           "make_train_loader", "move_batch"]
 
 
 def collate(batch: list[dict[str, Any] | None]) -> list[dict[str, Any]]:
     """Keep samples as a list (images differ in size); drop ``None`` (skipped bad images)."""
     return [sample for sample in batch if sample is not None]
+
+
+def move_batch(batch: list[dict], device: torch.device, *, with_targets: bool = True
+               ) -> tuple[list[torch.Tensor], list[dict] | None]:
+    """The model's inputs from a collated batch, on ``device``: images (and targets, for
+    training and for a validation loss)."""
+    images = [s["image"].to(device, non_blocking=True) for s in batch]
+    if not with_targets:
+        return images, None
+    targets = [{"boxes": s["boxes"].to(device, non_blocking=True),
+                "labels": s["labels"].to(device, non_blocking=True)} for s in batch]
+    return images, targets
 
 
 def _worker_seed(seed: int, rank: int, start_iter: int, worker_id: int) -> int:
@@ -105,7 +117,7 @@ class SeededSamples(Dataset):
         return self.dataset[index]
 
 
-def build_train_loader(dataset: Dataset, *, batch_size: int, num_workers: int, seed: int,
+def make_train_loader(dataset: Dataset, *, batch_size: int, num_workers: int, seed: int,
                        start_iter: int = 0, aspect_grouping: bool = True,
                        pin_memory: bool | None = None, rank: int | None = None,
                        world_size: int | None = None, sampler: Sampler[int] | None = None
@@ -152,7 +164,7 @@ def build_train_loader(dataset: Dataset, *, batch_size: int, num_workers: int, s
     )
 
 
-def build_test_loader(dataset: Dataset, *, batch_size: int = 1, num_workers: int,
+def make_test_loader(dataset: Dataset, *, batch_size: int = 1, num_workers: int,
                       pin_memory: bool | None = None, rank: int | None = None,
                       world_size: int | None = None) -> DataLoader:
     """One pass over this rank's shard of ``dataset`` in index order (``InferenceSampler``)."""

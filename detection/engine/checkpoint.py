@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Optional, Union
 
@@ -23,8 +23,8 @@ import torch
 from torch import nn
 
 __all__ = [
-    "CheckpointError", "checkpoint_config", "save_checkpoint", "load_checkpoint", "load_model_weights", "get_rng_state", "set_rng_state",
-    "seed_all", "unwrap_model",
+    "CheckpointError", "save_checkpoint", "load_checkpoint", "load_model_weights",
+    "get_rng_state", "set_rng_state", "seed_all", "unwrap_model",
 ]
 
 PathLike = Union[str, os.PathLike]
@@ -98,19 +98,6 @@ def load_checkpoint(path: PathLike, map_location: Union[str, torch.device] = "cp
     if not isinstance(data, dict):
         raise CheckpointError(f"checkpoint {path} holds a {type(data).__name__}, not a dict")
     return data
-
-
-def checkpoint_config(ckpt: Mapping[str, Any], path: PathLike, overrides: Sequence[str] = ()):
-    """The config stored in a checkpoint (``ckpt["config"]``, the resolved config of the run
-    that wrote it), with ``key=value`` ``overrides`` applied: what ``tools/eval.py`` and
-    ``tools/infer.py`` use when no ``--config`` is given. Returns a ``Config``."""
-    from ..config import apply_overrides, config_from_dict
-
-    if not isinstance(ckpt.get("config"), dict):
-        raise CheckpointError(f"checkpoint {path} holds no config: pass the config file the "
-                              "model was trained with (--config)")
-    tree = apply_overrides(ckpt["config"], list(overrides))
-    return config_from_dict(tree, source=f"{path} (stored config)")
 
 
 def unwrap_model(model: nn.Module) -> nn.Module:

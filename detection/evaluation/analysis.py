@@ -33,7 +33,7 @@ import numpy as np
 import yaml
 
 from .backends import coco_index, evaluate_boxes, results_index
-from .errors import confusion_matrix, match_detections, supercategories
+from .errors import confusion_matrix, find_errors, supercategories
 
 __all__ = ["ERROR_TYPES", "AREAS", "error_breakdown", "read_run", "analyze_run"]
 
@@ -180,7 +180,7 @@ def analyze_run(run: dict[str, Any], *, backend: str = "faster", score_thresh: f
                        for k, c in enumerate(breakdown["categories"])}
     breakdown["curves"] = {t: ps[i, :, has_gt[:, 0], 0].mean(axis=0).tolist()
                            if has_gt[:, 0].any() else None for i, t in enumerate(ERROR_TYPES)}
-    false_positives, missed = match_detections(gt, results)
+    false_positives, missed = find_errors(gt, results)
     kinds = {k: sum(f["kind"] == k for f in false_positives)
              for k in ("dup", "loc", "sim", "oth", "bg")}
     names = {c["id"]: c["name"] for c in gt["categories"]}

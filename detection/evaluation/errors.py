@@ -2,7 +2,7 @@
 
 Boxes are COCO ``xywh`` here, as in the json files these functions read.
 
-:func:`match_detections` matches as COCOeval does at one IoU threshold (per image and category,
+:func:`find_errors` matches as COCOeval does at one IoU threshold (per image and category,
 detections by descending score, at most ``max_dets`` each; a detection takes the unmatched
 ground truth of highest IoU >= the threshold, real objects before crowd regions; a match to a
 crowd region makes it ignored). Each false positive gets the kind of error it is, in the order
@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 from pycocotools import mask as mask_utils
 
-__all__ = ["match_detections", "confusion_matrix", "supercategories"]
+__all__ = ["find_errors", "confusion_matrix", "supercategories"]
 
 
 def supercategories(categories: Sequence[dict]) -> dict[int, str]:
@@ -86,8 +86,8 @@ def _kind(d_iou: np.ndarray, gts: Sequence[dict], category: int, supers: dict[in
     return "oth" if others else "bg"
 
 
-def match_detections(ground_truth: dict, results: Sequence[dict], *, iou_thresh: float = 0.5,
-                     max_dets: int = 100) -> tuple[list[dict], list[dict]]:
+def find_errors(ground_truth: dict, results: Sequence[dict], *, iou_thresh: float = 0.5,
+                max_dets: int = 100) -> tuple[list[dict], list[dict]]:
     """``(false_positives, missed)`` (see the module docstring).
 
     ``false_positives``: the result dicts that matched nothing, plus ``kind`` and ``iou`` (their

@@ -58,7 +58,7 @@ from detection.data.voc import PathLike, read_voc, voc_pairs
 from .coco_eval import format_table
 from .common import PerImageEvaluator
 
-__all__ = ["VOCEvaluator", "average_precision", "match_detections"]
+__all__ = ["VOCEvaluator", "average_precision", "best_ground_truth"]
 
 _SUMMARY = ("mAP", "mAP_11point", "mAP_allpoint")
 
@@ -146,9 +146,9 @@ def _mean(aps: np.ndarray) -> float:
     return 100.0 * float(defined.mean()) if defined.size else math.nan
 
 
-def match_detections(boxes: np.ndarray, labels: np.ndarray, gt_boxes: np.ndarray,
-                     gt_labels: np.ndarray, iou_threshold: float = 0.5
-                     ) -> tuple[np.ndarray, np.ndarray]:
+def best_ground_truth(boxes: np.ndarray, labels: np.ndarray, gt_boxes: np.ndarray,
+                      gt_labels: np.ndarray, iou_threshold: float = 0.5
+                      ) -> tuple[np.ndarray, np.ndarray]:
     """For the detections of one image: the best box of the same class and whether it counts.
 
     Args: ``boxes`` (D, 4) and ``gt_boxes`` (G, 4) xyxy; ``labels`` (D,), ``gt_labels`` (G,).
@@ -187,7 +187,7 @@ def average_precision(predictions: dict[int, np.ndarray],
         gt_boxes, gt_labels, gt_difficult = ground_truth[image_id]
         npos += np.bincount(gt_labels[~gt_difficult] - 1, minlength=num_classes)
         det_labels = det[:, 5].astype(np.int64)
-        best, hit = match_detections(det[:, :4], det_labels, gt_boxes, gt_labels, iou_threshold)
+        best, hit = best_ground_truth(det[:, :4], det_labels, gt_boxes, gt_labels, iou_threshold)
         difficult = hit & gt_difficult[np.maximum(best, 0)] if len(gt_boxes) else hit
         status.append(np.where(hit, np.where(difficult, 0, 1), -1))
         matched.append(offset + best)

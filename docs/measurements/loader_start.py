@@ -17,7 +17,7 @@ sys.path.insert(0, str(ROOT))
 from torch.utils.data import DataLoader  # noqa: E402
 from detection.config import load_config  # noqa: E402
 from detection.data.loader import ForkSafeLoader, collate  # noqa: E402
-from detection.engine.setup import prepare_data, build_test_dataset  # noqa: E402
+from detection.setup import prepare_data, build_test_dataset  # noqa: E402
 
 
 def main():

@@ -42,7 +42,9 @@ def r50(tmp_path_factory, msra_r50_pkl):
     option is checked in tests/tools/test_convert_pretrained.py)."""
     blobs, pkl = msra_r50_pkl
     dst = tmp_path_factory.mktemp("msra") / "R-50.pth"
-    return blobs, dst, convert_msra_weights(pkl, dst)
+    state, meta = convert_msra_weights(pkl)
+    torch.save({"model": state, **meta}, dst)  # the layout tools/convert_pretrained.py writes
+    return blobs, dst, meta
 
 
 @pytest.mark.parametrize("norm", ["FrozenBN", "BN"])

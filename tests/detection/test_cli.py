@@ -11,7 +11,7 @@ from detection.cli import ArgumentParser, UserError, format_error, tee_output, t
 from detection.config import ConfigError
 from detection.data.base import DatasetError
 from detection.engine.checkpoint import CheckpointError
-from detection.engine.logging import setup_logger
+from detection.engine.runlog import setup_logger
 
 
 def _tool(error: BaseException | None):

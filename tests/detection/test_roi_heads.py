@@ -11,7 +11,7 @@ from detection.box_heads import BoxPredictor, TwoFCHead
 from detection.matcher import Matcher
 from detection.poolers import RoIPooler
 from detection.roi_heads import RoIHeads
-from detection.sampler import BalancedSampler
+from detection.roi_sampling import BalancedSampler
 
 
 def _heads(*, num_classes=2, channels=4, batch=512, detections=100, fc_dim=16, beta=1 / 9):

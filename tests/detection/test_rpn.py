@@ -10,7 +10,7 @@ from detection.anchors import AnchorGenerator
 from detection.box_coder import BoxCoder
 from detection.matcher import Matcher
 from detection.rpn import RPN, RPNHead
-from detection.sampler import BalancedSampler
+from detection.roi_sampling import BalancedSampler
 
 A, B = [0.0, 0.0, 10.0, 10.0], [1.0, 0.0, 11.0, 10.0]  # IoU 90 / 110 = 0.82
 C, D = [20.0, 20.0, 30.0, 30.0], [0.0, 0.0, 0.0005, 10.0]  # D is 0.0005 px wide

@@ -13,9 +13,9 @@ from backbones.weights import WeightsError
 from detection.build import build_model
 from detection.config import config_from_dict, config_to_dict
 from detection.engine.checkpoint import load_checkpoint, save_checkpoint
-from detection.engine.setup import (build_evaluator, build_model_for_training, build_test_dataset,
-                                    build_test_loader, build_trainer)
-from detection.engine.trainer import inference_on_dataset
+from detection.setup import (build_evaluator, build_model_for_training, build_test_dataset,
+                             build_test_loader, build_trainer)
+from detection.evaluation.inference import inference_on_dataset
 from detection.evaluation import Relabelled
 from detection.transfer import PREDICTOR_KEYS, match_classes, transfer_weights
 

@@ -6,7 +6,7 @@ import logging
 import pytest
 import torch
 
-from detection.engine.logging import LOGGER_NAME
+from detection.engine.runlog import LOGGER_NAME
 from tool_loader import load_tool
 
 

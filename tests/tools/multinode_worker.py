@@ -14,7 +14,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from detection.config import load_config  # noqa: E402
 from detection.engine import distributed as du  # noqa: E402
 from detection.engine.checkpoint import unwrap_model  # noqa: E402
-from detection.engine.setup import build_trainer  # noqa: E402
+from detection.setup import build_trainer  # noqa: E402
 
 LAUNCH_KEYS = ("RANK", "GROUP_RANK", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "WORLD_SIZE",
                "SLURM_NODEID")

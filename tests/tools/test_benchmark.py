@@ -9,7 +9,7 @@ import torch
 from detection.benchmark import make_like_trained, summarize, synthetic_batch, time_alternating
 from detection.build import build_model
 from detection.config import load_config
-from detection.engine.logging import peak_rss_mb
+from detection.engine.runlog import peak_rss_mb
 from tool_loader import load_tool
 
 TINY_FPN = """

@@ -10,8 +10,8 @@ import torch
 import yaml
 
 from backbones import build_backbone
-from backbones.classification.config import load_pretrain_config
-from backbones.classification.setup import build_classifier
+from detection.pretrain.config import load_pretrain_config
+from detection.pretrain.setup import build_classifier
 from detection.build import build_model
 from detection.config import load_config
 from tool_loader import load_tool

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from detection.data import (COCODataset, DatasetError, build_test_loader, category_id_to_label,
+from detection.data import (COCODataset, DatasetError, make_test_loader, category_id_to_label,
                             collate, decode_image, label_to_category_id, read_coco_json)
 
 
@@ -258,7 +258,7 @@ def test_bad_image_in_evaluation_is_left_out_also_across_workers(tmp_path):
     assert ds[0] is None
     assert collate([None, ds[1]])[0]["image_id"] == 2
     fresh = COCODataset(images=img_dir, annotations=annotations, train=False)
-    loader = build_test_loader(fresh, batch_size=2, num_workers=1)
+    loader = make_test_loader(fresh, batch_size=2, num_workers=1)
     ids = [s["image_id"] for batch in loader for s in batch]
     assert ids == [2, 3] and fresh.num_bad_images == 1  # counted in the worker, seen here
 
@@ -267,7 +267,7 @@ def test_error_from_a_worker_reaches_the_caller_with_the_file_name(tmp_path):
     img_dir, annotations, bad = _with_bad_image(tmp_path, "missing")
     ds = COCODataset(images=img_dir, annotations=annotations, train=False, on_bad_image="error")
     with pytest.raises(DatasetError, match=f"image file not found: {bad}"):
-        list(build_test_loader(ds, num_workers=1))
+        list(make_test_loader(ds, num_workers=1))
 
 
 def test_all_images_bad_stops_with_a_clear_message(tmp_path):

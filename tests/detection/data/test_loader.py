@@ -22,7 +22,7 @@ SCRIPT = textwrap.dedent("""
     import sys, time
     import cv2, numpy as np
     from detection.data.coco import COCODataset
-    from detection.data.loader import build_test_loader, build_train_loader
+    from detection.data.loader import make_test_loader, make_train_loader
     from detection.data.transforms import build_transforms
 
     cv2.setNumThreads(2)
@@ -32,10 +32,10 @@ SCRIPT = textwrap.dedent("""
     images, annotations = sys.argv[1:3]
     train = COCODataset(images=images, annotations=annotations, train=True,
                         transforms=build_transforms(train=True, min_size=[64], max_size=96))
-    next(iter(build_train_loader(train, batch_size=2, num_workers=1, seed=0)))
+    next(iter(make_train_loader(train, batch_size=2, num_workers=1, seed=0)))
     cv2.GaussianBlur(big, (9, 9), 0)  # the parent's pool is back, and works
     test = COCODataset(images=images, annotations=annotations, train=False)
-    assert sum(len(b) for b in build_test_loader(test, num_workers=1)) == len(test)
+    assert sum(len(b) for b in make_test_loader(test, num_workers=1)) == len(test)
     print("ok", cv2.getNumThreads())
 """)
 

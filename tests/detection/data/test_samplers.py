@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from detection.data import (AspectRatioBatchSampler, COCODataset, InferenceSampler,
-                            RepeatFactorTrainingSampler, TrainingSampler, build_test_loader,
-                            build_train_loader, build_transforms, collate, repeat_factors)
+                            RepeatFactorTrainingSampler, TrainingSampler, make_test_loader,
+                            make_train_loader, build_transforms, collate, repeat_factors)
 from detection.data.samplers import dist_rank_world_size
 
 
@@ -96,12 +96,12 @@ def _assert_same(a, b):
 
 
 def test_train_loader_resumes_with_the_same_batches(train_set):
-    first = _batches(build_train_loader(train_set, batch_size=2, num_workers=0, seed=5), 8)
-    resumed = _batches(build_train_loader(train_set, batch_size=2, num_workers=0, seed=5,
+    first = _batches(make_train_loader(train_set, batch_size=2, num_workers=0, seed=5), 8)
+    resumed = _batches(make_train_loader(train_set, batch_size=2, num_workers=0, seed=5,
                                           start_iter=5), 3)
     assert [[i for i, _, _ in b] for b in resumed] == [[i for i, _, _ in b] for b in first[5:]]
     _assert_same(first[5:], resumed)  # and the same scales and flips after resuming
-    again = _batches(build_train_loader(train_set, batch_size=2, num_workers=0, seed=5), 8)
+    again = _batches(make_train_loader(train_set, batch_size=2, num_workers=0, seed=5), 8)
     _assert_same(first, again)  # same seed: same images, scales, flips
     sizes = train_set.image_sizes
     ids = train_set.image_ids.tolist()
@@ -111,22 +111,22 @@ def test_train_loader_resumes_with_the_same_batches(train_set):
 
 
 def test_train_loader_with_workers_matches_its_index_stream(train_set):
-    loader = build_train_loader(train_set, batch_size=2, num_workers=2, seed=5,
+    loader = make_train_loader(train_set, batch_size=2, num_workers=2, seed=5,
                                 aspect_grouping=False)
     ids = [[i for i, _, _ in b] for b in _batches(loader, 4)]
     sampler = TrainingSampler(len(train_set), seed=5, rank=0, world_size=1)
     expected = [train_set.image_ids[j].item() for j in _take(sampler, 8)]
     assert sum(ids, []) == expected
-    again = _batches(build_train_loader(train_set, batch_size=2, num_workers=2, seed=5,
+    again = _batches(make_train_loader(train_set, batch_size=2, num_workers=2, seed=5,
                                         aspect_grouping=False), 4)
     assert [[i for i, _, _ in b] for b in again] == ids
-    in_process = _batches(build_train_loader(train_set, batch_size=2, num_workers=0, seed=5,
+    in_process = _batches(make_train_loader(train_set, batch_size=2, num_workers=0, seed=5,
                                              aspect_grouping=False), 4)
     _assert_same(again, in_process)  # augmentation does not depend on the worker count
 
 
 def test_train_loader_shards_by_rank(train_set):
-    per_rank = [[i for b in _batches(build_train_loader(
+    per_rank = [[i for b in _batches(make_train_loader(
         train_set, batch_size=1, num_workers=0, seed=2, aspect_grouping=False,
         rank=r, world_size=2), 6) for i, _, _ in b] for r in range(2)]
     full = TrainingSampler(len(train_set), seed=2, rank=0, world_size=1)
@@ -136,14 +136,14 @@ def test_train_loader_shards_by_rank(train_set):
 
 def test_aspect_grouping_needs_image_sizes():
     with pytest.raises(TypeError, match="image_sizes"):
-        build_train_loader(list(range(4)), batch_size=2, num_workers=0, seed=0)
+        make_train_loader(list(range(4)), batch_size=2, num_workers=0, seed=0)
 
 
 def test_test_loader_covers_every_image_once_across_ranks(synthetic_coco):
     ds = COCODataset(images=synthetic_coco.val_images,
                      annotations=synthetic_coco.val_annotations, train=False)
     seen = [s["image_id"] for r in range(3)
-            for b in build_test_loader(ds, batch_size=2, num_workers=0, rank=r, world_size=3)
+            for b in make_test_loader(ds, batch_size=2, num_workers=0, rank=r, world_size=3)
             for s in b]
     assert seen == ds.image_ids.tolist() and len(seen) == 8
 
@@ -196,9 +196,9 @@ def test_repeat_factor_stream_is_seeded_sharded_and_resumable(train_set):
     # augmentation), as with the uniform one
     sampler = lambda: RepeatFactorTrainingSampler(  # noqa: E731
         [1.0 + (i % 3) for i in range(len(train_set))], seed=5, rank=0, world_size=1)
-    first = _batches(build_train_loader(train_set, batch_size=2, num_workers=0, seed=5,
+    first = _batches(make_train_loader(train_set, batch_size=2, num_workers=0, seed=5,
                                         sampler=sampler()), 6)
-    resumed = _batches(build_train_loader(train_set, batch_size=2, num_workers=0, seed=5,
+    resumed = _batches(make_train_loader(train_set, batch_size=2, num_workers=0, seed=5,
                                           start_iter=4, sampler=sampler()), 2)
     _assert_same(first[4:], resumed)
     with pytest.raises(ValueError, match=">= 1"):
@@ -207,7 +207,7 @@ def test_repeat_factor_stream_is_seeded_sharded_and_resumable(train_set):
 
 def test_config_builds_the_repeat_factor_sampler(train_set, synthetic_coco):
     from detection.config import load_config
-    from detection.engine.setup import build_train_sampler
+    from detection.setup import build_train_sampler
 
     cfg = load_config(None, ["data.sampler=repeat_factor", "data.repeat_threshold=0.5"])
     sampler = build_train_sampler(cfg, train_set)

@@ -4,9 +4,11 @@ import pytest
 import torch
 
 from detection.engine.checkpoint import load_checkpoint, seed_all
-from detection.engine.logging import MetricsWriter
+from detection.engine.runlog import MetricsWriter
 from detection.engine.schedule import WarmupLRScheduler, param_groups
-from detection.engine.trainer import NonFiniteLossError, Trainer, inference_on_dataset
+from detection.data.loader import move_batch
+from detection.engine.trainer import NonFiniteLossError, Trainer
+from detection.evaluation.inference import inference_on_dataset
 from toy_detector import LOSS_NAMES, ToyDetector, ToyEvaluator, toy_batches, toy_sample
 
 DEVICE = torch.device("cpu")
@@ -30,7 +32,8 @@ def _trainer(tmp_path, *, max_iter=6, start_ckpt=None, crash_at=None, evaluator=
                       max_iter=max_iter, output_dir=tmp_path, device=DEVICE, evaluate=evaluate,
                       checkpoint_period=checkpoint_period, eval_period=eval_period, log_period=1,
                       extra_state={"config": {"seed": seed}, "classes": []},
-                      writer=MetricsWriter(tmp_path, truncate_after=start, tensorboard=False))
+                      writer=MetricsWriter(tmp_path, truncate_after=start, tensorboard=False),
+                      prepare_batch=move_batch)
     if start_ckpt is not None:
         trainer.load_state_dict(start_ckpt)
     return trainer
@@ -175,7 +178,7 @@ def test_entries_other_than_losses_are_logged_metrics_not_minimised(tmp_path, mo
 def test_inference_logs_progress_and_the_evaluators_time(tmp_path):
     import logging
 
-    from detection.engine.logging import LOGGER_NAME
+    from detection.engine.runlog import LOGGER_NAME
 
     records = []
     handler = logging.Handler(logging.INFO)

@@ -6,7 +6,7 @@ import pytest
 
 from detection.evaluation.analysis import ERROR_TYPES, error_breakdown
 from detection.evaluation.backends import coco_index, evaluate_boxes, results_index
-from detection.evaluation.errors import confusion_matrix, match_detections
+from detection.evaluation.errors import confusion_matrix, find_errors
 
 CATEGORIES = [{"id": 1, "name": "A", "supercategory": "animal"},
               {"id": 2, "name": "B", "supercategory": "animal"},
@@ -96,7 +96,7 @@ def test_c75_and_c50_equal_cocoevals_summary():
 
 
 def test_error_kinds_and_missed_objects():
-    false_positives, missed = match_detections(*_data())
+    false_positives, missed = find_errors(*_data())
     kinds = {(f["category_id"], f["score"]): f["kind"] for f in false_positives}
     assert kinds == {(1, 0.9): "loc", (2, 0.95): "sim", (3, 0.9): "oth", (4, 0.9): "bg",
                      (6, 0.3): "dup"}

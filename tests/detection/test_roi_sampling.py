@@ -1,7 +1,7 @@
 """Balanced sampler: counts per image, shortage filling, ignored labels, uniform choice."""
 import torch
 
-from detection.sampler import BalancedSampler
+from detection.roi_sampling import BalancedSampler
 
 
 def _labels(num_pos: int, num_neg: int, num_ignored: int = 0) -> torch.Tensor:

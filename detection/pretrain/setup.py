@@ -8,28 +8,26 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import logging
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from backbones import build_backbone
-from backbones.classification.config import PretrainConfig
-from backbones.classification.data import ArrayDataset, ImageFolderDataset, read_cifar10
-from backbones.classification.evaluation import (ClassificationEvaluator,
-                                                 ClassificationInference, classify_dataset)
-from backbones.classification.model import ImageClassifier, classification_inputs, \
-    export_backbone
-from backbones.classification.transforms import build_transforms
-from detection.config import config_to_dict, save_config
-from detection.data.loader import build_test_loader, build_train_loader
-from detection.engine import distributed as du
-from detection.engine.checkpoint import load_checkpoint, seed_all
-from detection.engine.logging import LOGGER_NAME, MetricsWriter
-from detection.engine.schedule import WarmupLRScheduler
-from detection.engine.setup import build_optimizer
-from detection.engine.trainer import Trainer
+
+from ..config import config_to_dict, save_config
+from ..data.loader import make_test_loader, make_train_loader
+from ..engine import distributed as du
+from ..engine.checkpoint import seed_all, unwrap_model
+from ..engine.run import assemble_trainer, images_per_process, read_resume
+from ..engine.schedule import WarmupLRScheduler
+from ..engine.trainer import Trainer
+from ..setup import build_optimizer
+from .config import PretrainConfig
+from .data import ArrayDataset, ImageFolderDataset, read_cifar10
+from .evaluation import ClassificationEvaluator, ClassificationInference, classify_dataset
+from .model import ImageClassifier, classification_inputs, export_backbone
+from .transforms import build_transforms
 
 __all__ = ["backbone_options", "build_classifier", "build_datasets", "build_pretrainer",
            "export", "final_test", "prepare_data"]
@@ -64,7 +62,7 @@ def build_classifier(cfg: PretrainConfig, *, num_classes: int) -> ImageClassifie
 def prepare_data(cfg: PretrainConfig) -> PretrainConfig:
     """Generate the shape-crops set when ``data.synthetic.enabled`` (rank 0 first) and fill empty
     ``data.train`` / ``data.val`` with its splits."""
-    from backbones.classification.synthetic import ensure_shape_crops
+    from .synthetic import ensure_shape_crops
 
     syn = cfg.data.synthetic
     if not syn.enabled:
@@ -121,25 +119,11 @@ def build_datasets(cfg: PretrainConfig):
     return train, val
 
 
-def _images_per_process(total: int, key: str) -> int:
-    world = du.get_world_size()
-    if total % world:
-        raise ValueError(f"{key} {total} is not divisible by the {world} processes")
-    return total // world
-
-
 def build_pretrainer(cfg: PretrainConfig, *, device: torch.device, resume: bool = False
                      ) -> tuple[Trainer, PretrainConfig]:
     """A ready trainer for ``cfg`` and the resolved config (``model.num_classes`` from the
     data); writes ``<output_dir>/config.yaml``; with ``resume`` continues from ``last.pth``."""
-    log = logging.getLogger(LOGGER_NAME)
-    out = Path(cfg.output_dir)
-    ckpt = None
-    if resume and (out / "last.pth").is_file():
-        ckpt = load_checkpoint(out / "last.pth")
-        log.info("resuming from %s at iteration %d", out / "last.pth", ckpt["iteration"])
-    elif resume:
-        log.info("--resume: no %s yet, starting from iteration 0", out / "last.pth")
+    ckpt = read_resume(cfg.output_dir, resume=resume)
     cfg = prepare_data(cfg)
     train_set, val_set = build_datasets(cfg)
     k = cfg.model.num_classes
@@ -155,31 +139,23 @@ def build_pretrainer(cfg: PretrainConfig, *, device: torch.device, resume: bool 
     scheduler = WarmupLRScheduler(optimizer, max_iter=s.max_iter, schedule=s.lr_schedule,
                                   steps=s.steps, gamma=s.gamma, warmup_iters=s.warmup_iters,
                                   warmup_factor=s.warmup_factor, warmup_method=s.warmup_method)
-    test_loader = build_test_loader(
-        val_set, batch_size=_images_per_process(cfg.test.ims_per_batch, "test.ims_per_batch"),
+    test_loader = make_test_loader(
+        val_set, batch_size=images_per_process(cfg.test.ims_per_batch, "test.ims_per_batch"),
         num_workers=cfg.data.num_workers)
     evaluate = ClassificationInference(
         data_loader=test_loader, device=device, amp=s.amp, amp_dtype=s.amp_dtype,
         evaluator=ClassificationEvaluator(num_classes=cfg.model.num_classes))
-    start = int(ckpt["iteration"]) if ckpt else 0
-    seed_all(cfg.seed + du.get_rank())
-    writer = None
     if du.is_main_process():
-        save_config(cfg, out / "config.yaml")
-        writer = MetricsWriter(out, truncate_after=start, tensorboard=cfg.tensorboard)
-    train_loader = build_train_loader(
-        train_set, batch_size=_images_per_process(s.ims_per_batch, "solver.ims_per_batch"),
-        num_workers=cfg.data.num_workers, seed=cfg.seed, start_iter=start, aspect_grouping=False)
-    trainer = Trainer(
-        model=model, optimizer=optimizer, scheduler=scheduler, data_loader=train_loader,
-        max_iter=s.max_iter, output_dir=out, device=device, evaluate=evaluate,
-        checkpoint_period=s.checkpoint_period, eval_period=cfg.test.eval_period,
-        log_period=cfg.log_period, amp=s.amp, amp_dtype=s.amp_dtype,
-        clip_grad_norm=s.clip_grad_norm, writer=writer, best_metric="top1",
+        save_config(cfg, Path(cfg.output_dir) / "config.yaml")
+    batch = images_per_process(s.ims_per_batch, "solver.ims_per_batch")
+    trainer = assemble_trainer(
+        cfg, model=model, optimizer=optimizer, scheduler=scheduler,
+        train_loader=lambda start: make_train_loader(
+            train_set, batch_size=batch, num_workers=cfg.data.num_workers, seed=cfg.seed,
+            start_iter=start, aspect_grouping=False),
+        device=device, evaluate=evaluate, prepare_batch=classification_inputs, ckpt=ckpt,
         extra_state={"config": config_to_dict(cfg), "classes": train_set.classes},
-        prepare_batch=classification_inputs)
-    if ckpt is not None:
-        trainer.load_state_dict(ckpt)
+        best_metric="top1")
     return trainer, cfg
 
 
@@ -190,13 +166,11 @@ def final_test(trainer: Trainer, cfg: PretrainConfig) -> dict[str, Any]:
     inp = cfg.data.input
     if inp.test_crops == 1:
         return {**results, "crops": 1}
-    from detection.engine.checkpoint import unwrap_model
-
     inference = trainer.evaluate_fn
     val_set = copy.copy(inference.data_loader.dataset)
     val_set.transforms = build_transforms(train=False, crop=inp.crop, test_size=inp.test_size,
                                           test_crops=inp.test_crops)
-    loader = build_test_loader(val_set, batch_size=max(1, cfg.test.ims_per_batch
+    loader = make_test_loader(val_set, batch_size=max(1, cfg.test.ims_per_batch
                                                        // du.get_world_size() // 10),
                                num_workers=cfg.data.num_workers)
     ten = classify_dataset(unwrap_model(trainer.model), loader, inference.evaluator,
@@ -210,8 +184,6 @@ def export(trainer: Trainer, cfg: PretrainConfig, path: str | Path) -> None:
     """Write the backbone's weights (``backbone.pth``) in the layout ``build_backbone(name,
     weights=path)`` and ``model.backbone.weights: path`` load, with the run's config, classes
     and iteration."""
-    from detection.engine.checkpoint import unwrap_model
-
     name = cfg.model.backbone.name
     export_backbone(unwrap_model(trainer.model), path, fc_prefix=_FC_PREFIX.get(name, "fc"),
                     arch=name, backbone_options=backbone_options(cfg),

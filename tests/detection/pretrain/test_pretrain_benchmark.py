@@ -2,8 +2,8 @@
 import pytest
 import torch
 
-from backbones.classification.benchmark import benchmark_pretraining, format_benchmark
-from backbones.classification.config import load_pretrain_config
+from detection.pretrain.benchmark import benchmark_pretraining, format_benchmark
+from detection.pretrain.config import load_pretrain_config
 
 
 def test_loader_and_step_rates(tmp_path, write_cifar10, one_thread):

@@ -102,6 +102,6 @@ def export_backbone(model: ImageClassifier, path: str | os.PathLike, *, fc_prefi
                     **extra: Any) -> None:
     """Write ``{"model": backbone_state_dict(model), **extra}`` atomically to ``path`` (``extra``:
     plain values such as ``arch``, ``config``, ``classes``, ``iteration``)."""
-    from detection.engine.checkpoint import save_checkpoint
+    from ..engine.checkpoint import save_checkpoint
 
     save_checkpoint({"model": backbone_state_dict(model, fc_prefix=fc_prefix), **extra}, path)

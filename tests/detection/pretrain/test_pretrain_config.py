@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from backbones.classification.config import PretrainConfig, load_pretrain_config
+from detection.pretrain.config import PretrainConfig, load_pretrain_config
 from detection.config import ConfigError, dump_config
 
 CONFIGS = Path(__file__).resolve().parents[3] / "configs" / "pretrain"

@@ -5,9 +5,9 @@ import pytest
 import torch
 from torch import nn
 
-from backbones.classification.evaluation import (ClassificationEvaluator, classify_batch,
-                                                 classify_dataset)
-from backbones.classification.model import label_ranks
+from detection.pretrain.evaluation import (ClassificationEvaluator, classify_batch,
+                                           classify_dataset)
+from detection.pretrain.model import label_ranks
 
 # 6 classes, 5 images; the true class's place among the scores is written next to each row
 SCORES = torch.tensor([

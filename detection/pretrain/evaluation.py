@@ -19,9 +19,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from backbones.classification.model import label_ranks
-from detection.engine.trainer import AMP_DTYPES
-from detection.evaluation.common import gather_by_image, on_main_process
+from .model import label_ranks
+from ..engine.trainer import AMP_DTYPES
+from ..evaluation.common import gather_by_image, on_main_process
 
 __all__ = ["ClassificationEvaluator", "ClassificationInference", "classify_batch",
            "classify_dataset"]

@@ -1,4 +1,4 @@
-"""The pretraining config: a root dataclass read by ``detection.config``'s loader (YAML with
+"""The pretraining config: a root dataclass read by ``detection.config.loader`` (YAML with
 ``_base_``, ``--set`` overrides, unknown keys and wrong types named with the closest valid key).
 
     cfg = load_pretrain_config("configs/pretrain/cifar10_resnet20.yaml", ["solver.max_iter=100"])
@@ -14,7 +14,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Optional, Union
 
-from detection.config import BackboneConfig, SolverConfig, _choices, _list, load_config
+from ..config import BackboneConfig, SolverConfig, choice_field, list_field, load_config
 
 __all__ = ["ClassificationDataConfig", "ClassificationInputConfig", "ClassifierConfig",
            "PretrainBackboneConfig", "PretrainConfig", "PretrainSolverConfig",
@@ -27,7 +27,7 @@ class PretrainBackboneConfig(BackboneConfig):
     """The detection config's backbone keys; pretraining trains everything from scratch."""
 
     weights: Optional[str] = None
-    norm: str = _choices("FrozenBN", "BN", "GN", "SyncBN", default="BN")
+    norm: str = choice_field("FrozenBN", "BN", "GN", "SyncBN", default="BN")
     freeze_at: int = 0
 
 
@@ -35,13 +35,13 @@ class PretrainBackboneConfig(BackboneConfig):
 class ClassifierConfig:
     backbone: PretrainBackboneConfig = field(default_factory=PretrainBackboneConfig)
     num_classes: Optional[int] = None  # None: the number of classes in the training data
-    pixel_mean: list[float] = _list(123.675, 116.28, 103.53)  # RGB, 0..255 units
-    pixel_std: list[float] = _list(58.395, 57.12, 57.375)
+    pixel_mean: list[float] = list_field(123.675, 116.28, 103.53)  # RGB, 0..255 units
+    pixel_std: list[float] = list_field(58.395, 57.12, 57.375)
 
 
 @dataclass
 class ClassificationInputConfig:
-    scale: list[int] = _list(256, 480)  # train: shorter side random in [lo, hi]; [] no resize
+    scale: list[int] = list_field(256, 480)  # train: shorter side random in [lo, hi]; [] no resize
     crop: int = 224  # train crop, and test crop(s)
     pad: int = 0  # zero pixels on each side before the train crop (CIFAR: 4)
     flip_prob: float = 0.5
@@ -49,12 +49,12 @@ class ClassificationInputConfig:
     test_size: int = 256  # test: shorter side resized to it; 0: the image as it is
     # the final test: 1 centre crop, or 10 (corners + centre, and mirrored); evaluations during
     # training always take the centre crop (the paper's curves)
-    test_crops: int = _choices(1, 10, default=1)
+    test_crops: int = choice_field(1, 10, default=1)
 
 
 @dataclass
 class ShapeCropsConfig:
-    """Generate the shape-crops set (``backbones.classification.synthetic``) at ``root`` on
+    """Generate the shape-crops set (``detection.pretrain.synthetic``) at ``root`` on
     first use; empty ``data.train`` / ``data.val`` then default to its splits."""
 
     enabled: bool = False
@@ -68,7 +68,7 @@ class ShapeCropsConfig:
 
 @dataclass
 class ClassificationDataConfig:
-    format: str = _choices("folder", "cifar10", default="folder")
+    format: str = choice_field("folder", "cifar10", default="folder")
     train: str = ""  # folder: class folders; cifar10: the archive or its folder
     val: str = ""  # folder: class folders, or flat with val_labels; cifar10: unused (test batch)
     val_labels: str = ""  # label file of a flat val folder
@@ -76,7 +76,7 @@ class ClassificationDataConfig:
     synthetic: ShapeCropsConfig = field(default_factory=ShapeCropsConfig)
     input: ClassificationInputConfig = field(default_factory=ClassificationInputConfig)
     num_workers: int = 4
-    on_bad_image: str = _choices("skip", "error", default="skip")
+    on_bad_image: str = choice_field("skip", "error", default="skip")
 
 
 @dataclass
@@ -89,9 +89,9 @@ class PretrainSolverConfig(SolverConfig):
     base_lr: float = 0.1
     ims_per_batch: int = 256
     weight_decay_norm: float = 1e-4
-    steps: list[int] = _list(150_000, 300_000)
+    steps: list[int] = list_field(150_000, 300_000)
     warmup_iters: int = 0
-    warmup_method: str = _choices("linear", "constant", default="linear")
+    warmup_method: str = choice_field("linear", "constant", default="linear")
 
 
 @dataclass

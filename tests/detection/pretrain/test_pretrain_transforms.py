@@ -6,8 +6,8 @@ import pytest
 import torch
 from torchvision.transforms.v2 import functional as TF
 
-from backbones.classification.transforms import (EIGVAL, EIGVEC, Lighting, RandomCrop,
-                                                 ResizeShorter, TenCrop, build_transforms)
+from detection.pretrain.transforms import (EIGVAL, EIGVEC, Lighting, RandomCrop,
+                                           ResizeShorter, TenCrop, build_transforms)
 
 
 def coordinate_image(h: int, w: int) -> np.ndarray:

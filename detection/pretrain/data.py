@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from backbones.safe_pickle import safe_load
-from detection.data.base import DatasetError, decode_image
+from ..data.base import DatasetError, decode_image
 
 __all__ = ["ArrayDataset", "ImageFolderDataset", "read_cifar10", "read_label_file"]
 

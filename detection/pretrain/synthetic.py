@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from detection.data.synthetic import CATEGORIES, make_synthetic_coco
+from ..data.synthetic import CATEGORIES, make_synthetic_coco
 
 __all__ = ["ShapeCrops", "ensure_shape_crops", "make_shape_crops"]
 

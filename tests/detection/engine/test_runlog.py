@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from detection.engine.logging import LOGGER_NAME, MetricsWriter, Progress
+from detection.engine.runlog import LOGGER_NAME, MetricsWriter, Progress
 
 
 class _Lines(logging.Handler):

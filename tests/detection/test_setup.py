@@ -1,5 +1,5 @@
-"""engine/setup.py: data.format voc, data.test optional, the relative-path rule, checks before
-the data, the run folder, bad boxes through a whole run."""
+"""detection/setup.py: data.format voc, data.test optional, the relative-path rule, checks
+before the data, bad boxes through a whole run."""
 from __future__ import annotations
 
 import hashlib
@@ -15,11 +15,10 @@ from backbones.weights import WeightsError
 from detection.config import load_config
 from detection.data.base import DatasetError
 from detection.data import COCODataset, VOCDataset
-from detection.engine.setup import (RUN_FILES, build_evaluator, build_optimizer,
-                                    build_test_dataset, build_train_dataset, build_trainer,
-                                    check_before_data, check_data_paths, dataset_source,
-                                    has_test_data, prepare_output_dir)
 from detection.evaluation import VOCEvaluator
+from detection.setup import (build_evaluator, build_optimizer, build_test_dataset,
+                             build_train_dataset, build_trainer, check_before_data,
+                             check_data_paths, dataset_source, has_test_data)
 
 CLASSES = ["cat", "dog"]
 TRAIN = {"a": (64, 48, [{"name": "cat", "bbox": (5, 5, 40, 40), "difficult": 0},
@@ -108,32 +107,6 @@ def _digest(path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-# ----------------------------------------------------------------------------- run folder
-def test_a_folder_holding_a_run_is_refused_naming_both_ways_on(tmp_path):
-    prepare_output_dir(tmp_path / "new", resume=False, force=False)  # nothing there: fine
-    (tmp_path / "metrics.jsonl").write_text("{}\n")
-    with pytest.raises(FileExistsError) as info:
-        prepare_output_dir(tmp_path, resume=False, force=False)
-    message = str(info.value)
-    assert str(tmp_path) in message and "--resume" in message and "--force" in message
-    prepare_output_dir(tmp_path, resume=True, force=False)
-    assert (tmp_path / "metrics.jsonl").is_file()
-
-
-def test_force_deletes_the_previous_runs_files_and_nothing_else(tmp_path):
-    for name in RUN_FILES:
-        (tmp_path / name).write_text("old")
-    for name in ("vis", "tensorboard"):
-        (tmp_path / name).mkdir()
-        (tmp_path / name / "x").write_text("old")
-    (tmp_path / "notes.txt").write_text("mine")
-    assert prepare_output_dir(tmp_path, resume=False, force=True, delete=False) == []  # rank 1
-    assert (tmp_path / "last.pth").is_file()
-    deleted = prepare_output_dir(tmp_path, resume=False, force=True)
-    assert deleted == [*RUN_FILES, "vis", "tensorboard"]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
-
-
 # ----------------------------------------------------------------------------- before the data
 def test_missing_data_paths_name_the_config_key(tmp_path):
     cfg = load_config(None, [f"data.train.images={tmp_path}",
@@ -171,7 +144,7 @@ def test_weights_and_norm_are_checked_before_any_data(tmp_path):
                                          "model.backbone.weights=null"]))  # VGG has no norm
 
 
-# ----------------------------------------------------------------------------- bad boxes, end to end
+# ---------------------------------------------------------------------------- bad boxes, end to end
 BAD = [[1, 1, -4, 5], [1, 1, 4, 0], [float("nan"), 1, 4, 4], [1, 1, float("inf"), 4],
        [500, 500, 10, 10]]
 

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from backbones.classification.data import (ArrayDataset, ImageFolderDataset, read_cifar10,
-                                           read_label_file)
+from detection.pretrain.data import (ArrayDataset, ImageFolderDataset, read_cifar10,
+                                     read_label_file)
 from backbones.safe_pickle import UnsafePickleError
 from detection.data.base import DatasetError
 

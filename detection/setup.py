@@ -2,42 +2,42 @@
 
 ``detection/build.py`` turns ``cfg.model`` into a ``FasterRCNN``; this module turns the rest of
 the config into the objects a training or evaluation run needs, and :func:`build_trainer`
-assembles a ready :class:`~detection.engine.Trainer`. Tools call these functions; nothing else
-reads the config.
+hands them to the task-neutral engine (``detection.engine.run.assemble_trainer``) for a ready
+:class:`~detection.engine.Trainer`. Tools call these functions; nothing else reads the config.
 """
 from __future__ import annotations
 
 import dataclasses
 import logging
-import os
-import shutil
 from pathlib import Path
 
 import torch
 
 from backbones.weights import IMAGENET_WEIGHTS
 
-from ..build import build_model, check_trainable_norm
-from ..config import Config, config_to_dict, existing_path, save_config
-from . import distributed as du
-from .checkpoint import load_checkpoint, seed_all
-from .logging import LOGGER_NAME, MetricsWriter
-from .schedule import WarmupLRScheduler, param_groups
-from .trainer import DatasetInference, Trainer
+from .build import build_model, check_trainable_norm
+from .config import Config, config_to_dict, existing_path, save_config
+from .data.loader import move_batch
+from .engine import distributed as du
+from .engine.checkpoint import seed_all
+from .engine.run import assemble_trainer, images_per_process, read_resume
+from .engine.runlog import LOGGER_NAME
+from .engine.schedule import WarmupLRScheduler, param_groups
+from .engine.trainer import Trainer
+from .evaluation.inference import DatasetInference
 
 __all__ = [
     "prepare_data", "has_test_data", "dataset_source", "voc_splits", "build_train_dataset",
-    "build_test_dataset", "with_num_classes", "images_per_process", "build_train_sampler",
-    "build_train_loader", "build_test_loader", "build_optimizer", "build_lr_scheduler",
-    "build_evaluator", "build_model_for_training", "build_trainer", "check_before_data",
-    "check_data_paths", "prepare_output_dir",
+    "build_test_dataset", "with_num_classes", "build_train_sampler", "build_train_loader",
+    "build_test_loader", "build_optimizer", "build_lr_scheduler", "build_evaluator",
+    "build_model_for_training", "build_trainer", "check_before_data", "check_data_paths",
 ]
 
 
 def prepare_data(cfg: Config) -> Config:
     """Generate the synthetic set when ``data.synthetic.enabled`` (once; safe under torchrun)
     and fill empty ``data.train`` / ``data.test`` paths with its splits. Returns the config."""
-    from ..data.synthetic import ensure_synthetic
+    from .data.synthetic import ensure_synthetic
 
     syn = cfg.data.synthetic
     if not syn.enabled:
@@ -117,9 +117,9 @@ def check_data_paths(cfg: Config, split: str) -> None:
 
 
 def _dataset(cfg: Config, *, train: bool):
-    from ..data.coco import COCODataset
-    from ..data.transforms import build_transforms
-    from ..data.voc import VOCDataset
+    from .data.coco import COCODataset
+    from .data.transforms import build_transforms
+    from .data.voc import VOCDataset
 
     d, inp = cfg.data, cfg.data.input
     split = d.train if train else d.test
@@ -161,20 +161,11 @@ def with_num_classes(cfg: Config, classes: list[dict]) -> Config:
                                                               num_classes=len(classes)))
 
 
-def images_per_process(cfg: Config) -> int:
-    """``solver.ims_per_batch`` (the global batch) split evenly over the processes."""
-    total, world = cfg.solver.ims_per_batch, du.get_world_size()
-    if total % world:
-        raise ValueError(f"solver.ims_per_batch {total} is not divisible by the {world} "
-                         "processes")
-    return total // world
-
-
 def build_train_sampler(cfg: Config, dataset):
     """The stream of training indices: ``TrainingSampler`` (``data.sampler: uniform``) or
     ``RepeatFactorTrainingSampler`` over the dataset's repeat factors (``repeat_factor``, with
     ``data.repeat_threshold``). Both are pure functions of the seed, so resuming stays exact."""
-    from ..data.samplers import RepeatFactorTrainingSampler, TrainingSampler, repeat_factors
+    from .data.samplers import RepeatFactorTrainingSampler, TrainingSampler, repeat_factors
 
     if cfg.data.sampler == "uniform":
         return TrainingSampler(len(dataset), seed=cfg.seed)
@@ -190,9 +181,10 @@ def build_train_sampler(cfg: Config, dataset):
 def build_train_loader(cfg: Config, dataset, *, start_iter: int = 0):
     """The endless training loader of this process, resumable at ``start_iter`` with the same
     batches and the same augmentation (see ``detection.data.loader.build_train_loader``)."""
-    from ..data.loader import build_train_loader as data_train_loader
+    from .data.loader import make_train_loader
 
-    return data_train_loader(dataset, batch_size=images_per_process(cfg),
+    return make_train_loader(dataset, batch_size=images_per_process(cfg.solver.ims_per_batch,
+                                                                    "solver.ims_per_batch"),
                              num_workers=cfg.data.num_workers, seed=cfg.seed,
                              start_iter=start_iter, aspect_grouping=cfg.data.aspect_grouping,
                              sampler=build_train_sampler(cfg, dataset))
@@ -200,9 +192,9 @@ def build_train_loader(cfg: Config, dataset, *, start_iter: int = 0):
 
 def build_test_loader(cfg: Config, dataset):
     """One pass over this process's shard of ``dataset``."""
-    from ..data.loader import build_test_loader as data_test_loader
+    from .data.loader import make_test_loader
 
-    return data_test_loader(dataset, batch_size=cfg.test.ims_per_batch,
+    return make_test_loader(dataset, batch_size=cfg.test.ims_per_batch,
                             num_workers=cfg.data.num_workers)
 
 
@@ -233,7 +225,7 @@ def build_evaluator(cfg: Config, classes: list[dict], *, verbose: bool = False):
     ``data.test.annotations`` (``test.evaluator_backend``), or VOC AP at IoU .5 of
     ``data.test.roots`` / ``splits`` (``test.use_07_metric``); ``verbose`` prints the summary and
     the per-category table."""
-    from ..evaluation import COCOEvaluator, VOCEvaluator
+    from .evaluation import COCOEvaluator, VOCEvaluator
 
     t = cfg.data.test
     if cfg.data.format == "voc":
@@ -250,7 +242,7 @@ def build_model_for_training(cfg: Config, classes: list[dict], *, resuming: bool
     loaded, re-initialised and ignored); ``resuming`` (``--resume`` found ``last.pth``) wins:
     the weights then come from there. With ``model.weights`` the backbone file
     (``model.backbone.weights``) is not read: every tensor comes from the checkpoint."""
-    from ..transfer import load_detector_weights
+    from .transfer import load_detector_weights
 
     log = logging.getLogger(LOGGER_NAME)
     m = cfg.model
@@ -289,40 +281,6 @@ def _build_inference(cfg: Config, train_set, device: torch.device):
         amp=cfg.solver.amp, amp_dtype=cfg.solver.amp_dtype, keep=cfg.test.vis_images), test_set
 
 
-RUN_FILES = ("last.pth", "best.pth", "metrics.jsonl", "eval.json", "coco_results.json",
-             "config.yaml", "log.txt")
-RUN_FOLDERS = ("vis", "tensorboard")
-
-
-def prepare_output_dir(output_dir: str | os.PathLike, *, resume: bool, force: bool,
-                       delete: bool = True) -> list[str]:
-    """Refuse to train into a folder that holds a previous run (``last.pth`` or
-    ``metrics.jsonl``) unless ``resume`` (continue it) or ``force`` (start over: the previous
-    run's files, ``RUN_FILES`` and ``RUN_FOLDERS``, are deleted; nothing else in the folder).
-
-    Raises ``FileExistsError`` naming the folder and both ways on. Under torchrun every process
-    checks (so all stop alike) and only the main one deletes (``delete``). Returns the names
-    deleted.
-    """
-    out = Path(output_dir)
-    found = [name for name in ("last.pth", "metrics.jsonl") if (out / name).is_file()]
-    if not found or resume:
-        return []
-    if not force:
-        raise FileExistsError(
-            f"{out} already holds a run ({', '.join(found)}): pass --resume to continue it, "
-            "or --force to start over (its run files are deleted), or choose another --output")
-    deleted = [name for name in (*RUN_FILES, *RUN_FOLDERS) if (out / name).exists()]
-    if not delete:
-        return []
-    for name in deleted:
-        if (out / name).is_dir():
-            shutil.rmtree(out / name)
-        else:
-            (out / name).unlink()
-    return deleted
-
-
 def check_before_data(cfg: Config) -> None:
     """What can fail before the (slow) dataset loading: the backbone weights file (looked up,
     or downloaded, now) and a norm that cannot train from scratch."""
@@ -342,14 +300,7 @@ def build_trainer(cfg: Config, *, device: torch.device, resume: bool = False
     training loader and evaluation, writes ``<output_dir>/config.yaml`` and, with ``resume``,
     continues from ``<output_dir>/last.pth`` (a fresh run when there is none yet).
     """
-    log = logging.getLogger(LOGGER_NAME)
-    out = Path(cfg.output_dir)
-    ckpt = None
-    if resume and (out / "last.pth").is_file():
-        ckpt = load_checkpoint(out / "last.pth")
-        log.info("resuming from %s at iteration %d", out / "last.pth", ckpt["iteration"])
-    elif resume:
-        log.info("--resume: no %s yet, starting from iteration 0", out / "last.pth")
+    ckpt = read_resume(cfg.output_dir, resume=resume)
     check_before_data(cfg)
     cfg = prepare_data(cfg)
     for split in ("train", "test") if has_test_data(cfg) else ("train",):
@@ -362,24 +313,14 @@ def build_trainer(cfg: Config, *, device: torch.device, resume: bool = False
     optimizer = build_optimizer(cfg, model)
     scheduler = build_lr_scheduler(cfg, optimizer)
     inference, test_set = _build_inference(cfg, train_set, device)
-    start = int(ckpt["iteration"]) if ckpt else 0
-    seed_all(cfg.seed + du.get_rank())  # each process's own sampling noise
-    writer = None
     if du.is_main_process():
-        save_config(cfg, out / "config.yaml")
-        writer = MetricsWriter(out, truncate_after=start, tensorboard=cfg.tensorboard)
-        for split, dataset in (("train", train_set), ("test", test_set)):
-            if dataset is not None:
-                writer.write({"type": "data", "iteration": start, "split": split,
-                              **dataset.stats})
-    trainer = Trainer(
-        model=model, optimizer=optimizer, scheduler=scheduler,
-        data_loader=build_train_loader(cfg, train_set, start_iter=start),
-        max_iter=cfg.solver.max_iter, output_dir=out, device=device, evaluate=inference,
-        checkpoint_period=cfg.solver.checkpoint_period, eval_period=cfg.test.eval_period,
-        log_period=cfg.log_period, amp=cfg.solver.amp, amp_dtype=cfg.solver.amp_dtype,
-        clip_grad_norm=cfg.solver.clip_grad_norm, writer=writer,
-        extra_state={"config": config_to_dict(cfg), "classes": train_set.classes})
-    if ckpt is not None:
-        trainer.load_state_dict(ckpt)
+        save_config(cfg, Path(cfg.output_dir) / "config.yaml")
+    stats = {split: d.stats for split, d in (("train", train_set), ("test", test_set))
+             if d is not None}
+    trainer = assemble_trainer(
+        cfg, model=model, optimizer=optimizer, scheduler=scheduler,
+        train_loader=lambda start: build_train_loader(cfg, train_set, start_iter=start),
+        device=device, evaluate=inference, prepare_batch=move_batch, ckpt=ckpt,
+        extra_state={"config": config_to_dict(cfg), "classes": train_set.classes},
+        data_stats=stats)
     return trainer, cfg

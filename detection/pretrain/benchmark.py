@@ -22,15 +22,15 @@ from typing import Any
 
 import torch
 
-from backbones.classification.config import PretrainConfig
-from backbones.classification.model import classification_inputs
-from detection.data.loader import build_train_loader
+from .config import PretrainConfig
+from .model import classification_inputs
+from ..data.loader import make_train_loader
 
 __all__ = ["benchmark_pretraining", "format_benchmark"]
 
 
 def _loader_rate(dataset, *, batch: int, workers: int, batches: int) -> float:
-    loader = build_train_loader(dataset, batch_size=batch, num_workers=workers, seed=0,
+    loader = make_train_loader(dataset, batch_size=batch, num_workers=workers, seed=0,
                                 aspect_grouping=False)
     it = iter(loader)
     for _ in range(max(2, 2 * workers)):  # worker start-up and the first prefetch
@@ -64,7 +64,7 @@ def _step_rate(model: torch.nn.Module, batch: list[dict], *, device: torch.devic
 def benchmark_pretraining(cfg: PretrainConfig, *, device: torch.device, batches: int = 20,
                           steps: int = 5) -> dict[str, Any]:
     """The measurements of the module docstring, as a JSON-ready dict."""
-    from backbones.classification.setup import build_classifier, build_datasets, prepare_data
+    from .setup import build_classifier, build_datasets, prepare_data
 
     cfg = prepare_data(cfg)
     train_set, _ = build_datasets(cfg)

@@ -6,10 +6,10 @@ import torch
 import torchvision
 
 from backbones import build_backbone
-from backbones.classification.config import PretrainConfig
-from backbones.classification.model import (ImageClassifier, backbone_state_dict,
-                                            export_backbone)
-from backbones.classification.setup import build_classifier
+from detection.pretrain.config import PretrainConfig
+from detection.pretrain.model import (ImageClassifier, backbone_state_dict,
+                                      export_backbone)
+from detection.pretrain.setup import build_classifier
 
 MEAN, STD = [120.0, 110.0, 100.0], [60.0, 55.0, 50.0]
 

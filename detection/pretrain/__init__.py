@@ -5,11 +5,11 @@ top-5 error (single or 10 crops); the trained backbone is exported in the layout
 ``build_backbone(name, weights=PATH)`` loads.
 """
 
-from backbones.classification.config import PretrainConfig, load_pretrain_config
-from backbones.classification.data import ArrayDataset, ImageFolderDataset, read_cifar10
-from backbones.classification.evaluation import ClassificationEvaluator, classify_dataset
-from backbones.classification.model import ImageClassifier, export_backbone, label_ranks
-from backbones.classification.transforms import build_transforms
+from .config import PretrainConfig, load_pretrain_config
+from .data import ArrayDataset, ImageFolderDataset, read_cifar10
+from .evaluation import ClassificationEvaluator, classify_dataset
+from .model import ImageClassifier, export_backbone, label_ranks
+from .transforms import build_transforms
 
 __all__ = ["ArrayDataset", "ClassificationEvaluator", "ImageClassifier", "ImageFolderDataset",
            "PretrainConfig", "build_transforms", "classify_dataset", "export_backbone",

@@ -1,0 +1,251 @@
+"""The detection config: the dataclass tree that ``detection/build.py`` and ``detection/setup.py``
+read (the generic loading, ``_base_`` and ``--set`` are ``detection.config.loader``'s).
+
+YAML keys equal constructor argument names. ``detection/build.py`` is the only code that turns a
+:class:`Config`'s model into objects; ``detection/setup.py`` the rest; everything else receives
+plain arguments.
+
+The model variant follows from one key, ``model.roi_heads.box_head`` (``fpn_2fc``, ``c4_res5``,
+``vgg_fc``): the keys that depend on it (``fpn.enabled``, ``anchor_generator.sizes``,
+``rpn.in_features``, ``roi_heads.in_features``, ``roi_heads.pooler_resolution``) default to
+``null`` and are filled from ``VARIANT_DEFAULTS`` when the config is built; a value given in a
+file or an override wins. ``model.pixel_mean`` / ``pixel_std`` follow ``model.input_format`` in
+the same way (``INPUT_FORMAT_DEFAULTS``).
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from .loader import choice_field, list_field
+
+__all__ = [
+    "AnchorGeneratorConfig", "BackboneConfig", "Config", "DataConfig", "DatasetConfig",
+    "FPNConfig", "INPUT_FORMAT_DEFAULTS", "InputConfig", "ModelConfig", "RPNConfig",
+    "RoIHeadsConfig", "SolverConfig", "SyntheticConfig", "TestConfig", "VARIANT_DEFAULTS",
+]
+
+
+# ----------------------------------------------------------------------------------------- model
+@dataclass
+class BackboneConfig:
+    name: str = "resnet50"
+    weights: Optional[str] = "imagenet"  # "imagenet", "imagenet_v2", a file path, or null
+    norm: str = choice_field("FrozenBN", "BN", "GN", "SyncBN", default="FrozenBN")
+    freeze_at: int = 2
+    shortcut: str = choice_field("A", "B", "C", default="B")
+    stride_in_1x1: bool = False  # true for MSRA's original weights (Detectron2's R-50.pkl)
+    norm_eps: float = 1e-5  # eps of the norm layers; 0.0 for torchvision's COCO detectors
+
+
+@dataclass
+class FPNConfig:
+    enabled: Optional[bool] = None  # None: derived from roi_heads.box_head (fpn_2fc: true)
+    out_channels: int = 256
+
+
+@dataclass
+class AnchorGeneratorConfig:
+    sizes: Optional[list[list[float]]] = None  # None: derived from roi_heads.box_head
+    aspect_ratios: list[list[float]] = list_field([0.5, 1.0, 2.0])
+
+
+@dataclass
+class RPNConfig:
+    in_features: Optional[list[str]] = None  # None: derived from roi_heads.box_head
+    pre_nms_topk_train: int = 2000
+    pre_nms_topk_test: int = 1000
+    post_nms_topk_train: int = 2000
+    post_nms_topk_test: int = 1000
+    nms_thresh: float = 0.7
+    min_box_size: float = 1e-3
+    score_thresh: float = 0.0
+    fg_iou_thresh: float = 0.7
+    bg_iou_thresh: float = 0.3
+    batch_size_per_image: int = 256
+    positive_fraction: float = 0.5
+    smooth_l1_beta: float = 1.0 / 9.0  # 0: exactly L1 (Detectron2)
+    ignore_cross_boundary: bool = False  # true: anchors crossing the image border are ignored
+
+
+@dataclass
+class RoIHeadsConfig:
+    in_features: Optional[list[str]] = None  # None: derived from box_head
+    box_head: str = choice_field("fpn_2fc", "c4_res5", "vgg_fc", default="fpn_2fc")
+    # ROIAlignV2: RoIAlign with aligned=True (half-pixel shift), Detectron2's default
+    pooler_type: str = choice_field("ROIAlign", "ROIAlignV2", "ROIPool", default="ROIAlign")
+    pooler_resolution: Optional[int] = None  # None: derived from box_head (c4_res5: 14, else 7)
+    sampling_ratio: int = 2
+    fc_dim: int = 1024
+    fg_iou_thresh: float = 0.5
+    bg_iou_thresh: float = 0.5
+    batch_size_per_image: int = 512
+    positive_fraction: float = 0.25
+    box_reg_weights: list[float] = list_field(10.0, 10.0, 5.0, 5.0)
+    smooth_l1_beta: float = 1.0 / 9.0  # 0: exactly L1 (Detectron2)
+    score_thresh: float = 0.05
+    nms_thresh: float = 0.5
+    detections_per_img: int = 100
+
+
+@dataclass
+class ModelConfig:
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    fpn: FPNConfig = field(default_factory=FPNConfig)
+    num_classes: Optional[int] = None  # None: taken from the training annotations
+    # the channel order the backbone's weights expect; images always come in RGB, and with
+    # BGR the model reverses their channels first
+    input_format: str = choice_field("RGB", "BGR", default="RGB")
+    pixel_mean: Optional[list[float]] = None  # None: from input_format (INPUT_FORMAT_DEFAULTS)
+    pixel_std: Optional[list[float]] = None  # in input_format's channel order, 0..255 units
+    size_divisibility: int = 32
+    anchor_generator: AnchorGeneratorConfig = field(default_factory=AnchorGeneratorConfig)
+    rpn: RPNConfig = field(default_factory=RPNConfig)
+    roi_heads: RoIHeadsConfig = field(default_factory=RoIHeadsConfig)
+    # the whole detector from a checkpoint of this toolkit (or a converted torchvision one);
+    # tensors matching by name and shape are loaded (detection/transfer.py); --resume wins
+    weights: Optional[str] = None
+    # class-dependent predictor rows: copied for the classes of equal name (case-insensitive),
+    # or "none": the predictor is loaded only when its shape fits and re-initialised otherwise
+    weights_classes: str = choice_field("by_name", "none", default="by_name")
+
+    def __post_init__(self) -> None:
+        """Fill the keys left ``None`` from the one key that names the variant,
+        ``roi_heads.box_head`` (see ``VARIANT_DEFAULTS``), and the pixel mean/std from
+        ``input_format`` (``INPUT_FORMAT_DEFAULTS``); values set explicitly are kept."""
+        derived = VARIANT_DEFAULTS[self.roi_heads.box_head]
+        for dotted, value in derived.items():
+            section, key = dotted.split(".")
+            node = getattr(self, section)
+            if getattr(node, key) is None:
+                setattr(node, key, copy.deepcopy(value))
+        for key, value in INPUT_FORMAT_DEFAULTS[self.input_format].items():
+            if getattr(self, key) is None:
+                setattr(self, key, list(value))
+
+
+#: Pixel mean/std (0..255 units, in the format's channel order) for each ``input_format``:
+#: RGB is torchvision's ImageNet normalisation; BGR is MSRA's original ResNets (Detectron2's
+#: ``R-50.pkl``/``R-101.pkl``): the mean pixel only, std 1 (absorbed into conv1's weights).
+INPUT_FORMAT_DEFAULTS: dict[str, dict[str, list[float]]] = {
+    "RGB": {"pixel_mean": [123.675, 116.28, 103.53], "pixel_std": [58.395, 57.12, 57.375]},
+    "BGR": {"pixel_mean": [103.53, 116.28, 123.675], "pixel_std": [1.0, 1.0, 1.0]},
+}
+
+
+_SINGLE_LEVEL = {"fpn.enabled": False,
+                 "anchor_generator.sizes": [[32.0, 64.0, 128.0, 256.0, 512.0]],
+                 "roi_heads.pooler_resolution": 7}
+#: What ``model.roi_heads.box_head`` implies for the keys left unset (``null``).
+VARIANT_DEFAULTS: dict[str, dict[str, Any]] = {
+    "fpn_2fc": {"fpn.enabled": True,
+                "anchor_generator.sizes": [[32.0], [64.0], [128.0], [256.0], [512.0]],
+                "rpn.in_features": ["p2", "p3", "p4", "p5", "p6"],
+                "roi_heads.in_features": ["p2", "p3", "p4", "p5"],
+                "roi_heads.pooler_resolution": 7},
+    "c4_res5": {**_SINGLE_LEVEL, "rpn.in_features": ["res4"], "roi_heads.in_features": ["res4"],
+                "roi_heads.pooler_resolution": 14},
+    "vgg_fc": {**_SINGLE_LEVEL, "rpn.in_features": ["conv5"],
+               "roi_heads.in_features": ["conv5"]},
+}
+
+
+# ------------------------------------------------------------------------------------------ data
+@dataclass
+class DatasetConfig:
+    images: str = ""  # data.format coco: folder of image files
+    annotations: str = ""  # data.format coco: COCO-format json
+    roots: list[str] = list_field()  # data.format voc: VOCdevkit/VOCyyyy folders, concatenated
+    splits: list[str] = list_field()  # data.format voc: ImageSets/Main/<split>.txt, one or per root
+
+
+@dataclass
+class SyntheticConfig:
+    """Generate the synthetic shapes dataset at ``root`` on first use (when enabled); empty
+    ``data.train`` / ``data.test`` paths then default to its train / val splits."""
+
+    enabled: bool = False
+    root: str = "datasets/shapes"
+    num_train: int = 400
+    num_val: int = 100
+    image_size: int = 160
+    seed: int = 0
+    max_objects: int = 4
+    empty_fraction: float = 0.08
+
+
+@dataclass
+class InputConfig:
+    min_size_train: list[int] = list_field(800)  # a random choice per image: multi-scale training
+    max_size_train: int = 1333
+    min_size_test: int = 800
+    max_size_test: int = 1333
+    flip_prob: float = 0.5
+    photometric: bool = False
+
+
+@dataclass
+class DataConfig:
+    format: str = choice_field("coco", "voc", default="coco")
+    train: DatasetConfig = field(default_factory=DatasetConfig)
+    test: DatasetConfig = field(default_factory=DatasetConfig)  # empty: train, no evaluation
+    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+    input: InputConfig = field(default_factory=InputConfig)
+    num_workers: int = 2
+    filter_empty: bool = True
+    on_bad_image: str = choice_field("skip", "error", default="skip")
+    on_bad_annotation: str = choice_field("skip", "error", default="skip")  # NaN/negative/... boxes
+    aspect_grouping: bool = True
+    keep_difficult: bool = False  # voc: train on "difficult" objects too
+    class_names: Optional[list[str]] = None  # voc: the label order (default: the 20 VOC ones)
+    # "repeat_factor": images holding rare classes are drawn more often (LVIS, Gupta et al.
+    # 2019): r(image) = max over its classes c of max(1, sqrt(repeat_threshold / f(c)))
+    sampler: str = choice_field("uniform", "repeat_factor", default="uniform")
+    repeat_threshold: float = 0.001
+
+
+# ---------------------------------------------------------------------------------------- solver
+@dataclass
+class SolverConfig:
+    max_iter: int = 90000
+    base_lr: float = 0.02
+    ims_per_batch: int = 16  # total over all processes
+    optimizer: str = choice_field("SGD", "AdamW", default="SGD")
+    momentum: float = 0.9  # SGD's momentum
+    betas: list[float] = list_field(0.9, 0.999)  # AdamW's
+    weight_decay: float = 1e-4
+    weight_decay_norm: float = 0.0
+    lr_schedule: str = choice_field("multistep", "cosine", default="multistep")
+    steps: list[int] = list_field(60000, 80000)
+    gamma: float = 0.1
+    warmup_iters: int = 1000
+    warmup_factor: float = 0.001
+    clip_grad_norm: Optional[float] = None
+    amp: bool = False  # CUDA only
+    amp_dtype: str = choice_field("bf16", "fp16", default="bf16")
+    checkpoint_period: int = 5000
+
+
+@dataclass
+class TestConfig:
+    eval_period: int = 0  # 0: evaluate only at the end
+    ims_per_batch: int = 1
+    vis_images: int = 4  # images drawn with detections into <output_dir>/vis
+    vis_score_thresh: float = 0.5
+    use_07_metric: bool = True  # voc: mAP is the VOC2007 11-point AP (else all-point)
+    # COCOEvaluator(backend=...): faster-coco-eval, or the reference pycocotools (same numbers)
+    evaluator_backend: str = choice_field("faster", "pycocotools", default="faster")
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    solver: SolverConfig = field(default_factory=SolverConfig)
+    test: TestConfig = field(default_factory=TestConfig)
+    output_dir: str = "output"
+    seed: int = 0
+    device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1", ...
+    log_period: int = 20
+    tensorboard: bool = True  # MetricsWriter(tensorboard=...): scalars in <output_dir>/tensorboard
