@@ -258,30 +258,6 @@ def test_table7_configs_share_table8s_training_and_test_values(backbone, weight_
     assert seven.model.anchor_generator.sizes == [[128.0, 256.0, 512.0]]
 
 
-def _header(path: Path) -> str:
-    """A config file's leading comment block as one line of text."""
-    lines = []
-    for line in path.read_text().splitlines():
-        if not line.startswith("#"):
-            break
-        lines.append(line.lstrip("# "))
-    return " ".join(lines)
-
-
-def test_readme_reference_table_agrees_with_the_config_headers():
-    """Every configs/coco leaf has one README row whose reference equals its header's."""
-    readme = (REPO / "README.md").read_text().splitlines()
-    for name in (p for p in LEAF_CONFIGS if p.startswith("configs/coco/")):
-        rows = [r for r in readme if r.startswith(f"| `{name}` |")]
-        assert len(rows) == 1, name
-        reference = rows[0].split("|")[2].strip()
-        stated = re.search(r"Reference: ([\d.]+) box AP", _header(REPO / name))
-        if stated:
-            assert reference == stated[1], name
-        else:
-            assert "Reference: none published" in _header(REPO / name) and reference == "-"
-
-
 def test_torchvision_training_config_trains_on_cocos_category_ids(tmp_path):
     """The 26-epoch config builds a trainer on a json with COCO's real category ids (80 of
     1..90); the converted-checkpoint config (91-way) is refused there with a clear message."""
@@ -291,7 +267,7 @@ def test_torchvision_training_config_trains_on_cocos_category_ids(tmp_path):
     import torchvision
 
     from detection.coco_names import COCO_CATEGORY_NAMES
-    from detection.engine.setup import build_trainer
+    from detection.setup import build_trainer
 
     categories = [{"id": i, "name": n} for i, n in enumerate(COCO_CATEGORY_NAMES)
                   if i and n != "N/A"]
@@ -325,15 +301,12 @@ def test_torchvision_training_config_trains_on_cocos_category_ids(tmp_path):
         build_trainer(converted, device=torch.device("cpu"))
 
 
-def test_paper_config_headers_agree_with_readme_and_with_the_config():
-    """A header's paper numbers are README's Table 8 row; its commands name the file itself and
-    the folder the run really writes to."""
-    readme = (REPO / "README.md").read_text()
+def test_paper_config_headers_run_themselves():
+    """A Table 8 header's commands name the file itself and the folder the run really writes
+    to."""
     for name, backbone in (("configs/paper/faster_rcnn_VGG16_table8.yaml", "vgg16"),
                            ("configs/paper/faster_rcnn_R_101_C4_table8.yaml", "resnet101")):
         header, cfg = (REPO / name).read_text(), load_config(REPO / name)
-        numbers = re.search(r"Paper: ([\d.]+) mAP@\.5, ([\d.]+) mAP@\[\.5,\.95\]", header)
-        assert f"| {numbers[1]} | {numbers[2]} | `{name}` |" in readme, name
         assert set(re.findall(r"--config (\S+)", header)) == {name}
         assert f"{cfg.output_dir}/last.pth" in header and cfg.model.backbone.name == backbone
 
@@ -347,7 +320,6 @@ def test_input_format_implies_pixel_mean_and_std_unless_set():
     with pytest.raises(ConfigError, match=r"'model.input_format' must be one of \['RGB', 'BGR'\]"):
         load_config(None, ["model.input_format=YUV"])
 def test_voc_and_table7_configs_train_on_0712_and_test_on_2007_with_the_11_point_ap():
-    readme = (REPO / "README.md").read_text()
     names = [p for p in LEAF_CONFIGS if p.startswith("configs/voc/") or "table7" in p]
     assert len(names) == 7
     outputs = set()
@@ -364,9 +336,7 @@ def test_voc_and_table7_configs_train_on_0712_and_test_on_2007_with_the_11_point
         header = (REPO / name).read_text()
         assert set(re.findall(r"--config (\S+)", header)) == {name}
         assert f"{cfg.output_dir}/last.pth" in header
-        if "table7" in name:  # the paper's number, as README's Table 7 row has it
-            paper = re.search(r"Paper: ([\d.]+) mAP on VOC 2007 test", header)[1]
-            assert f"| {paper} | `{name}` |" in readme, name
+        if "table7" in name:
             assert cfg.model.anchor_generator.sizes == [[128.0, 256.0, 512.0]]
             assert (cfg.data.input.min_size_train, cfg.data.input.min_size_test) == ([600], 600)
     assert len(outputs) == len(names)
@@ -376,49 +346,3 @@ def test_quickstart_is_a_cpu_run_from_scratch_on_synthetic_data():
     cfg = load_config(REPO / "configs/quickstart.yaml")
     assert cfg.data.synthetic.enabled and cfg.model.backbone.weights is None
     assert cfg.device in ("auto", "cpu") and cfg.model.num_classes is None
-
-
-def test_the_quick_start_is_under_40_percent_of_the_sgd_recipes_work_as_readme_measured():
-    new, old = (load_config(REPO / f"configs/{n}.yaml")
-                for n in ("quickstart", "experiments/quickstart_sgd_900"))
-    assert (new.solver.optimizer, old.solver.optimizer) == ("AdamW", "SGD")
-    # the same data and test size; the quick start trains on 96-128 px, never above the old 128
-    scales = new.data.input.min_size_train
-    assert [max(scales)] == old.data.input.min_size_train == [128] and len(scales) > 1
-    same_scales = dataclasses.replace(new.data.input, min_size_train=[128])
-    assert dataclasses.replace(new.data, input=same_scales) == old.data
-    assert new.model.backbone == old.model.backbone
-    assert new.model.fpn == old.model.fpn and new.output_dir != old.output_dir
-    readme = (REPO / "README.md").read_text()
-    m = re.search(r"(\d+\.\d+) vs (\d+\.\d+) s, (\d\.\d+)x, so (\d+) x \3 / (\d+) = "
-                  r"(\d+\.\d) % of the work", readme)
-    assert round(float(m[1]) / float(m[2]), 3) == float(m[3])
-    assert (int(m[4]), int(m[5])) == (new.solver.max_iter, old.solver.max_iter)
-    share = 100 * new.solver.max_iter * float(m[3]) / old.solver.max_iter
-    assert round(share, 1) == float(m[6]) <= 40
-
-
-def test_the_quick_starts_seed_table_is_in_its_header():
-    readme = (REPO / "README.md").read_text()
-    start = readme.index("| seed (training and data) |")
-    table = readme[start:readme.index("\n\n", start)]
-    header = _header(REPO / "configs/quickstart.yaml")
-    rows = re.findall(r"\| (\d) \| (\d+\.\d) \| (\d+\.\d) \|", table)
-    assert [seed for seed, _, _ in rows] == ["0", "1", "2", "3", "4"]
-    assert "seeds 0 / 1 / 2 / 3 / 4: mAP@.5 {} and mAP@[.5,.95] {}".format(
-        " / ".join(r[1] for r in rows), " / ".join(r[2] for r in rows)) in header
-
-
-def test_readme_quickstart_numbers_match_the_config_and_its_seed_command_uses_its_own_data():
-    readme = (REPO / "README.md").read_text()
-    flat = _header(REPO / "configs/quickstart.yaml")
-    measured = re.search(r"gave mAP@\.5 (\d+\.\d) /\s+mAP@\[\.5,\.95\] (\d+\.\d)", readme)
-    assert f"mAP@.5 {measured[1]}, mAP@[.5,.95] {measured[2]}" in flat
-    assert "(deterministic)" not in readme  # a from-scratch run differs across machines
-    command = re.search(r"python tools/train\.py --config configs/quickstart\.yaml --output (\S+) "
-                        r"\\\n +--set (.+)\n", readme)
-    default = load_config(REPO / "configs/quickstart.yaml")
-    other = load_config(REPO / "configs/quickstart.yaml", command[2].split())
-    assert other.seed == other.data.synthetic.seed != default.data.synthetic.seed == default.seed
-    assert other.data.synthetic.root != default.data.synthetic.root  # never the same folder
-    assert command[1] != default.output_dir
