@@ -33,7 +33,21 @@ __all__ = ["Predictor", "load_trained_model", "BACKENDS"]
 BACKENDS = ("torch", "onnxruntime")
 
 PathLike = Union[str, os.PathLike]
-ImageLike = Union[np.ndarray, str, os.PathLike]  # an RGB array or an image file
+ImageLike = Union[np.ndarray, str, os.PathLike, Any]  # an RGB array, an image file, a PIL image
+
+
+def _is_pil(image: Any) -> bool:
+    return type(image).__module__.startswith("PIL.") and hasattr(image, "convert")
+
+
+def _as_array(image: ImageLike) -> Any:
+    """A path is decoded (RGB; a bad file is named), a PIL image converted to RGB; an array is
+    returned as it is (checked by ``_check_image``)."""
+    if isinstance(image, (str, os.PathLike)):
+        return decode_image(os.fspath(image))
+    if _is_pil(image):
+        return np.asarray(image.convert("RGB"))
+    return image
 
 
 def _check_image(image: Any, index: int) -> None:
@@ -118,7 +132,8 @@ class Predictor:
         weights: a checkpoint of ``tools/train.py`` (``last.pth``, ``best.pth``) or of
             ``tools/convert_torchvision.py``, read with ``torch.load(weights_only=True)``;
             with ``backend="onnxruntime"``, a file of ``tools/export.py`` (``model.onnx``).
-        device: ``"cpu"``, ``"cuda"``, ``"cuda:1"`` or ``"auto"``.
+        device: ``"auto"`` (a GPU when there is one, else the CPU), ``"cpu"``, ``"cuda"`` or
+            ``"cuda:1"``.
         score_thresh: keep detections scoring at least this (default: the config's
             ``model.roi_heads.score_thresh``, or the one the ``.onnx`` file was exported with).
         batch_size: images per forward pass when given a list.
@@ -126,13 +141,14 @@ class Predictor:
             extra); both return the same dicts.
         threads: ONNX Runtime's intra-op threads (default: one per core).
 
-    Calling it with an (H, W, 3) uint8 RGB array or an image file path returns ``{"boxes":
-    float32 (D, 4) xyxy, "scores": float32 (D,), "labels": int64 (D,) category ids,
-    "class_names": list[str]}``; with a list of arrays or paths, a list of such dicts.
+    Calling it with an (H, W, 3) uint8 RGB array, an image file path or a PIL image returns
+    ``{"boxes":
+float32 (D, 4) xyxy, "scores": float32 (D,), "labels": int64 (D,) category ids,
+    "class_names": list[str]}``; with a list of them, a list of such dicts.
     """
 
     def __init__(self, config: Union[PathLike, Config, None] = None, *, weights: PathLike,
-                 device: str = "cpu", score_thresh: Optional[float] = None,
+                 device: str = "auto", score_thresh: Optional[float] = None,
                  batch_size: int = 4, backend: str = "torch",
                  threads: Optional[int] = None) -> None:
         if backend not in BACKENDS:
@@ -170,12 +186,10 @@ class Predictor:
 
     def __call__(self, images: Union[ImageLike, Sequence[ImageLike]]
                  ) -> Union[dict[str, Any], list[dict[str, Any]]]:
-        single = isinstance(images, (str, os.PathLike)) or (
+        single = isinstance(images, (str, os.PathLike)) or _is_pil(images) or (
             isinstance(images, np.ndarray) and images.ndim != 4)
-        batch = [images] if single else list(images)
+        batch = [_as_array(image) for image in ([images] if single else images)]
         for i, image in enumerate(batch):
-            if isinstance(image, (str, os.PathLike)):
-                batch[i] = image = decode_image(os.fspath(image))  # RGB; names a bad file
             _check_image(image, i)
         results: list[dict[str, Any]] = []
         for start in range(0, len(batch), self.batch_size):

@@ -1,7 +1,6 @@
-#!/usr/bin/env python
 """Error analysis of a finished run from its saved detections (the model is not run again).
 
-    python tools/analyze.py output/quickstart [--output DIR] [--score-thr 0.5]
+    resdet analyze output/quickstart [--output DIR] [--score-thr 0.5]
 
 Reads RUN/coco_results.json and the test annotations and images named by RUN/config.yaml (or by
 the config its eval.json names; --annotations / --images override). Prints the COCO error
@@ -15,30 +14,28 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, uninstalled
-os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # no PyPI version check (2 s offline)
-
-from detection.cli import ArgumentParser, tool_main  # noqa: E402
-from detection.evaluation.analysis import ERROR_TYPES, analyze_run, draw_crops, read_run  # noqa
-from detection.evaluation.backends import BACKENDS  # noqa: E402
-from detection.evaluation.report import build_report  # noqa: E402
+from ..evaluation.analysis import ERROR_TYPES, analyze_run, draw_crops, read_run
+from ..evaluation.report import build_report
+from .common import ArgumentParser, add_option, tool_main
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = ArgumentParser(description=__doc__.split("\n\n")[0])
+def build_parser(prog: str | None = None) -> ArgumentParser:
+    p = ArgumentParser(prog=prog, description=__doc__)
     p.add_argument("run", help="a run's output folder (with eval.json, coco_results.json)")
-    p.add_argument("--output", help="folder for the analysis files (default RUN/analysis)")
-    p.add_argument("--annotations", help="test annotations json (default: the run's config)")
-    p.add_argument("--images", help="test image folder (default: the run's config)")
-    p.add_argument("--score-thr", type=float, default=0.5,
-                   help="minimum score of detections in the confusion matrix")
-    p.add_argument("--top", type=int, default=12, help="crops of each kind")
-    p.add_argument("--backend", choices=BACKENDS, default="faster")
-    return p.parse_args(argv)
+    p.add_argument("--output", metavar="DIR",
+                   help="folder for the analysis files (default: RUN/analysis)")
+    add_option(p, "--annotations")
+    add_option(p, "--images")
+    add_option(p, "--score-thr")
+    p.add_argument("--top", type=int, default=12, help="crops of each kind (default: 12)")
+    add_option(p, "--backend")
+    return p
+
+
+def parse_args(argv: list[str] | None = None, prog: str | None = None) -> argparse.Namespace:
+    return build_parser(prog).parse_args(argv)
 
 
 def format_summary(analysis: dict) -> str:
@@ -61,8 +58,8 @@ def format_summary(analysis: dict) -> str:
 
 
 @tool_main
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+def main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    args = parse_args(argv, prog)
     run = read_run(args.run, annotations=args.annotations, images=args.images)
     analysis = analyze_run(run, backend=args.backend, score_thresh=args.score_thr,
                            top=args.top)
@@ -83,6 +80,3 @@ def main(argv: list[str] | None = None) -> int:
           "missed_objects.jpg")
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())

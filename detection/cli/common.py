@@ -1,7 +1,9 @@
-"""What every command-line tool shares: one error style and the run folder's ``log.txt``.
+"""What every ``resdet`` subcommand shares: one error style, the shared options, the run
+folder's ``log.txt``.
 
-A tool under ``tools/`` is ``argparse`` plus library calls. Wrapped in :func:`tool_main`, its
-``main(argv) -> int`` reports every **user error** (a path, a config value, the data, the
+A subcommand (``detection/cli/<name>.py``, also run by ``tools/<name>.py``) is ``argparse`` plus
+library calls. Wrapped in :func:`tool_main`, its ``main(argv) -> int`` reports every **user
+error** (a path, a config value, the data, the
 weights) as one line on stderr and exit status 2, with no traceback::
 
     error: data.train.images: folder not found: datasets/coco/train2017
@@ -21,14 +23,18 @@ nothing else is needed for the tool to print it well.
 
     from detection.cli import ArgumentParser, tool_main
 
+    def build_parser(prog: str | None = None) -> ArgumentParser:
+        return ArgumentParser(prog=prog, description=__doc__)
+
     @tool_main
-    def main(argv: list[str] | None = None) -> int:
-        args = ArgumentParser(description="...").parse_args(argv)
+    def main(argv: list[str] | None = None, prog: str | None = None) -> int:
+        args = build_parser(prog).parse_args(argv)
         ...
         return 0
 
-    if __name__ == "__main__":
-        sys.exit(main())
+**Shared options.** The same concept has the same flag, default and help in every subcommand:
+:data:`OPTIONS` holds them and :func:`add_option` adds one (``tests/detection/cli/test_parsers.py``
+walks every parser and holds them equal).
 """
 from __future__ import annotations
 
@@ -41,17 +47,17 @@ import sys
 import traceback
 from collections.abc import Callable
 from pathlib import Path
-from typing import NoReturn, TextIO, Union
+from typing import NoReturn, Optional, TextIO, Union
 
 from backbones.weights import WeightsError
 
-from .engine.checkpoint import CheckpointError
-from .errors import MissingExtraError, UserError
-from .engine.trainer import NonFiniteLossError
+from ..engine.checkpoint import CheckpointError
+from ..errors import MissingExtraError, UserError
+from ..engine.trainer import NonFiniteLossError
 
 __all__ = [
-    "ArgumentParser", "MissingExtraError", "USER_ERRORS", "UserError", "add_run_arguments",
-    "open_run", "format_error", "tee_output", "tool_main"]
+    "ArgumentParser", "MissingExtraError", "OPTIONS", "USER_ERRORS", "UserError", "add_option",
+    "add_run_arguments", "open_run", "format_error", "run_config", "tee_output", "tool_main"]
 
 #: Exceptions a tool reports as ``error: <message>`` with exit status 2 (see the module doc).
 USER_ERRORS: tuple[type[BaseException], ...] = (
@@ -94,7 +100,12 @@ def tool_main(main: Callable[..., int]) -> Callable[..., int]:
 
 class ArgumentParser(argparse.ArgumentParser):
     """``argparse.ArgumentParser`` whose usage errors are one ``error:`` line (exit status 2)
-    like every other user error, pointing at ``--help`` instead of printing the usage."""
+    like every other user error, pointing at ``--help`` instead of printing the usage; the
+    description (a subcommand's module docstring) is printed whole, as written."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
         print(f"error: {self.prog}: {message} (see --help)", file=sys.stderr)
@@ -155,30 +166,73 @@ def tee_output(path: Union[str, os.PathLike], *, append: bool = False) -> Callab
     return restore
 
 
+#: The options several subcommands take: flag -> ``add_argument`` keywords, the same
+#: everywhere (help text included). ``--output`` is not here: each help says whether it is a
+#: folder or a file, and what goes there.
+OPTIONS: dict[str, dict] = {
+    "--config": dict(metavar="FILE_OR_NAME",
+                     help="a YAML config file, or a shipped config by name, with or without "
+                          ".yaml (e.g. quickstart, coco/faster_rcnn_R_50_FPN_1x; `resdet "
+                          "configs` lists them)"),
+    "--set": dict(nargs="+", default=[], metavar="KEY=VALUE", action="extend",
+                  help="override config keys, e.g. solver.max_iter=1000 seed=1"),
+    "--print-config": dict(action="store_true", help="print the resolved config and exit"),
+    "--device": dict(default="auto",
+                     help="auto (a GPU when there is one, else the CPU), cpu, cuda or cuda:N "
+                          "(default: auto)"),
+    "--weights": dict(metavar="CKPT",
+                      help="a checkpoint of resdet train (last.pth, best.pth) or of resdet "
+                           "convert torchvision"),
+    # reading a finished run (analyze, report): its test set, and how detections are counted
+    "--annotations": dict(metavar="JSON", help="COCO json of the test images, for every run "
+                                               "(default: each run's config)"),
+    "--images": dict(metavar="DIR", help="folder of the test images, for every run (default: "
+                                         "each run's config)"),
+    "--score-thr": dict(type=float, default=0.5,
+                        help="detections scoring below this are left out of the confusion "
+                             "matrix (and of the report's images at first) (default: 0.5)"),
+    "--backend": dict(choices=("faster", "pycocotools"), default="faster",
+                      help="COCO evaluation code: faster (faster-coco-eval) or pycocotools; "
+                           "equal numbers (default: faster)"),
+}
+
+
+def add_option(parser: argparse.ArgumentParser, flag: str, **changes) -> argparse.Action:
+    """Add the shared option ``flag`` (:data:`OPTIONS`); ``changes`` may only make it required
+    (``required=True``), so that its flag, default and help stay the same everywhere."""
+    if set(changes) - {"required"}:
+        raise TypeError(f"{flag}: only required= may change, got {sorted(changes)}")
+    return parser.add_argument(flag, **OPTIONS[flag], **changes)
+
+
+def add_config_options(parser: argparse.ArgumentParser, *, required: bool) -> None:
+    """``--config``, ``--set`` and ``--print-config``: every subcommand that reads a config."""
+    add_option(parser, "--config", required=required)
+    add_option(parser, "--set")
+    add_option(parser, "--print-config")
+
+
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     """``--config``, ``--set``, ``--output``, ``--resume`` | ``--force`` and ``--print-config``:
-    the options of every tool that trains into a run folder (train.py, pretrain.py)."""
-    parser.add_argument("--config", required=True, help="YAML config file")
-    parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", action="extend",
-                        help="override config keys, e.g. solver.max_iter=1000 seed=1")
-    parser.add_argument("--output", help="output folder (overrides output_dir)")
+    the options of every subcommand that trains into a run folder (train, pretrain)."""
+    add_config_options(parser, required=True)
+    parser.add_argument("--output", metavar="DIR",
+                        help="the run's output folder (default: the config's output_dir)")
     runs = parser.add_mutually_exclusive_group()
     runs.add_argument("--resume", action="store_true",
                       help="continue from <output_dir>/last.pth")
     runs.add_argument("--force", action="store_true",
                       help="start over in an output folder that holds a previous run (its run "
                            "files are deleted)")
-    parser.add_argument("--print-config", action="store_true",
-                        help="print the resolved config, exit")
 
 
 def open_run(output_dir: Union[str, os.PathLike], *, resume: bool, force: bool) -> None:
     """Start a run in ``output_dir`` (after ``init_distributed``): refuse a folder holding a
     previous run unless ``resume`` / ``force`` (``prepare_output_dir``), copy all output to
     ``log.txt`` (main process) and set up the ``detection`` logger."""
-    from .engine import distributed as du
-    from .engine.runlog import setup_logger
-    from .engine.run import prepare_output_dir
+    from ..engine import distributed as du
+    from ..engine.runlog import setup_logger
+    from ..engine.run import prepare_output_dir
 
     deleted = prepare_output_dir(output_dir, resume=resume, force=force,
                                  delete=du.is_main_process())
@@ -189,3 +243,16 @@ def open_run(output_dir: Union[str, os.PathLike], *, resume: bool, force: bool) 
     if deleted:
         logger.info("--force: deleted the previous run's %s in %s", ", ".join(deleted),
                     output_dir)
+
+
+def run_config(config: Optional[str], weights: Optional[str], overrides: list[str]):
+    """The config a command on a checkpoint runs with: ``config`` (a file or a shipped name)
+    with ``overrides``, or without it the config stored in ``weights`` (with ``overrides``)."""
+    from ..config import checkpoint_config, load_config
+    from ..engine.checkpoint import load_checkpoint
+
+    if config:
+        return load_config(config, overrides)
+    if not Path(weights).is_file():
+        raise FileNotFoundError(f"weights file not found: {weights}")
+    return checkpoint_config(load_checkpoint(weights), weights, overrides)

@@ -1,25 +1,21 @@
-#!/usr/bin/env python
 """Print several runs' COCO or VOC results side by side, as Tables 7/8 of He et al. (2016).
 
-    python tools/compare.py output/vgg16 output/r101 [--markdown]
-    python tools/compare.py output/vgg16/eval.json output/r101/eval.json
+    resdet compare output/vgg16 output/r101 [--markdown]
+    resdet compare output/vgg16/eval.json output/r101/eval.json
 
-Each argument is a run's output folder (its ``eval.json`` is read) or an ``eval.json`` file. Rows:
+Each argument is a run's output folder (its eval.json is read) or an eval.json file. Rows:
 mAP@.5, mAP@[.5, .95] for COCO results, VOC mAP@.5 (11-point, all-point) for VOC results (a run
-of the other kind shows ``-`` there), then the AP of every category (percent); one column per
-run, headed by its backbone (with the run's folder name when two runs share a backbone).
+of the other kind shows - there), then the AP of every category (percent); one column per run,
+headed by its backbone (with the run's folder name when two runs share a backbone).
 """
 from __future__ import annotations
 
 import json
 import math
-import sys
 from pathlib import Path
 from typing import Any, Optional
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, uninstalled
-
-from detection.cli import ArgumentParser, tool_main  # noqa: E402
+from .common import ArgumentParser, tool_main
 
 SUMMARY_ROWS = (("mAP@.5", "mAP50"), ("mAP@[.5, .95]", "mAP"))
 VOC_ROWS = (("VOC mAP@.5 (11-point)", "mAP_11point"), ("VOC mAP@.5 (all-point)", "mAP_allpoint"))
@@ -105,18 +101,19 @@ def format_markdown(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(out)
 
 
-@tool_main
-def main(argv: Optional[list[str]] = None) -> int:
-    parser = ArgumentParser(description=__doc__.split("\n\n")[0])
+def build_parser(prog: str | None = None) -> ArgumentParser:
+    parser = ArgumentParser(prog=prog, description=__doc__)
     parser.add_argument("runs", nargs="+", help="run output folders or eval.json files")
     parser.add_argument("--markdown", action="store_true", help="print a Markdown table")
-    args = parser.parse_args(argv)
+    return parser
+
+
+@tool_main
+def main(argv: Optional[list[str]] = None, prog: str | None = None) -> int:
+    args = build_parser(prog).parse_args(argv)
     evals = [load_eval(p) for p in args.runs]
     header, rows = build_rows(evals)
     print(format_markdown(header, rows) if args.markdown
           else format_text(header, rows, len(summary_rows(evals))))
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())

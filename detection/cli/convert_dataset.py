@@ -1,33 +1,28 @@
-#!/usr/bin/env python
 """Convert detection annotations: PASCAL VOC or YOLO to COCO json, COCO json to YOLO.
 
-    python tools/convert_dataset.py voc2coco --root datasets/VOCdevkit/VOC2007 \\
+    resdet convert dataset voc2coco --root datasets/VOCdevkit/VOC2007 \\
         --root datasets/VOCdevkit/VOC2012 --split trainval --out datasets/voc0712_trainval.json
-    python tools/convert_dataset.py yolo2coco --images data/images/train \\
+    resdet convert dataset yolo2coco --images data/images/train \\
         --labels data/labels/train --names data/classes.txt --out data/train.json
-    python tools/convert_dataset.py coco2yolo --annotations data/train.json \\
+    resdet convert dataset coco2yolo --annotations data/train.json \\
         --labels data/labels/train --names data/classes.txt
 
 Input files are only read; an output that exists already is refused. The COCO json then trains
-with ``data.train.images`` set to the image folder printed here.
+with data.train.images set to the image folder printed here.
 """
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, uninstalled
-
-from detection.cli import ArgumentParser, tool_main  # noqa: E402
-from detection.data.formats import (coco_to_yolo, read_class_names, voc_to_coco,  # noqa: E402
-                                    write_json, yolo_to_coco)
-from detection.data.voc import VOC_CLASSES  # noqa: E402
+from ..data.formats import coco_to_yolo, read_class_names, voc_to_coco, write_json, yolo_to_coco
+from ..data.voc import VOC_CLASSES
+from .common import ArgumentParser, tool_main
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = ArgumentParser(description=__doc__.split("\n")[0])
-    sub = p.add_subparsers(dest="command", required=True)
+def build_parser(prog: str | None = None) -> ArgumentParser:
+    p = ArgumentParser(prog=prog, description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True, metavar="{voc2coco,yolo2coco,coco2yolo}",
+                           parser_class=ArgumentParser)
     voc = sub.add_parser("voc2coco", help="VOCdevkit folder(s) -> COCO json")
     voc.add_argument("--root", action="append", required=True,
                      help="a VOCdevkit/VOCyyyy folder; repeat to concatenate (07+12)")
@@ -36,17 +31,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     voc.add_argument("--classes", help="class names file (default: the 20 VOC classes)")
     voc.add_argument("--keep-difficult", action="store_true",
                      help="write difficult objects as ordinary boxes (default: iscrowd 1)")
-    voc.add_argument("--out", required=True, help="the COCO json to write")
+    voc.add_argument("--out", required=True, metavar="FILE", help="the COCO json file to write")
     yolo = sub.add_parser("yolo2coco", help="YOLO txt labels + class names -> COCO json")
     yolo.add_argument("--images", required=True, help="image folder (searched recursively)")
     yolo.add_argument("--labels", required=True, help="label folder, same relative paths")
     yolo.add_argument("--names", required=True, help="class names: one a line, or data.yaml")
-    yolo.add_argument("--out", required=True, help="the COCO json to write")
+    yolo.add_argument("--out", required=True, metavar="FILE",
+                      help="the COCO json file to write")
     coco = sub.add_parser("coco2yolo", help="COCO json -> YOLO txt labels + class names")
     coco.add_argument("--annotations", required=True, help="the COCO json to read")
-    coco.add_argument("--labels", required=True, help="folder for the label files")
-    coco.add_argument("--names", required=True, help="the class names file to write")
-    return p.parse_args(argv)
+    coco.add_argument("--labels", required=True, metavar="DIR",
+                      help="folder for the label files")
+    coco.add_argument("--names", required=True, metavar="FILE",
+                      help="the class names file to write")
+    return p
+
+
+def parse_args(argv: list[str] | None = None, prog: str | None = None) -> argparse.Namespace:
+    return build_parser(prog).parse_args(argv)
 
 
 def _summary(data: dict, out: str, images: str) -> str:
@@ -73,10 +75,7 @@ def run(args: argparse.Namespace) -> str:
 
 
 @tool_main
-def main(argv: list[str] | None = None) -> int:
-    print(run(parse_args(argv)))
+def main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    print(run(parse_args(argv, prog)))
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())

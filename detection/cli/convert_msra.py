@@ -1,34 +1,34 @@
-#!/usr/bin/env python
-"""Convert MSRA's ImageNet ResNet weights (Detectron / Detectron2's ``R-50.pkl``, ``R-101.pkl``)
-into a file that ``build_backbone(name, weights=DST, stride_in_1x1=True)`` loads.
+"""Convert MSRA's ImageNet ResNet weights (Detectron2's R-50.pkl, R-101.pkl) for a backbone.
 
-    python tools/convert_pretrained.py R-50.pkl weights/R-50-msra.pth [--rgb]
+    resdet convert msra R-50.pkl datasets/pretrained/R-50.pth [--rgb]
 
-The ``.pkl`` is read with a restricted unpickler (numpy arrays and plain data only; a file that
-asks for anything else is refused without running it). The weights expect BGR input minus the
-mean (103.53, 116.28, 123.675) with std 1; ``--rgb`` reverses conv1's input channels so they
-take RGB input (mean (123.675, 116.28, 103.53), std 1). See ``backbones/msra.py``.
+The output loads with build_backbone(name, weights=DST, stride_in_1x1=True) and as
+model.backbone.weights. The .pkl is read with a restricted unpickler (numpy arrays and plain
+data only; a file that asks for anything else is refused without running it). The weights
+expect BGR input minus the mean (103.53, 116.28, 123.675) with std 1; --rgb reverses conv1's
+input channels so they take RGB input (mean (123.675, 116.28, 103.53), std 1). See
+backbones/msra.py.
 """
 from __future__ import annotations
 
-import sys
-from pathlib import Path
+from backbones.msra import convert_msra_weights
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, uninstalled
+from ..engine.checkpoint import save_checkpoint
+from .common import ArgumentParser, tool_main
 
-from backbones.msra import convert_msra_weights  # noqa: E402
-from detection.cli import ArgumentParser, tool_main  # noqa: E402
-from detection.engine.checkpoint import save_checkpoint  # noqa: E402
+
+def build_parser(prog: str | None = None) -> ArgumentParser:
+    parser = ArgumentParser(prog=prog, description=__doc__)
+    parser.add_argument("src", help="Caffe2 / Detectron .pkl of ImageNet ResNet weights")
+    parser.add_argument("dst", help="the .pth file to write")
+    parser.add_argument("--rgb", action="store_true",
+                        help="reverse conv1's input channels: the weights then take RGB images")
+    return parser
 
 
 @tool_main
-def main(argv: list[str] | None = None) -> int:
-    parser = ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("src", help="Caffe2 / Detectron .pkl of ImageNet ResNet weights")
-    parser.add_argument("dst", help="output .pth")
-    parser.add_argument("--rgb", action="store_true",
-                        help="reverse conv1's input channels: the weights then take RGB images")
-    args = parser.parse_args(argv)
+def main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    args = build_parser(prog).parse_args(argv)
     state, meta = convert_msra_weights(args.src, rgb=args.rgb)
     save_checkpoint({"model": state, **meta}, args.dst)  # atomic: no half-written file
     mean = ", ".join(f"{v:g}" for v in meta["pixel_mean"])
@@ -40,6 +40,3 @@ def main(argv: list[str] | None = None) -> int:
           "model.pixel_std: [1, 1, 1]")
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,48 +1,46 @@
-#!/usr/bin/env python
-"""Convert a torchvision ``fasterrcnn_resnet50_fpn`` checkpoint into this project's format.
+"""Convert a torchvision fasterrcnn_resnet50_fpn checkpoint into this project's format.
 
-    python tools/convert_torchvision.py fasterrcnn_resnet50_fpn_coco-258fb6c6.pth \\
-        output/tv_r50_fpn.pth [--config configs/coco/faster_rcnn_R_50_FPN_torchvision.yaml]
+    resdet convert torchvision fasterrcnn_resnet50_fpn_coco-258fb6c6.pth tv_r50_fpn.pth
 
-The output ``{"model", "config", "classes", "iteration": 0}`` loads with
-``torch.load(path, weights_only=True)``; see ``detection/convert.py`` for the mapping. The
-stored config has ``model.backbone.weights: null`` (the checkpoint holds every weight) and
-``model.backbone.norm_eps`` from ``--norm-eps`` (0: torchvision runs its COCO weights so).
+The output {"model", "config", "classes", "iteration": 0} loads with torch.load(path,
+weights_only=True) and runs with `resdet infer --weights` and `resdet eval`; see
+detection/convert.py for the mapping. Without --config the model is described by the shipped
+coco/faster_rcnn_R_50_FPN_torchvision (every hyperparameter torchvision's). The stored config has
+model.backbone.weights: null (the checkpoint holds every weight) and model.backbone.norm_eps from
+--norm-eps (0: torchvision runs its COCO weights so).
 """
 from __future__ import annotations
 
-import sys
-from pathlib import Path
+from ..config import dump_config, load_config
+from ..convert import convert_checkpoint, read_torchvision_checkpoint
+from ..engine.checkpoint import save_checkpoint
+from .common import ArgumentParser, add_config_options, tool_main
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # run from a checkout, uninstalled
-
-from detection.cli import ArgumentParser, tool_main  # noqa: E402
-from detection.config import load_config  # noqa: E402
-from detection.convert import convert_checkpoint, read_torchvision_checkpoint  # noqa: E402
-from detection.engine.checkpoint import save_checkpoint  # noqa: E402
-
-DEFAULT_CONFIG = ROOT / "configs" / "coco" / "faster_rcnn_R_50_FPN_torchvision.yaml"
+DEFAULT_CONFIG = "coco/faster_rcnn_R_50_FPN_torchvision"  # a shipped config, found by name
 
 
-@tool_main
-def main(argv: list[str] | None = None) -> int:
-    parser = ArgumentParser(description=__doc__.split("\n\n")[0])
+def build_parser(prog: str | None = None) -> ArgumentParser:
+    parser = ArgumentParser(prog=prog, description=__doc__)
     parser.add_argument("src", help="torchvision checkpoint (.pth state_dict or training ckpt)")
-    parser.add_argument("dst", help="output checkpoint path")
-    parser.add_argument("--config", default=str(DEFAULT_CONFIG),
-                        help="config describing torchvision's model (default: %(default)s)")
+    parser.add_argument("dst", help="the checkpoint file to write (.pth)")
+    add_config_options(parser, required=False)
     parser.add_argument("--norm-eps", type=float, default=0.0,
                         help="FrozenBN eps the model ran with: 0 for torchvision's published "
                              "weights (default), 1e-5 for one trained with its references")
-    args = parser.parse_args(argv)
-    checkpoint = convert_checkpoint(read_torchvision_checkpoint(args.src),
-                                    load_config(args.config), norm_eps=args.norm_eps)
+    return parser
+
+
+@tool_main
+def main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    args = build_parser(prog).parse_args(argv)
+    cfg = load_config(args.config or DEFAULT_CONFIG, args.set)
+    if args.print_config:
+        print(dump_config(cfg), end="")
+        return 0
+    checkpoint = convert_checkpoint(read_torchvision_checkpoint(args.src), cfg,
+                                    norm_eps=args.norm_eps)
     save_checkpoint(checkpoint, args.dst)  # atomic: a crash leaves no half-written file
     print(f"wrote {args.dst}: {len(checkpoint['model'])} tensors, "
           f"{len(checkpoint['classes'])} classes")
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())

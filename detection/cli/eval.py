@@ -1,50 +1,47 @@
-#!/usr/bin/env python
 """Evaluate a checkpoint on the config's test set (COCO or VOC mAP); write eval.json and the
-results.
+detections.
 
-    python tools/eval.py --weights output/quickstart/best.pth      # the config in the checkpoint
-    python tools/eval.py --config configs/quickstart.yaml --weights output/quickstart/last.pth
-    torchrun --nproc_per_node 8 tools/eval.py --config configs/coco/faster_rcnn_R_50_FPN_1x.yaml \\
+    resdet eval --weights output/quickstart/best.pth      # the config stored in the checkpoint
+    resdet eval --config quickstart --weights output/quickstart/last.pth
+    torchrun --nproc_per_node 8 -m detection.cli eval --config coco/faster_rcnn_R_50_FPN_1x \\
         --weights output/coco/faster_rcnn_R_50_FPN_1x/best.pth --output output/eval_r50
 
-Without ``--config`` the config stored in the checkpoint is used (``--set`` still applies).
-Output: ``eval.json`` and ``coco_results.json`` in ``--output``; by default in a folder beside
-the weights named after them and the test set, ``<weights folder>/eval_<weights>_<test json>/``
-(``output/quickstart/eval_best_val/``), so the training run's own ``eval.json`` is never
-overwritten.
+Without --config the config stored in the checkpoint is used (--set still applies). Output:
+eval.json and coco_results.json in the --output folder; by default in a folder beside the
+weights named after them and the test set, <weights folder>/eval_<weights>_<test json>/
+(output/quickstart/eval_best_val/), so the training run's own eval.json is never overwritten.
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, uninstalled
-os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # no PyPI version check (2 s offline)
-
-from detection.build import build_model  # noqa: E402
-from detection.cli import ArgumentParser, tool_main  # noqa: E402
-from detection.config import Config, checkpoint_config, load_config  # noqa: E402
-from detection.engine import distributed as du  # noqa: E402
-from detection.engine.checkpoint import load_checkpoint, load_model_weights  # noqa: E402
-from detection.engine.runlog import setup_logger, write_eval_json  # noqa: E402
-from detection.evaluation import Relabelled, headline  # noqa: E402
-from detection.evaluation.inference import inference_on_dataset  # noqa: E402
-from detection.setup import (build_evaluator, build_test_dataset,  # noqa: E402
-                             build_test_loader, dataset_source, prepare_data, voc_splits)
+from ..build import build_model
+from ..config import Config, checkpoint_config, dump_config, load_config
+from ..engine import distributed as du
+from ..engine.checkpoint import load_checkpoint, load_model_weights
+from ..engine.runlog import setup_logger, write_eval_json
+from ..evaluation import Relabelled, headline
+from ..evaluation.inference import inference_on_dataset
+from ..setup import (build_evaluator, build_test_dataset, build_test_loader, dataset_source,
+                     prepare_data, voc_splits)
+from .common import ArgumentParser, add_config_options, add_option, tool_main
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--config", help="YAML config file (default: the one in the checkpoint)")
-    p.add_argument("--weights", required=True, help="checkpoint (last.pth, best.pth, ...)")
-    p.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", action="extend",
-                   help="override config keys, e.g. data.test.annotations=...")
-    p.add_argument("--output", help="folder for eval.json and coco_results.json (default: "
-                                    "<weights folder>/eval_<weights>_<test json>)")
-    return p.parse_args(argv)
+def build_parser(prog: str | None = None) -> ArgumentParser:
+    p = ArgumentParser(prog=prog, description=__doc__)
+    add_option(p, "--weights", required=True)
+    add_config_options(p, required=False)
+    add_option(p, "--device")
+    p.add_argument("--output", metavar="DIR",
+                   help="folder for eval.json and coco_results.json (default: <weights "
+                        "folder>/eval_<weights>_<test json>)")
+    return p
+
+
+def parse_args(argv: list[str] | None = None, prog: str | None = None) -> argparse.Namespace:
+    return build_parser(prog).parse_args(argv)
 
 
 def default_output(weights: str, cfg: Config) -> Path:
@@ -66,14 +63,17 @@ def _model(cfg: Config, weights: str, ckpt: dict, classes: list[dict]):
 
 
 @tool_main
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+def main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    args = parse_args(argv, prog)
     ckpt = load_checkpoint(args.weights)  # the weights first: before any dataset is read
     cfg = (load_config(args.config, args.set) if args.config
            else checkpoint_config(ckpt, args.weights, args.set))
     m = cfg.model  # the checkpoint holds every weight: no ImageNet file needed
-    cfg = dataclasses.replace(cfg, model=dataclasses.replace(
+    cfg = dataclasses.replace(cfg, device=args.device, model=dataclasses.replace(
         m, backbone=dataclasses.replace(m.backbone, weights=None)))
+    if args.print_config:
+        print(dump_config(cfg), end="")
+        return 0
     device = du.init_distributed(du.resolve_device(cfg.device))
     logger = setup_logger(du.get_rank())
     try:
@@ -105,6 +105,3 @@ def main(argv: list[str] | None = None) -> int:
         du.destroy_distributed()
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,46 +1,57 @@
-#!/usr/bin/env python
-"""Detect objects in images and videos; write them drawn, plus a COCO-style results JSON.
+"""Detect objects in images, videos, cameras and streams; write them drawn, and as JSON lines.
 
-    python tools/infer.py --config configs/quickstart.yaml --weights output/quickstart/best.pth \\
-        --input photo.jpg photos/ "more/*.png" clip.mp4 --output output/infer [--score-thr 0.5]
-    python tools/infer.py --onnx model.onnx --input 0 --max-frames 300 --output output/camera
-    python tools/infer.py --onnx model.onnx --input datasets/coco/val2017 --output output/val \\
+    resdet infer --weights output/quickstart/best.pth --input photo.jpg photos/ "more/*.png" \\
+        clip.mp4 --output output/infer [--score-thr 0.5] [--classes circle star]
+    resdet infer --onnx model.onnx --input 0 --max-frames 300 --output output/camera
+    resdet infer --weights W.pth --input rtsp://host/stream --no-draw --output output/stream
+    resdet infer --weights W.pth --input datasets/coco/val2017 --output output/val \\
         --save-coco output/val/results.json --annotations instances_val2017.json
 
 Inputs: image files, folders (their images and videos), glob patterns, video files, a camera
-index (``0``) and stream URLs (``rtsp://...``, ``http://...``); ``--max-frames N`` stops each
-video, camera or stream after N frames. ``--onnx model.onnx`` runs a file of
-``tools/export.py`` with ONNX Runtime instead of a checkpoint. Each image is written to
-``--output`` with its detections drawn (same file name), each video, camera or stream as
-``<name>.mp4``, ``camera<i>.mp4``, ``stream.mp4`` (mp4v). ``detections.json`` maps every
-written image's file name (a frame: ``<video name>#<frame index>``, ``camera0#<frame index>``)
-to its detections ``[{"category_id", "category_name", "bbox": [x, y, w, h], "score"}, ...]`` in
-original pixels. ``--save-coco FILE`` also writes the images' detections as a COCO results list
-(``image_id``, ``category_id``, ``bbox`` xywh, ``score``; ``pycocotools.COCO.loadRes`` reads
-it), the image ids looked up by file name in the ``--annotations`` json (a COCO annotation or
-image-info file). An input that cannot be read is reported by name and skipped; the tool then
-ends with ``error: N input(s) skipped`` (exit status 2). A camera or stream that cannot be
-opened stops the tool with one ``error:`` line (exit status 2).
+index (0) and stream URLs (rtsp://..., http://...); --max-frames N stops each video, camera or
+stream after N frames (Ctrl-C stops one too, keeping what was written). --onnx model.onnx runs
+a file of `resdet export` with ONNX Runtime instead of a checkpoint; without --config a
+checkpoint's stored config is used.
+
+Written to the --output folder while the run goes on: detections.jsonl, one line per image or
+frame as soon as it is done, {"source": <file name, camera0 or stream>, "frame": <index, for
+videos>, "detections": [{"category_id", "category_name", "bbox": [x, y, w, h], "score"}, ...]}
+in original pixels (so memory stays flat and an interrupted run keeps every finished frame);
+each image with its detections drawn (same file name), each video, camera or stream as
+<name>.mp4, camera<i>.mp4, stream.mp4: H.264 in a fragmented MP4 that browsers play (needs
+PyAV: pip install -e ".[video]"; without it mp4v, said in the log). --no-draw writes the
+JSON lines only; --classes keeps the detections of some classes (names or category ids).
+--save-coco FILE also writes the images' detections as a COCO results list (image_id,
+category_id, bbox xywh, score; pycocotools' COCO.loadRes reads it), the image ids looked up by
+file name in the --annotations json. An input that cannot be read is reported by name and
+skipped; the run then ends with `error: N input(s) skipped` (exit status 2). A camera or stream
+that cannot be opened stops the run with one error line (exit status 2).
 """
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import IO, Optional
 
 import cv2
 import numpy as np
 from tqdm import tqdm
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from detection.cli import ArgumentParser, UserError, tool_main  # noqa: E402
-from detection.data.coco import DatasetError, decode_image  # noqa: E402
-from detection.media import (VIDEO_SUFFIXES, coco_image_ids, coco_results,  # noqa: E402
-                             expand_inputs, is_live, live_name, open_capture, read_frames)
-from detection.predictor import Predictor  # noqa: E402
-from detection.visualize import draw_detections  # noqa: E402
+from ..data.base import DatasetError, decode_image
+from ..engine.runlog import LOGGER_NAME
+from ..media import (VIDEO_SUFFIXES, coco_image_ids, coco_results, expand_inputs, is_live,
+                     live_name, open_capture, read_frames)
+from ..predictor import Predictor
+from ..video import open_video_writer
+from ..visualize import draw_detections
+from .common import (ArgumentParser, UserError, add_config_options, add_option, run_config,
+                     tool_main)
+
+JSONL = "detections.jsonl"
+
 
 def _out_name(path: Path, suffix: str, used: set[str]) -> str:
     """The input's file name (with ``suffix``), made unique among this run's outputs."""
@@ -52,34 +63,86 @@ def _out_name(path: Path, suffix: str, used: set[str]) -> str:
 
 
 def _draw(image: np.ndarray, result: dict, predictor: Predictor, thresh: float) -> np.ndarray:
-    drawn = draw_detections(image, result["boxes"], result["scores"], result["labels"],
-                            predictor.category_names, score_thresh=thresh)
-    return cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR)
+    """RGB in, RGB out: ``image`` with the detections scoring at least ``thresh`` drawn."""
+    return draw_detections(image, result["boxes"], result["scores"], result["labels"],
+                           predictor.category_names, score_thresh=thresh)
 
 
-def run_video(capture: cv2.VideoCapture, name: str, out: Path, predictor: Predictor,
-              thresh: float, batch: int, results: dict, max_frames: Optional[int] = None
-              ) -> None:
+def keep_classes(result: dict, ids: Optional[set[int]]) -> dict:
+    """``result`` with only the detections whose category id is in ``ids`` (all: ``None``)."""
+    if ids is None:
+        return result
+    keep = np.isin(result["labels"], sorted(ids))
+    return {"boxes": result["boxes"][keep], "scores": result["scores"][keep],
+            "labels": result["labels"][keep],
+            "class_names": [n for n, k in zip(result["class_names"], keep) if k]}
+
+
+def class_ids(wanted: Optional[list[str]], classes: list[dict]) -> Optional[set[int]]:
+    """Category ids of ``--classes`` (names, case-insensitive, or ids); an unknown one is an
+    error listing the model's classes."""
+    if not wanted:
+        return None
+    by_name = {c["name"].lower(): c["id"] for c in classes}
+    ids = {c["id"] for c in classes}
+    out = set()
+    for item in wanted:
+        if item.lower() in by_name:
+            out.add(by_name[item.lower()])
+        elif item.lstrip("-").isdigit() and int(item) in ids:
+            out.add(int(item))
+        else:
+            names = ", ".join(c["name"] for c in classes[:20])
+            raise UserError(f"--classes: the model has no class {item!r} (its classes: "
+                            f"{names}{' ...' if len(classes) > 20 else ''})")
+    return out
+
+
+class Stream:
+    """What one run writes as it goes: the JSON lines, line-buffered (one write per line)."""
+
+    def __init__(self, out_dir: Path, predictor: Predictor, args: argparse.Namespace) -> None:
+        self.out_dir, self.predictor = out_dir, predictor
+        self.draw = not args.no_draw
+        self.keep = class_ids(args.classes, predictor.classes)
+        self.thresh = (args.score_thr if args.score_thr is not None
+                       else predictor.cfg.test.vis_score_thresh)
+        self.batch, self.max_frames = args.batch, args.max_frames
+        self.lines: IO[str] = open(out_dir / JSONL, "w", encoding="utf-8", buffering=1)
+
+    def detect(self, images: list[np.ndarray]) -> list[dict]:
+        return [keep_classes(r, self.keep) for r in self.predictor(images)]
+
+    def record(self, source: str, result: dict, frame: Optional[int] = None) -> None:
+        entry = {"source": source, **({"frame": frame} if frame is not None else {}),
+                 "detections": coco_results(result)}
+        self.lines.write(json.dumps(entry) + "\n")
+
+    def close(self) -> None:
+        self.lines.close()
+
+
+def run_video(capture: cv2.VideoCapture, name: str, out: Path, stream: Stream) -> None:
     """Detect in every frame of an opened video file, camera or stream (at most
-    ``max_frames``), write them drawn to ``out``, their detections to
-    ``results["<name>#<frame>"]``; releases ``capture``."""
+    ``stream.max_frames``); each frame's detections become a JSON line as soon as they are
+    known, the drawn frames a video at ``out`` (unless ``--no-draw``). Releases ``capture``."""
     fps = capture.get(cv2.CAP_PROP_FPS)
     fps = fps if 1 <= fps <= 240 else 25.0  # cameras and streams may report 0 or nonsense
-    known = [t for t in (int(capture.get(cv2.CAP_PROP_FRAME_COUNT)), max_frames) if t and t > 0]
+    known = [t for t in (int(capture.get(cv2.CAP_PROP_FRAME_COUNT)), stream.max_frames)
+             if t and t > 0]
     total = min(known) if known else None  # a camera or stream has no frame count
     writer, index = None, 0
     try:
         with tqdm(total=total, desc=name, unit="frame", leave=False) as bar:
-            for frames in read_frames(capture, batch, max_frames):
-                if writer is None:
+            for frames in read_frames(capture, stream.batch, stream.max_frames):
+                if writer is None and stream.draw:
                     h, w = frames[0].shape[:2]
-                    writer = cv2.VideoWriter(str(out), cv2.VideoWriter_fourcc(*"mp4v"), fps,
-                                             (w, h))
-                    if not writer.isOpened():
-                        raise DatasetError(f"cannot write video: {out}")
-                for frame, result in zip(frames, predictor(frames)):
-                    writer.write(_draw(frame, result, predictor, thresh))
-                    results[f"{name}#{index}"] = coco_results(result)
+                    writer = open_video_writer(out, fps=fps, size=(w, h))
+                    logging.getLogger(LOGGER_NAME).info("%s -> %s: %s", name, out, writer.codec)
+                for frame, result in zip(frames, stream.detect(frames)):
+                    stream.record(name, result, frame=index)
+                    if writer is not None:
+                        writer.write(_draw(frame, result, stream.predictor, stream.thresh))
                     index += 1
                 bar.update(len(frames))
     except KeyboardInterrupt:  # a camera or stream runs until stopped: keep what was written
@@ -87,7 +150,7 @@ def run_video(capture: cv2.VideoCapture, name: str, out: Path, predictor: Predic
     finally:
         capture.release()
         if writer is not None:
-            writer.release()
+            writer.close()
     if index == 0:
         raise DatasetError(f"no frame could be decoded from {name}")
 
@@ -112,6 +175,40 @@ def _save_coco(path: str, entries: list[dict], unknown: list[str], annotations: 
               f"{', '.join(unknown[:5])}{' ...' if len(unknown) > 5 else ''}", file=sys.stderr)
 
 
+def run_images(images: list[Path], stream: Stream, image_ids: Optional[dict[str, int]],
+               used: set[str], failed: list[str]) -> tuple[list[dict], list[str]]:
+    """Detect in image files, batch by batch; returns the COCO results entries (with
+    ``image_ids``) and the names not found in ``image_ids``."""
+    coco: list[dict] = []
+    unknown: list[str] = []
+    with tqdm(total=len(images), desc="images", unit="img", disable=not images) as bar:
+        for start in range(0, len(images), stream.batch):
+            batch = _decoded(images[start:start + stream.batch], failed)
+            results = stream.detect([im for _, im in batch]) if batch else []
+            for (path, image), result in zip(batch, results):
+                name = _out_name(path, path.suffix, used)  # results keyed like the files
+                stream.record(name, result)
+                if stream.draw:
+                    drawn = cv2.cvtColor(_draw(image, result, stream.predictor, stream.thresh),
+                                         cv2.COLOR_RGB2BGR)
+                    if not cv2.imwrite(str(stream.out_dir / name), drawn):
+                        failed.append(f"cannot write {stream.out_dir / name}")
+                if image_ids is not None and path.name in image_ids:
+                    coco.extend(coco_results(result, image_ids[path.name]))
+                elif image_ids is not None:
+                    unknown.append(path.name)
+            bar.update(len(images[start:start + stream.batch]))
+    return coco, unknown
+
+
+def _predictor(args: argparse.Namespace) -> Predictor:
+    if args.onnx:
+        return Predictor(weights=args.onnx, device=args.device, score_thresh=args.score_thr,
+                         batch_size=args.batch, backend="onnxruntime")
+    return Predictor(run_config(args.config, args.weights, args.set), weights=args.weights,
+                     device=args.device, score_thresh=args.score_thr, batch_size=args.batch)
+
+
 def run(args: argparse.Namespace) -> int:
     live = [s for s in args.input if is_live(s)]
     files, failed = expand_inputs([s for s in args.input if not is_live(s)])
@@ -119,54 +216,38 @@ def run(args: argparse.Namespace) -> int:
     captures = {}
     try:
         image_ids = coco_image_ids(args.annotations) if args.save_coco else None
-        predictor = Predictor(args.config, weights=args.onnx or args.weights, device=args.device,
-                              score_thresh=args.score_thr, batch_size=args.batch,
-                              backend="onnxruntime" if args.onnx else "torch")
+        predictor = _predictor(args)
         for source in live:  # before any work: a camera or stream that fails stops the tool
             captures[source] = open_capture(source)
     except BaseException:  # tool_main prints a user error as one line
         for capture in captures.values():
             capture.release()
         raise
-    thresh = args.score_thr if args.score_thr is not None else predictor.cfg.test.vis_score_thresh
     out_dir = Path(args.output)
     out_dir.mkdir(parents=True, exist_ok=True)
-    results: dict[str, list] = {}
-    coco: list[dict] = []
-    unknown: list[str] = []
+    stream = Stream(out_dir, predictor, args)
     used: set[str] = set()
     videos = [f for f in files if f.suffix.lower() in VIDEO_SUFFIXES]
     images = [f for f in files if f.suffix.lower() not in VIDEO_SUFFIXES]
-    with tqdm(total=len(images), desc="images", unit="img", disable=not images) as bar:
-        for start in range(0, len(images), args.batch):
-            batch = _decoded(images[start:start + args.batch], failed)
-            for (path, image), result in zip(batch, predictor([im for _, im in batch])):
-                name = _out_name(path, path.suffix, used)  # results keyed like the files
-                if not cv2.imwrite(str(out_dir / name), _draw(image, result, predictor, thresh)):
-                    failed.append(f"cannot write {out_dir / name}")
-                results[name] = coco_results(result)
-                if image_ids is not None and path.name in image_ids:
-                    coco.extend(coco_results(result, image_ids[path.name]))
-                elif image_ids is not None:
-                    unknown.append(path.name)
-            bar.update(len(images[start:start + args.batch]))
-    for path in videos:
-        try:
-            run_video(open_capture(path), path.name, out_dir / _out_name(path, ".mp4", used),
-                      predictor, thresh, args.batch, results, args.max_frames)
-        except (DatasetError, cv2.error) as e:
-            failed.append(str(e))
-    for source, capture in captures.items():
-        name = _out_name(Path(live_name(source)), ".mp4", used)
-        try:
-            run_video(capture, Path(name).stem, out_dir / name, predictor, thresh, args.batch,
-                      results, args.max_frames)
-        except (DatasetError, cv2.error) as e:
-            failed.append(f"{source}: {e}")
-    (out_dir / "detections.json").write_text(json.dumps(results, indent=1))
+    try:
+        coco, unknown = run_images(images, stream, image_ids, used, failed)
+        for path in videos:
+            try:
+                run_video(open_capture(path), path.name,
+                          out_dir / _out_name(path, ".mp4", used), stream)
+            except (DatasetError, cv2.error) as e:
+                failed.append(str(e))
+        for source, capture in captures.items():
+            name = _out_name(Path(live_name(source)), ".mp4", used)
+            try:
+                run_video(capture, Path(name).stem, out_dir / name, stream)
+            except (DatasetError, cv2.error) as e:
+                failed.append(f"{source}: {e}")
+    finally:
+        stream.close()
     done = len(files) + len(live) - (len(failed) - missing)
-    print(f"{done} of {len(files) + len(live)} file(s) -> {out_dir} (drawn, and "
-          "detections.json)")
+    drawn = "drawn, and " if stream.draw else ""
+    print(f"{done} of {len(files) + len(live)} input(s) -> {out_dir} ({drawn}{JSONL})")
     if args.save_coco:
         _save_coco(args.save_coco, coco, unknown, args.annotations)
     for message in failed:
@@ -176,37 +257,52 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-@tool_main
-def main(argv: Optional[list[str]] = None) -> int:
-    parser = ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--config", help="YAML config (default: the one in the checkpoint)")
+def build_parser(prog: str | None = None) -> ArgumentParser:
+    parser = ArgumentParser(prog=prog, description=__doc__)
     model = parser.add_mutually_exclusive_group(required=True)
-    model.add_argument("--weights", help="checkpoint (.pth)")
-    model.add_argument("--onnx", help="a file of tools/export.py, run with ONNX Runtime")
+    add_option(model, "--weights")
+    model.add_argument("--onnx", metavar="FILE",
+                       help="a file of resdet export, run with ONNX Runtime")
+    add_config_options(parser, required=False)
     parser.add_argument("--input", nargs="+", required=True,
                         help="image / video files, folders, glob patterns, a camera index "
                              "(0) or a stream URL (rtsp://...)")
-    parser.add_argument("--output", required=True, help="folder for drawn files + json")
+    parser.add_argument("--output", required=True, metavar="DIR",
+                        help="folder for the drawn images and videos and detections.jsonl")
     parser.add_argument("--score-thr", type=float, default=None,
                         help="keep and draw detections scoring at least this (default: keep "
                              "what the model returns, draw those >= test.vis_score_thresh)")
-    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 or auto")
-    parser.add_argument("--batch", type=int, default=4, help="images/frames per forward pass")
+    add_option(parser, "--device")
+    parser.add_argument("--batch", type=int, default=4,
+                        help="images or frames per forward pass (default: 4)")
     parser.add_argument("--max-frames", type=int, help="stop each video, camera or stream "
                                                         "after this many frames")
+    parser.add_argument("--classes", nargs="+", metavar="CLASS",
+                        help="keep only the detections of these classes (names or category "
+                             "ids; default: all)")
+    parser.add_argument("--no-draw", action="store_true",
+                        help="write detections.jsonl only: no drawn images or videos")
     parser.add_argument("--save-coco", metavar="FILE",
                         help="write the images' detections as a COCO results list")
-    parser.add_argument("--annotations", help="COCO json of the input images (image ids for "
-                                              "--save-coco)")
+    parser.add_argument("--annotations", metavar="JSON",
+                        help="COCO json of the input images (image ids for --save-coco)")
+    return parser
+
+
+@tool_main
+def main(argv: Optional[list[str]] = None, prog: str | None = None) -> int:
+    parser = build_parser(prog)
     args = parser.parse_args(argv)
     if args.batch < 1 or (args.max_frames is not None and args.max_frames < 1):
         parser.error("--batch and --max-frames must be at least 1")
     if bool(args.save_coco) != bool(args.annotations):
         parser.error("--save-coco and --annotations go together (image ids come from the json)")
-    if args.onnx and args.config:
-        parser.error("--config is for --weights: an .onnx file carries its own config")
+    if args.onnx and (args.config or args.set or args.print_config):
+        parser.error("--config, --set and --print-config are for --weights: an .onnx file "
+                     "carries its own config")
+    if args.print_config:
+        from ..config import dump_config
+
+        print(dump_config(run_config(args.config, args.weights, args.set)), end="")
+        return 0
     return run(args)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,16 +1,14 @@
-#!/usr/bin/env python
 """Plot the loss terms, learning rate and mAP of one or several runs into one PNG.
 
-    python tools/plot_logs.py output/r50_fpn [output/r101_fpn ...] [--output curves.png]
-    python tools/plot_logs.py --errors output/pretrain/cifar10_plain20 \
+    resdet plot-logs output/r50_fpn [output/r101_fpn ...] [--output curves.png]
+    resdet plot-logs --errors output/pretrain/cifar10_plain20 \\
         output/pretrain/cifar10_plain56 --output figure6.png [--iters-per-epoch 391]
 
-Reads each run's ``metrics.jsonl`` (train lines: losses and ``lr``; eval lines: ``mAP``,
-``mAP50``). One colour per run; losses are drawn raw (thin) and as a moving average (thick).
-``--errors`` draws the paper's Figures 4 and 6 from ``tools/pretrain.py`` runs instead: the
-top-1 training error (train lines, thin) and validation / test error (eval lines, bold) of every
-run in one panel, per iteration (or per epoch with ``--iters-per-epoch``).
-Needs matplotlib: ``pip install -e ".[plot]"``.
+Reads each run's metrics.jsonl (train lines: losses and lr; eval lines: mAP, mAP50). One colour
+per run; losses are drawn raw (thin) and as a moving average (thick). --errors draws the
+paper's Figures 4 and 6 from `resdet pretrain` runs instead: the top-1 training error (train
+lines, thin) and validation / test error (eval lines, bold) of every run in one panel, per
+iteration (or per epoch with --iters-per-epoch). Needs matplotlib: pip install -e ".[plot]".
 """
 from __future__ import annotations
 
@@ -18,10 +16,8 @@ import sys
 from pathlib import Path
 from typing import Optional
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, uninstalled
-
-from detection.cli import ArgumentParser, UserError, tool_main  # noqa: E402
-from detection.engine.runlog import read_metrics  # noqa: E402
+from ..engine.runlog import read_metrics
+from .common import ArgumentParser, UserError, tool_main
 
 TRAIN_KEYS = ("loss", "loss_rpn_cls", "loss_rpn_box", "loss_cls", "loss_box", "lr")
 EVAL_KEYS = ("mAP", "mAP50")
@@ -125,23 +121,29 @@ def _unique_names(paths: list[str]) -> list[str]:
     return [n if names.count(n) == 1 else p for n, p in zip(names, paths)]
 
 
-@tool_main
-def main(argv: Optional[list[str]] = None) -> int:
-    parser = ArgumentParser(description=__doc__.split("\n\n")[0])
+def build_parser(prog: str | None = None) -> ArgumentParser:
+    parser = ArgumentParser(prog=prog, description=__doc__)
     parser.add_argument("runs", nargs="+", help="run output folders (or metrics.jsonl files)")
-    parser.add_argument("--output", help="PNG to write (default: RUN/metrics.png for one run, "
-                                         "./metrics.png for several)")
-    parser.add_argument("--smooth", type=int, default=20, help="moving-average window of losses")
+    parser.add_argument("--output", metavar="FILE",
+                        help="the PNG file to write (default: RUN/metrics.png for one run, "
+                             "metrics.png for several)")
+    parser.add_argument("--smooth", type=int, default=20,
+                        help="moving-average window of losses (default: 20)")
     parser.add_argument("--errors", action="store_true",
                         help="training (thin) and validation (bold) top-1 error of pretraining "
                              "runs, as the paper's Figures 4 and 6")
     parser.add_argument("--iters-per-epoch", type=float,
                         help="with --errors: plot against epochs of this many iterations")
-    args = parser.parse_args(argv)
+    return parser
+
+
+@tool_main
+def main(argv: Optional[list[str]] = None, prog: str | None = None) -> int:
+    args = build_parser(prog).parse_args(argv)
     try:
         import matplotlib  # noqa: F401
     except ImportError:
-        raise UserError('plot_logs.py needs matplotlib: pip install -e ".[plot]"') from None
+        raise UserError('plot-logs needs matplotlib: pip install -e ".[plot]"') from None
     runs = {n: read_metrics(p) for n, p in zip(_unique_names(args.runs), args.runs)}
     first = Path(args.runs[0])
     default = (first if first.is_dir() else first.parent) / "metrics.png"
@@ -150,12 +152,9 @@ def main(argv: Optional[list[str]] = None) -> int:
         try:
             print(f"wrote {plot_errors(runs, output, iters_per_epoch=args.iters_per_epoch)}")
         except ValueError as e:
-            print(f"plot_logs.py: {e}", file=sys.stderr)
+            print(f"error: {e}", file=sys.stderr)
             return 2
         return 0
     print(f"wrote {plot_runs(runs, output, smooth=max(1, args.smooth))}")
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,48 +1,48 @@
-#!/usr/bin/env python
 """Pretrain a backbone as an image classifier (the paper's ImageNet / CIFAR-10 experiments).
 
-    python tools/pretrain.py --config configs/pretrain/shapes_resnet18.yaml
-    python tools/pretrain.py --config configs/pretrain/cifar10_resnet20.yaml \\
+    resdet pretrain --config pretrain/shapes_resnet18
+    resdet pretrain --config pretrain/cifar10_resnet20 \\
         --set data.train=datasets/cifar-10-python.tar.gz
-    torchrun --nproc_per_node 8 tools/pretrain.py --config configs/pretrain/imagenet_resnet50.yaml
-    python tools/pretrain.py --config ... --resume      # continue from <output_dir>/last.pth
-    python tools/pretrain.py --config ... --benchmark   # loader images/s vs the step it feeds
+    torchrun --nproc_per_node 8 -m detection.cli pretrain --config pretrain/imagenet_resnet50
+    resdet pretrain --config ... --resume      # continue from <output_dir>/last.pth
+    resdet pretrain --config ... --benchmark   # loader images/s vs the step it feeds
 
-Writes into ``output_dir``: config.yaml, metrics.jsonl (train lines with ``loss_cls`` and the
-batch's ``top1_err``; eval lines with ``top1_err``, ``top5_err``), last.pth, best.pth, eval.json
-and ``backbone.pth``: the backbone's weights for ``model.backbone.weights`` of a detection config
-(or ``build_backbone(name, weights=...)``).
+Writes into output_dir: config.yaml, metrics.jsonl (train lines with loss_cls and the batch's
+top1_err; eval lines with top1_err, top5_err), last.pth, best.pth, eval.json and backbone.pth:
+the backbone's weights for model.backbone.weights of a detection config (or
+build_backbone(name, weights=...)).
 """
 from __future__ import annotations
 
 import argparse
 import logging
 import os
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, uninstalled
-
-from detection.pretrain.config import load_pretrain_config  # noqa: E402
-from detection.pretrain.setup import build_pretrainer, export, final_test  # noqa: E402
-from detection.cli import ArgumentParser, add_run_arguments, open_run, tool_main  # noqa: E402
-from detection.config import dump_config  # noqa: E402
-from detection.engine import distributed as du  # noqa: E402
-from detection.engine.runlog import LOGGER_NAME, write_eval_json  # noqa: E402
+from ..config import dump_config
+from ..engine import distributed as du
+from ..engine.runlog import LOGGER_NAME, write_eval_json
+from ..pretrain.config import load_pretrain_config
+from ..pretrain.setup import build_pretrainer, export, final_test
+from .common import ArgumentParser, add_run_arguments, open_run, tool_main
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = ArgumentParser(description=__doc__.split("\n")[0])
+def build_parser(prog: str | None = None) -> ArgumentParser:
+    p = ArgumentParser(prog=prog, description=__doc__)
     add_run_arguments(p)
     p.add_argument("--benchmark", action="store_true",
                    help="measure the training loader's images/s against the training step's "
                         "(detection/pretrain/benchmark.py) instead of training")
-    return p.parse_args(argv)
+    return p
+
+
+def parse_args(argv: list[str] | None = None, prog: str | None = None) -> argparse.Namespace:
+    return build_parser(prog).parse_args(argv)
 
 
 @tool_main
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+def main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    args = parse_args(argv, prog)
     overrides = list(args.set) + ([f"output_dir={args.output}"] if args.output else [])
     cfg = load_pretrain_config(args.config, overrides)
     if args.print_config:
@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     device = du.resolve_device(cfg.device)
     if args.benchmark:
-        from detection.pretrain.benchmark import benchmark_pretraining, format_benchmark
+        from ..pretrain.benchmark import benchmark_pretraining, format_benchmark
 
         print(format_benchmark(benchmark_pretraining(cfg, device=device)))
         return 0
@@ -83,6 +83,3 @@ def pretrain(cfg, *, device, resume: bool, config_path: str) -> int:
               f"backbone weights: {os.path.abspath(out / 'backbone.pth')}")
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,7 +1,6 @@
-#!/usr/bin/env python
 """Write one self-contained HTML page comparing runs (open it in any browser, offline).
 
-    python tools/report.py output/vgg16 output/r101 --output report.html
+    resdet report output/vgg16 output/r101 --output report.html
 
 Each RUN is a run's output folder (eval.json, metrics.jsonl, coco_results.json; the test
 annotations and images come from its config.yaml, or --annotations / --images). The page holds
@@ -12,37 +11,32 @@ and each run's detections side by side.
 """
 from __future__ import annotations
 
-import os
-import sys
-from pathlib import Path
+from ..evaluation.report import write_report
+from .common import ArgumentParser, add_option, tool_main
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, uninstalled
-os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # no PyPI version check (2 s offline)
 
-from detection.cli import ArgumentParser, tool_main  # noqa: E402
-from detection.evaluation.backends import BACKENDS  # noqa: E402
-from detection.evaluation.report import write_report  # noqa: E402
+def build_parser(prog: str | None = None) -> ArgumentParser:
+    p = ArgumentParser(prog=prog, description=__doc__)
+    p.add_argument("runs", nargs="+", help="run output folders")
+    p.add_argument("--output", default="report.html", metavar="FILE",
+                   help="the HTML file to write (default: report.html)")
+    p.add_argument("--title", default="Detection report",
+                   help="the page's title (default: Detection report)")
+    add_option(p, "--annotations")
+    add_option(p, "--images")
+    p.add_argument("--num-images", type=int, default=6,
+                   help="test images shown (default: 6)")
+    add_option(p, "--score-thr")
+    add_option(p, "--backend")
+    return p
 
 
 @tool_main
-def main(argv: list[str] | None = None) -> int:
-    p = ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("runs", nargs="+", help="run output folders")
-    p.add_argument("--output", default="report.html", help="HTML file to write")
-    p.add_argument("--title", default="Detection report")
-    p.add_argument("--annotations", help="test annotations json for every run")
-    p.add_argument("--images", help="test image folder for every run")
-    p.add_argument("--num-images", type=int, default=6, help="test images shown")
-    p.add_argument("--score-thr", type=float, default=0.5,
-                   help="confusion-matrix threshold and the image grid's initial one")
-    p.add_argument("--backend", choices=BACKENDS, default="faster")
-    args = p.parse_args(argv)
+def main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    args = build_parser(prog).parse_args(argv)
     path = write_report(args.runs, args.output, annotations=args.annotations,
                         images=args.images, title=args.title, num_images=args.num_images,
                         score_thresh=args.score_thr, backend=args.backend)
     print(f"wrote {path} ({path.stat().st_size / 1024:.0f} KiB)")
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,11 +1,10 @@
-#!/usr/bin/env python
-"""Train a detector from a YAML config; evaluate it, write eval.json and drawn detections.
+"""Train a detector from a config; evaluate it, write eval.json and drawn detections.
 
-    python tools/train.py --config configs/quickstart.yaml
-    python tools/train.py --config configs/coco/faster_rcnn_R_50_FPN_1x.yaml --set seed=1
-    torchrun --nproc_per_node 8 tools/train.py --config configs/coco/faster_rcnn_R_50_FPN_1x.yaml
-    python tools/train.py --config ... --resume       # continue from <output_dir>/last.pth
-    python tools/train.py --config ... --force        # start over in a used output folder
+    resdet train --config quickstart
+    resdet train --config coco/faster_rcnn_R_50_FPN_1x --set seed=1
+    torchrun --nproc_per_node 8 -m detection.cli train --config coco/faster_rcnn_R_50_FPN_1x
+    resdet train --config ... --resume       # continue from <output_dir>/last.pth
+    resdet train --config ... --force        # start over in a used output folder
 
 Writes into ``output_dir``: config.yaml, metrics.jsonl, log.txt (everything printed), last.pth,
 best.pth, eval.json, coco_results.json, vis/. A folder that holds a previous run is refused unless
@@ -19,27 +18,28 @@ import os
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, uninstalled
-os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # no PyPI version check (2 s offline)
-
-from detection.cli import ArgumentParser, add_run_arguments, open_run, tool_main  # noqa: E402
-from detection.config import dump_config, load_config  # noqa: E402
-from detection.engine import distributed as du  # noqa: E402
-from detection.engine.runlog import LOGGER_NAME, write_eval_json  # noqa: E402
-from detection.setup import build_trainer, dataset_source  # noqa: E402
-from detection.evaluation.inference import save_visualizations  # noqa: E402
-from detection.evaluation import format_table, headline  # noqa: E402
+from ..config import dump_config, load_config
+from ..engine import distributed as du
+from ..engine.runlog import LOGGER_NAME, write_eval_json
+from ..evaluation import format_table, headline
+from ..evaluation.inference import save_visualizations
+from ..setup import build_trainer, dataset_source
+from .common import ArgumentParser, add_run_arguments, open_run, tool_main
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = ArgumentParser(description=__doc__.split("\n")[0])
+def build_parser(prog: str | None = None) -> ArgumentParser:
+    p = ArgumentParser(prog=prog, description=__doc__)
     add_run_arguments(p)
-    return p.parse_args(argv)
+    return p
+
+
+def parse_args(argv: list[str] | None = None, prog: str | None = None) -> argparse.Namespace:
+    return build_parser(prog).parse_args(argv)
 
 
 @tool_main
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+def main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    args = parse_args(argv, prog)
     overrides = list(args.set) + ([f"output_dir={args.output}"] if args.output else [])
     cfg = load_config(args.config, overrides)
     if args.print_config:
@@ -81,6 +81,3 @@ def report(trainer, cfg, results: dict, *, config_path: str) -> None:
     print(f"{headline(results)}   ({dataset_source(cfg, train=False)}, iteration "
           f"{trainer.iteration}, output in {os.path.abspath(out)})")
 
-
-if __name__ == "__main__":
-    sys.exit(main())

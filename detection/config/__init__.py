@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Optional, Union
 
 from ..engine.checkpoint import CheckpointError
+from ..resources import find_config
 from . import loader
 from .loader import (ConfigError, choice_field, config_to_dict, dump_config, existing_path,
                      list_field, save_config)
@@ -31,8 +32,12 @@ __all__ = [
 
 def load_config(path: Union[str, os.PathLike, None] = None,
                 overrides: Optional[list[str]] = None, *, schema: type = Config) -> Any:
-    """Read a YAML file (with ``_base_``), apply ``overrides``, validate against ``schema``."""
-    return loader.load_config(path, overrides, schema=schema)
+    """Read a YAML file (with ``_base_``), apply ``overrides``, validate against ``schema``.
+
+    ``path`` may name a shipped config (``quickstart``, ``coco/faster_rcnn_R_50_FPN_1x``) when no
+    such file exists from the current directory; ``_base_`` entries may name shipped ones too
+    (``detection.resources.find_config``)."""
+    return loader.load_config(path, overrides, schema=schema, find=find_config)
 
 
 def config_from_dict(tree: dict, source: str = "config", schema: type = Config) -> Any:

@@ -17,6 +17,11 @@ valid key.
 in, wherever the config file lies; :func:`existing_path` checks one and names the key and that
 folder when it is missing. Only ``_base_`` entries, which are references between config files
 rather than values, resolve from the file that names them.
+
+**Configs by name.** ``find`` (a function from a name to a file, or ``None``) is asked for the
+config file itself when no such path exists from the current directory (with or without
+``.yaml``), and for a ``_base_`` entry not found beside the file that names it; detection passes
+the lookup of the shipped configs (``detection.resources.find_config``).
 """
 from __future__ import annotations
 
@@ -25,6 +30,7 @@ import difflib
 import os
 import typing
 from dataclasses import field
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Optional, Union
 
@@ -77,8 +83,28 @@ def _merge(base: dict, child: dict) -> dict:
     return out
 
 
-def _load_tree(path: Path, schema: type, chain: tuple[Path, ...] = ()) -> dict:
-    """Read ``path`` and its ``_base_`` files (relative to ``path``'s folder), merged.
+Finder = Callable[[str], Optional[Path]]  # a config's name -> its file, or None
+
+
+def resolve_config_path(name: Union[str, os.PathLike], find: Optional[Finder] = None) -> Path:
+    """The config file ``name`` names: the path itself (from the current directory), the path
+    with ``.yaml``, or else ``find(name)``; an error names what was looked for."""
+    path = Path(name).expanduser()
+    for candidate in (path, path.with_name(path.name + ".yaml")):
+        if candidate.is_file():
+            return candidate
+    found = find(os.fspath(name)) if find is not None else None
+    if found is not None:
+        return found
+    shipped = (" (nor is it the name of a shipped config: `resdet configs` lists them)"
+               if find else "")
+    raise ConfigError(f"config file not found: {name}{shipped}")
+
+
+def _load_tree(path: Path, schema: type, chain: tuple[Path, ...] = (),
+               find: Optional[Finder] = None) -> dict:
+    """Read ``path`` and its ``_base_`` files (relative to ``path``'s folder, else ``find``),
+    merged.
 
     Each file is validated on its own first, so an error names the file that holds the bad key.
     """
@@ -96,9 +122,13 @@ def _load_tree(path: Path, schema: type, chain: tuple[Path, ...] = ()) -> dict:
     merged: dict = {}
     for base in bases:
         base_path = (path.parent / base).resolve()
+        if not base_path.is_file() and find is not None:
+            base_path = find(base) or base_path
         if not base_path.is_file():
-            raise ConfigError(f"{path}: _base_ file not found: '{base}' (looked for {base_path})")
-        merged = _merge(merged, _load_tree(base_path, schema, (*chain, path)))
+            among = " and among the shipped configs" if find is not None else ""
+            raise ConfigError(f"{path}: _base_ file not found: '{base}' (looked for "
+                              f"{base_path}{among})")
+        merged = _merge(merged, _load_tree(base_path, schema, (*chain, path), find))
     return _merge(merged, data)
 
 
@@ -153,10 +183,12 @@ def apply_overrides(tree: dict, overrides: list[str], schema: type) -> dict:
 
 
 def load_config(path: Union[str, os.PathLike, None], overrides: Optional[list[str]] = None, *,
-                schema: type) -> Any:
+                schema: type, find: Optional[Finder] = None) -> Any:
     """Read a YAML file (with ``_base_``), apply ``overrides`` and validate against ``schema``,
-    a root dataclass (detection's ``Config``, pretraining's ``PretrainConfig``)."""
-    tree = _load_tree(Path(path), schema) if path is not None else {}
+    a root dataclass (detection's ``Config``, pretraining's ``PretrainConfig``); ``find`` looks
+    configs up by name (module docstring)."""
+    tree = (_load_tree(resolve_config_path(path, find), schema, find=find)
+            if path is not None else {})
     tree = apply_overrides(tree, list(overrides or []), schema)
     return config_from_dict(tree, source=str(path) if path is not None else "overrides",
                             schema=schema)

@@ -185,6 +185,10 @@ class DetectionDataset(torch.utils.data.Dataset):
         xyxy = clipped
         big = ~bad & (xyxy[:, 2:] - xyxy[:, :2] > min_box_size).all(axis=1)
         keep = ~ignored & big
+        # every box left out, by name and why (``resdet data check`` reports them by kind)
+        self.box_problems += [(box_name(j), f"is at most {min_box_size:g} px wide or high after "
+                               "clipping (too small to train on)")
+                              for j in np.flatnonzero(~ignored & ~big & ~bad)]
         kept_rows = rows[keep]
         by_image = np.argsort(kept_rows, kind="stable")  # file order within an image
         counts = np.bincount(kept_rows, minlength=len(image_ids))
@@ -208,6 +212,7 @@ class DetectionDataset(torch.utils.data.Dataset):
         reasons = bad_box_reasons(xyxy, hw)
         bad = reasons != ""
         found = np.flatnonzero(bad)
+        self.box_problems = [(box_name(j), str(reasons[j])) for j in found]
         if policy == "error" and len(found):
             j = found[0]
             raise DatasetError(f"{source}: {box_name(j)} {reasons[j]} (data.on_bad_annotation: "
@@ -239,6 +244,12 @@ class DetectionDataset(torch.utils.data.Dataset):
         """``(offsets (N + 1,), labels (B,))``: the labels of image ``i``'s kept boxes are
         ``labels[offsets[i]:offsets[i + 1]]`` (no decoding; for repeat-factor sampling)."""
         return self._offsets, self._labels
+
+    @property
+    def annotated_boxes(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(offsets (N + 1,), boxes (B, 4))``: image ``i``'s kept boxes (xyxy, clipped, in
+        original pixels) are ``boxes[offsets[i]:offsets[i + 1]]`` (no decoding)."""
+        return self._offsets, self._boxes
 
     @property
     def num_dropped_boxes(self) -> int:

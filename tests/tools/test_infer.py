@@ -50,6 +50,14 @@ def _images(folder: Path, n: int, size=(72, 100)) -> list[np.ndarray]:
     return images
 
 
+def _results(out: Path) -> dict[str, list]:
+    """detections.jsonl as ``{name: detections}``; a frame's name is ``<source>#<frame>``."""
+    lines = (out / infer.JSONL).read_text().splitlines()
+    entries = [json.loads(line) for line in lines]
+    return {e["source"] + (f"#{e['frame']}" if "frame" in e else ""): e["detections"]
+            for e in entries}
+
+
 def _read_rgb(path: Path) -> np.ndarray:
     return cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
 
@@ -62,8 +70,8 @@ def test_images_from_folder_and_glob_are_drawn_with_json(checkpoint, tmp_path, c
                        str(tmp_path / "in" / "img0.png"), str(tmp_path / "in" / "img[12].png"),
                        "--output", str(out), "--score-thr", "0.0", "--batch", "2"])
     assert code == 0
-    assert "3 of 3 file(s)" in capsys.readouterr().out
-    results = json.loads((out / "detections.json").read_text())
+    assert "3 of 3 input(s)" in capsys.readouterr().out
+    results = _results(out)
     assert sorted(results) == ["img0.png", "img1.png", "img2.png"]
     expected = Predictor(config, weights=weights, score_thresh=0.0)(images[1])
     dets = results["img1.png"]
@@ -116,7 +124,7 @@ def test_video_round_trip(checkpoint, tmp_path):
     out = tmp_path / "out"
     assert infer.main(["--config", str(config), "--weights", str(weights), "--input", str(video),
                        "--output", str(out), "--score-thr", "0.0", "--batch", "2"]) == 0
-    results = json.loads((out / "detections.json").read_text())
+    results = _results(out)
     assert sorted(results) == [f"clip.mp4#{i}" for i in range(5)]
     assert all(len(dets) == 3 for dets in results.values())
     frames = _read_frames(out / "clip.mp4")
@@ -136,7 +144,7 @@ def test_unreadable_inputs_reported_by_name(checkpoint, tmp_path, capsys):
     assert "broken.jpg" in err and "broken.mp4" in err and "missing.png" in err
     assert err.endswith("error: 3 input(s) skipped (listed above)\n")
     assert (out / "img0.png").is_file()
-    assert list(json.loads((out / "detections.json").read_text())) == ["img0.png"]
+    assert list(_results(out)) == ["img0.png"]
 
 
 def test_missing_weights_is_a_clear_error(tmp_path, capsys):
@@ -163,7 +171,7 @@ def test_camera_index_with_max_frames(checkpoint, tmp_path, monkeypatch):
     assert infer.main(["--weights", str(weights), "--input", "0", "--max-frames", "4",
                        "--output", str(out), "--score-thr", "0.0", "--batch", "3"]) == 0
     assert opened == [0]  # the camera index, as an int
-    results = json.loads((out / "detections.json").read_text())
+    results = _results(out)
     assert sorted(results) == [f"camera0#{i}" for i in range(4)]
     assert len(_read_frames(out / "camera0.mp4")) == 4
 

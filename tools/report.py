@@ -1,0 +1,10 @@
+#!/usr/bin/env python
+"""``resdet report`` from a checkout: the code is detection/cli/report.py (--help)."""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, uninstalled
+from detection.cli.report import main  # noqa: E402
+
+if __name__ == "__main__":
+    sys.exit(main())
