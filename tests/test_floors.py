@@ -90,3 +90,26 @@ def test_model_files_import_only_backbones_and_each_other(name):
            if t.split(".")[0] in ("backbones", "detection")
            and not (t.startswith("backbones") or t in model)]
     assert bad == []
+
+
+def test_nothing_below_the_command_line_imports_it():
+    """``detection.cli`` (the ``resdet`` subcommands) is the top floor of the package: no
+    library module imports it, so everything it does is callable without it."""
+    def allowed(me, t):
+        return me.startswith("detection.cli") or not t.startswith("detection.cli")
+    assert violations("detection", allowed) == []
+    assert violations("backbones", allowed) == []
+
+
+def test_the_tools_are_thin_wrappers_of_the_command_line():
+    """``tools/*.py`` import only ``detection.cli`` and define nothing: no tool logic lives only
+    there (each runs the ``main`` of a ``resdet`` subcommand)."""
+    scripts = sorted((REPO / "tools").glob("*.py"))
+    assert len(scripts) >= 14
+    for path in scripts:
+        targets = [t for _, t in imports(path) if t.split(".")[0] in ("backbones", "detection")]
+        assert targets and all(t.startswith("detection.cli") for t in targets), path.name
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        defined = [n for n in ast.walk(tree)
+                   if isinstance(n, (ast.FunctionDef, ast.ClassDef, ast.AsyncFunctionDef))]
+        assert defined == [], path.name

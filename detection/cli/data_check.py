@@ -32,7 +32,8 @@ def build_parser(prog: str | None = None) -> ArgumentParser:
     p = ArgumentParser(prog=prog, description=__doc__)
     add_config_options(p, required=True)
     p.add_argument("--output", metavar="FILE",
-                   help="the JSON report to write (default: <output_dir>/data_check.json)")
+                   help="the JSON file to write the report to (default: "
+                        "<output_dir>/data_check.json)")
     p.add_argument("--workers", type=int, default=2,
                    help="processes reading images (default: 2; 0: this process)")
     p.add_argument("--strict", action="store_true",
