@@ -73,6 +73,7 @@ def main(argv: Optional[list[str]] = None, prog: str | None = None) -> int:
     if args.split == "train":  # every image, empty ones too: they are what training skips
         cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, filter_empty=False))
     dataset = (build_train_dataset if args.split == "train" else build_test_dataset)(cfg)
+    dataset.train = False  # a bad image is skipped (named in a warning), not replaced
     written = browse(dataset, Path(args.output), num=args.num, seed=args.seed)
     print(f"{len(written)} {args.split} image(s) with their boxes drawn -> {args.output}")
     return 0
