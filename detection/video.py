@@ -23,7 +23,8 @@ __all__ = ["VideoWriter", "h264_available", "open_video_writer"]
 # x264 options: constant quality (crf 23, its default) at a fast preset; a key frame (and so a
 # complete MP4 fragment) at least every 2 s of video
 _X264 = {"crf": "23", "preset": "veryfast"}
-_FRAGMENTED = {"movflags": "frag_keyframe+empty_moov+default_base_moof"}
+# a fragment at every key frame, each written out as soon as it is complete
+_FRAGMENTED = {"movflags": "frag_keyframe+empty_moov+default_base_moof", "flush_packets": "1"}
 
 
 class VideoWriter(Protocol):

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 from pathlib import Path
 from typing import IO, Optional
@@ -41,7 +40,6 @@ import numpy as np
 from tqdm import tqdm
 
 from ..data.base import DatasetError, decode_image
-from ..engine.runlog import LOGGER_NAME
 from ..media import (VIDEO_SUFFIXES, coco_image_ids, coco_results, expand_inputs, is_live,
                      live_name, open_capture, read_frames)
 from ..predictor import Predictor
@@ -138,7 +136,7 @@ def run_video(capture: cv2.VideoCapture, name: str, out: Path, stream: Stream) -
                 if writer is None and stream.draw:
                     h, w = frames[0].shape[:2]
                     writer = open_video_writer(out, fps=fps, size=(w, h))
-                    logging.getLogger(LOGGER_NAME).info("%s -> %s: %s", name, out, writer.codec)
+                    print(f"{name} -> {out}: {writer.codec}", flush=True)
                 for frame, result in zip(frames, stream.detect(frames)):
                     stream.record(name, result, frame=index)
                     if writer is not None:
