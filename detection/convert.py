@@ -34,10 +34,17 @@ from .config import Config, config_to_dict
 from .faster_rcnn import FasterRCNN
 from .fpn import FPN
 
-__all__ = ["convert_state_dict", "to_torchvision_state_dict", "read_torchvision_checkpoint",
-           "convert_checkpoint", "torchvision_twin"]
+__all__ = ["TORCHVISION_COCO_FILE", "TORCHVISION_COCO_URL", "convert_state_dict",
+           "to_torchvision_state_dict", "read_torchvision_checkpoint", "convert_checkpoint",
+           "torchvision_twin"]
 
 # torchvision prefix -> ours (first match wins)
+#: torchvision's published COCO detector (FasterRCNN_ResNet50_FPN_Weights.COCO_V1): the file to
+#: obtain for detections without training (docs/inference.md), and where it is published
+TORCHVISION_COCO_FILE = "fasterrcnn_resnet50_fpn_coco-258fb6c6.pth"
+TORCHVISION_COCO_URL = f"https://download.pytorch.org/models/{TORCHVISION_COCO_FILE}"
+
+
 _PREFIXES = [
     ("backbone.body.", "backbone.bottom_up."),
     ("backbone.fpn.", "backbone.fpn."),
@@ -79,7 +86,11 @@ def to_torchvision_state_dict(state: dict[str, Tensor]) -> dict[str, Tensor]:
 def read_torchvision_checkpoint(src: str | os.PathLike) -> dict[str, Tensor]:
     """A torchvision Faster R-CNN state_dict (or references/detection training checkpoint)."""
     if not os.path.isfile(src):
-        raise FileNotFoundError(f"torchvision checkpoint not found: {src}")
+        raise FileNotFoundError(
+            f"torchvision checkpoint not found: {src} (nothing is downloaded here: get "
+            f"torchvision's COCO detector, {TORCHVISION_COCO_URL}, where there is a network, "
+            f"then: resdet convert torchvision {TORCHVISION_COCO_FILE} tv_r50_fpn.pth; "
+            "resdet infer --weights tv_r50_fpn.pth --input photo.jpg --output out/)")
     try:
         state = torch.load(src, map_location="cpu", weights_only=True)
     except Exception as e:  # a truncated file, a pickle of arbitrary objects, ...

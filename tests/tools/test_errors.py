@@ -55,4 +55,5 @@ def test_the_exit_status_and_stderr_of_a_real_process():
                           cwd=ROOT, capture_output=True, text=True, timeout=300,
                           env=dict(os.environ, OMP_NUM_THREADS="1"))
     assert proc.returncode == 2
-    assert proc.stderr == "error: torchvision checkpoint not found: nope.pth\n"
+    assert proc.stderr.startswith("error: torchvision checkpoint not found: nope.pth (")
+    assert proc.stderr.count("\n") == 1 and "download.pytorch.org" in proc.stderr
