@@ -1,12 +1,14 @@
-"""README's "Train on your own dataset", run as written on a generated dataset.
+"""The docs' "Your own data" (docs/own_data.md), run as written on a generated dataset.
 
-The config block and the commands are taken from README.md (the test fails when they change
-there); they run in-process, from a scratch folder that holds ``my_data/`` (the synthetic shapes
-in the layout the README shows), ``configs/`` and ImageNet-named ResNet-50 weights in its own
-torch hub cache, so every relative path resolves as it would for a user. Only the run's size is
-scaled down, by ``--set`` options appended to every command (``SMALL``): one iteration on 64 px
-images with narrower FPN and box head instead of 3000 on 512 px. The fine-tuning command runs
-on the config without its ``test:`` line (README's next step), which saves a run.
+The config block and the commands are taken from the page (the test fails when they change
+there); they run in-process through ``resdet``'s entry point, from a scratch folder that holds
+only ``my_data/`` (the synthetic shapes in the layout the page shows) and ImageNet-named
+ResNet-50 weights in its own torch hub cache, so every relative path resolves as it would for a
+user, and the config's ``_base_`` is found among the shipped configs (no ``configs/`` there).
+Only the run's size is scaled down, by ``--set`` options appended to every command (``SMALL``):
+one iteration on 64 px images with narrower FPN and box head instead of 3000 on 512 px. The
+fine-tuning command runs on the config without its ``test:`` line (the page's next step), which
+saves a run.
 """
 from __future__ import annotations
 
@@ -20,9 +22,10 @@ import torch
 import torchvision
 import yaml
 
-from tool_loader import load_tool
+from detection.cli.main import main as resdet
 
 REPO = Path(__file__).resolve().parents[2]
+PAGE = REPO / "docs" / "own_data.md"
 SMALL = ["solver.max_iter=1", "solver.ims_per_batch=2", "solver.warmup_iters=1",
          "data.input.min_size_train=[64]", "data.input.max_size_train=96",
          "data.input.min_size_test=64", "data.input.max_size_test=96", "data.num_workers=0",
@@ -32,31 +35,31 @@ SMALL = ["solver.max_iter=1", "solver.ims_per_batch=2", "solver.warmup_iters=1",
 
 
 def _section() -> str:
-    text = (REPO / "README.md").read_text(encoding="utf-8")
-    start = text.index("## Train on your own dataset")
-    return text[start:text.index("\n## ", start + 1)]
+    """The walkthrough: from the data to training and evaluating (the page's first part)."""
+    text = PAGE.read_text(encoding="utf-8")
+    start = text.index("## 1. The data")
+    return text[start:text.index("\n## COCO format", start)]
 
 
 def _commands(section: str) -> list[list[str]]:
-    """The ``python tools/...`` lines of the bash blocks (continuations joined), split."""
+    """The ``resdet ...`` lines of the bash blocks (continuations joined), split."""
     blocks = re.findall(r"```bash\n(.*?)```", section, flags=re.S)
     lines = "\n".join(blocks).replace("\\\n", " ").splitlines()
-    return [shlex.split(line) for line in lines if line.startswith("python tools/")]
+    return [shlex.split(line) for line in lines if line.startswith("resdet ")]
 
 
 def _run(args: list[str], extra: list[str] = ()) -> int:
-    """``python tools/<name>.py ARGS`` in-process, with ``SMALL`` (and ``extra``) appended."""
-    assert args[0] == "python" and args[1].startswith("tools/")
-    tool = load_tool(Path(args[1]).stem)
-    return tool.main([*args[2:], "--set", *SMALL, *extra])
+    """``resdet ARGS`` in-process, with ``SMALL`` (and ``extra``) appended."""
+    assert args[0] == "resdet"
+    return resdet([*args[1:], "--set", *SMALL, *extra])
 
 
 @pytest.fixture
 def scratch(tmp_path, monkeypatch, synthetic_coco):
-    """A folder like the user's: my_data/ (train/, val/, annotations/), configs/, and the
-    ResNet-50 ImageNet file where torchvision would download it."""
+    """A folder like the user's: my_data/ (train/, val/, annotations/) and the ResNet-50
+    ImageNet file where torchvision would download it; no configs/ (the shipped ones are
+    found by name)."""
     os.symlink(synthetic_coco.root, tmp_path / "my_data")
-    os.symlink(REPO / "configs", tmp_path / "configs")
     hub = tmp_path / "torch" / "hub" / "checkpoints"
     hub.mkdir(parents=True)
     torch.manual_seed(0)
@@ -72,9 +75,9 @@ def test_the_walkthrough_runs_as_written(scratch, capsys, detection_log, one_thr
     (scratch / "my_data.yaml").write_text(config)
     commands = _commands(section)
     train, evaluate, finetune = (shlex.split(c) for c in (
-        "python tools/train.py --config my_data.yaml",
-        "python tools/eval.py --config my_data.yaml --weights output/my_data/last.pth",
-        "python tools/train.py --config my_data.yaml --set model.weights=output/my_data/last.pth"
+        "resdet train --config my_data.yaml",
+        "resdet eval --config my_data.yaml --weights output/my_data/last.pth",
+        "resdet train --config my_data.yaml --set model.weights=output/my_data/last.pth"
         " output_dir=output/my_data_finetuned"))
     assert train in commands and evaluate in commands and finetune in commands
 
@@ -110,6 +113,6 @@ def test_every_backbone_choice_of_the_table_loads(tmp_path):
     assert len(rows) == 4
     for base, names in rows:
         for name in re.findall(r"`(\w+)`", names):
-            (tmp_path / "choice.yaml").write_text(f"_base_: {REPO}/configs/_base_/models/{base}"
+            (tmp_path / "choice.yaml").write_text(f"_base_: configs/_base_/models/{base}"
                                                   f"\nmodel:\n  backbone: {{name: {name}}}\n")
             assert load_config(tmp_path / "choice.yaml").model.backbone.name == name

@@ -1,0 +1,99 @@
+"""The documentation site builds with ``mkdocs build --strict`` (every link and page in order),
+and its generated parts hold what the code and the data hold."""
+from __future__ import annotations
+
+import dataclasses
+import html
+import re
+import subprocess
+import sys
+import typing
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+mkdocs = pytest.importorskip(
+    "mkdocs", reason='mkdocs is not installed: pip install -e ".[docs]" (part of ".[dev]")')
+pytest.importorskip("material", reason='mkdocs-material is not installed: pip install -e '
+                                       '".[docs]" (part of ".[dev]")')
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("site")
+    proc = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir",
+                           str(out)], cwd=REPO, capture_output=True, text=True, timeout=300,
+                          env={"NO_MKDOCS_2_WARNING": "1", "PATH": "/usr/bin:/bin",
+                               "PYTHONPATH": str(REPO), "HOME": str(out)})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return out
+
+
+def _text(site: Path, page: str) -> str:
+    raw = (site / page / "index.html").read_text(encoding="utf-8")
+    return html.unescape(re.sub(r"<[^>]+>", "", raw))
+
+
+def test_every_page_of_the_nav_is_built(site):
+    import yaml
+
+    nav = yaml.safe_load((REPO / "mkdocs.yml").read_text())["nav"]
+    pages = [next(iter(item.values())) for item in nav]
+    assert len(pages) >= 15
+    for page in pages:
+        folder = "" if page == "index.md" else page.removesuffix(".md")
+        assert (site / folder / "index.html").is_file(), page
+
+
+def test_the_config_reference_lists_every_key_with_its_default(site):
+    from detection.config import schema
+
+    text = _text(site, "configs")
+
+    def keys(cls, prefix=""):
+        for f in dataclasses.fields(cls):
+            hint = typing.get_type_hints(cls)[f.name]
+            if dataclasses.is_dataclass(hint):
+                yield from keys(hint, f"{prefix}{f.name}.")
+            else:
+                yield f"{prefix}{f.name}", f
+    found = list(keys(schema.Config))
+    assert len(found) > 80
+    for key, f in found:
+        assert key in text, key
+    # a comment of the schema is there, beside its key
+    assert re.search(r"model\.backbone\.stride_in_1x1\s*bool\s*false\s*true for MSRA", text)
+
+
+def test_figures_are_rendered_from_the_data(site):
+    from detection.resources import read_results
+
+    refs = read_results("references.yaml")["configs"]
+    zoo = _text(site, "model_zoo")
+    assert f"box AP {refs['coco/msra/faster_rcnn_R_50_FPN_1x']['box_ap']}" in zoo
+    quick = read_results("quickstart.yaml")
+    start = " ".join(_text(site, "getting_started").split())
+    fresh = quick["fresh_run"]
+    assert f"mAP@.5 {fresh['mAP50']}, mAP@[.5,.95] {fresh['mAP']}" in start
+    for run in quick["seeds"]["runs"]:
+        assert f"{run['seed']} {run['mAP50']} {run['mAP']} {run['wall_s']}" in start
+    # the Markdown sources copy none of them
+    source = (REPO / "docs" / "model_zoo.md").read_text()
+    assert str(refs["coco/msra/faster_rcnn_R_50_FPN_1x"]["box_ap"]) not in source
+
+
+def test_the_first_inference_page_names_the_published_file():
+    from detection.convert import TORCHVISION_COCO_FILE, TORCHVISION_COCO_URL
+
+    page = (REPO / "docs" / "inference.md").read_text()
+    assert TORCHVISION_COCO_URL in page
+    assert f"resdet convert torchvision {TORCHVISION_COCO_FILE} tv_r50_fpn.pth" in page
+    assert "resdet infer --weights tv_r50_fpn.pth --input photo.jpg --output out/" in page
+
+
+def test_readme_is_a_front_page():
+    assert len((REPO / "README.md").read_text().splitlines()) <= 150
+    readme = (REPO / "README.md").read_text()
+    for page in re.findall(r"\(docs/([\w.]+\.md)\)", readme):
+        assert (REPO / "docs" / page).is_file(), page
