@@ -16,7 +16,7 @@ other norm (BN, GN, SyncBN) runs as usual: `norm(conv(x))`.
 
 **NCHW weight gradient.** On the CPU, oneDNN's weight-gradient kernels for channels-last inputs
 of k > 1 convolutions are several times slower than for NCHW ones, while its channels-last
-forward and input-gradient kernels are as fast or faster (README, "Speed against torchvision").
+forward and input-gradient kernels are as fast or faster (docs/benchmarks.md).
 `Conv2d` (an `nn.Conv2d` with the same parameters) keeps the channels-last forward and input
 gradient and computes the weight gradient from NCHW copies of its input and output gradient, when
 training on the CPU with channels-last maps. Elsewhere (CUDA, NCHW inputs, 1x1 kernels,

@@ -12,7 +12,7 @@ images throughout; detections are rescaled to ``original_sizes`` when given, as 
 
 With ``channels_last`` (the default) the batch is laid out ``(N, H, W, 3)`` in memory, so every
 convolution of the backbone, FPN and RPN runs on channels-last maps (equal results up to float
-rounding; README's "Speed against torchvision" gives the speed-up), and the 4-D weights are
+rounding; docs/benchmarks.md gives the speed-up), and the 4-D weights are
 channels-last too (no per-call weight reorder; gradients in the parameters' own layout, as DDP's
 buckets expect).
 """

@@ -81,7 +81,8 @@ def main(argv: Optional[list[str]] = None, prog: str | None = None) -> int:
     if tasks:
         device = str(resolve_device(args.device))
         result = run_benchmark(load_config(args.config, args.set), tasks=tasks,
-                               device=device, amp=args.amp, batch=args.batch, iters=args.iters, warmup=args.warmup, size=args.size,
+                               device=device, amp=args.amp, batch=args.batch,
+                               iters=args.iters, warmup=args.warmup, size=args.size,
                                threads=args.threads, weights=args.weights,
                                compare_torchvision=args.compare_torchvision,
                                config_path=args.config, onnx=args.onnx)

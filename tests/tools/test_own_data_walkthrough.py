@@ -90,7 +90,7 @@ def test_the_walkthrough_runs_as_written(scratch, capsys, detection_log, one_thr
     assert _run(evaluate) == 0
     assert "mAP@.5 = " in capsys.readouterr().out
 
-    # fine-tuning from that run, and (saving a run) as README's "leave out the `test:` line":
+    # fine-tuning from that run, and (saving a run) as the page's "leave out the `test:` line":
     # training without evaluation, and a message saying so
     assert "leave out the `test:` line" in section
     (scratch / "my_data.yaml").write_text("".join(
