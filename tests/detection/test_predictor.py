@@ -119,6 +119,22 @@ def test_file_paths_are_read_as_rgb(tiny, tmp_path):
         predictor([image, str(tmp_path / "missing.jpg")])
 
 
+def test_pil_images_are_converted_to_rgb(tiny):
+    from PIL import Image
+
+    predictor = Predictor(tiny["config"], weights=tiny["weights"])
+    image = _image(5)
+    from_array = predictor(image)
+    rgba = Image.fromarray(image).convert("RGBA")  # alpha dropped, as for a file
+    np.testing.assert_array_equal(predictor(Image.fromarray(image))["boxes"], from_array["boxes"])
+    in_a_batch = predictor([rgba, image])[0]  # padded with the other image: float noise only
+    np.testing.assert_allclose(in_a_batch["boxes"], from_array["boxes"], atol=1e-3)
+    np.testing.assert_array_equal(in_a_batch["labels"], from_array["labels"])
+    gray = predictor(Image.fromarray(image[:, :, 0]))  # "L": replicated to three channels
+    expected = predictor(np.repeat(image[:, :, :1], 3, axis=2))
+    np.testing.assert_array_equal(gray["scores"], expected["scores"])
+
+
 def test_onnxruntime_backend_gives_the_same_results(exported, tmp_path, one_thread):
     ex = exported("fpn")
     torch_pred = Predictor(None, weights=ex.weights)

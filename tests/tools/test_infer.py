@@ -229,3 +229,40 @@ def test_bad_option_combinations(checkpoint, tmp_path, capsys):
         infer.main(["--weights", str(weights), "--onnx", "m.onnx", "--input", "x.png",
                     "--output", str(tmp_path)])
     assert "not allowed with argument" in capsys.readouterr().err
+
+
+def test_classes_and_no_draw(checkpoint, tmp_path, capsys):
+    config, weights = checkpoint
+    images = _images(tmp_path / "in", 2)
+    out = tmp_path / "out"
+    assert infer.main(["--weights", str(weights), "--input", str(tmp_path / "in"), "--output",
+                       str(out), "--score-thr", "0.0", "--classes", "DOG", "9",
+                       "--no-draw"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["detections.jsonl"]  # nothing drawn
+    results = _results(out)
+    everything = Predictor(config, weights=weights, score_thresh=0.0)(images)
+    for name, expected in zip(("img0.png", "img1.png"), everything):
+        kept = [int(c) for c in expected["labels"] if c in (5, 9)]
+        assert [d["category_id"] for d in results[name]] == kept
+        assert {d["category_name"] for d in results[name]} <= {"dog", "fox"}
+    capsys.readouterr()
+    assert infer.main(["--weights", str(weights), "--input", str(tmp_path / "in"), "--output",
+                       str(out), "--classes", "wolf"]) == 2
+    assert "error: --classes: the model has no class 'wolf' (its classes: cat, dog, fox)" in (
+        capsys.readouterr().err)
+
+
+def test_without_pyav_the_video_is_mp4v_and_says_so(checkpoint, tmp_path, capsys, monkeypatch):
+    from detection import video as video_module
+
+    _, weights = checkpoint
+    monkeypatch.setattr(video_module, "h264_available", lambda: False)
+    clip = _write_video(tmp_path / "clip.mp4", 3)
+    assert infer.main(["--weights", str(weights), "--input", str(clip), "--output",
+                       str(tmp_path / "out")]) == 0
+    assert "mp4v (OpenCV; browsers do not play it" in capsys.readouterr().out
+    import av
+
+    with av.open(str(tmp_path / "out" / "clip.mp4")) as container:
+        assert container.streams.video[0].codec_context.name == "mpeg4"  # MPEG-4 Part 2: mp4v
+    assert len(_read_frames(tmp_path / "out" / "clip.mp4")) == 3
