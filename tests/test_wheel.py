@@ -9,6 +9,7 @@ config (its ``_base_`` found among the shipped configs).
 """
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import shutil
@@ -27,6 +28,18 @@ TINY = ["data.synthetic.num_train=8", "data.synthetic.num_val=4", "data.syntheti
         "data.input.min_size_test=64", "data.input.max_size_test=64", "solver.ims_per_batch=2",
         "data.num_workers=0", "test.vis_images=1", "solver.warmup_iters=1",
         "model.rpn.post_nms_topk_test=20"]
+
+
+def _isolation() -> list[str]:
+    """Build with this environment's setuptools when it can make wheels (offline, fast), else
+    in pip's isolated build environment (which installs setuptools from the index)."""
+    try:
+        import setuptools
+    except ImportError:
+        return []
+    major_minor = tuple(int(v) for v in setuptools.__version__.split(".")[:2])
+    has_bdist_wheel = major_minor >= (70, 1) or importlib.util.find_spec("wheel") is not None
+    return ["--no-build-isolation"] if has_bdist_wheel else []
 
 
 def _run(args: list[str], cwd: Path, env: dict, timeout: float = 300) -> str:
@@ -51,8 +64,7 @@ def venv(tmp_path_factory) -> tuple[Path, dict]:
     env.update(OMP_NUM_THREADS="1", TORCH_HOME=str(root / "torch"),
                NO_ALBUMENTATIONS_UPDATE="1")
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check"]
-    _run([*pip, "wheel", "--no-deps", "--no-build-isolation", "-q", ".", "-w", str(root)],
-         src, env)
+    _run([*pip, "wheel", "--no-deps", *_isolation(), "-q", ".", "-w", str(root)], src, env)
     (wheel,) = root.glob("resdet-*.whl")
     _run([sys.executable, "-m", "venv", "--without-pip", str(root / "venv")], root, env)
     python = root / "venv" / "bin" / "python"

@@ -1,4 +1,4 @@
-"""detection/cli.py: one error style for every tool, and the run's log.txt."""
+"""detection/cli/common.py: one error style for every subcommand, and the run's log.txt."""
 
 from __future__ import annotations
 
