@@ -8,7 +8,11 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-__all__ = ["MissingExtraError", "UserError", "require"]
+__all__ = ["EXIT_BUG", "EXIT_USER_ERROR", "MissingExtraError", "UserError", "require"]
+
+#: exit statuses of every tool: a user error (one ``error:`` line), a bug (a traceback)
+EXIT_USER_ERROR = 2
+EXIT_BUG = 1
 
 
 class UserError(Exception):

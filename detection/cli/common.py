@@ -52,8 +52,8 @@ from typing import NoReturn, Optional, TextIO, Union
 from backbones.weights import WeightsError
 
 from ..engine.checkpoint import CheckpointError
-from ..errors import MissingExtraError, UserError
 from ..engine.trainer import NonFiniteLossError
+from ..errors import EXIT_BUG, EXIT_USER_ERROR, MissingExtraError, UserError
 
 __all__ = [
     "ArgumentParser", "MissingExtraError", "OPTIONS", "USER_ERRORS", "UserError", "add_option",
@@ -63,8 +63,6 @@ __all__ = [
 USER_ERRORS: tuple[type[BaseException], ...] = (
     UserError, ValueError, OSError, WeightsError, CheckpointError, pickle.UnpicklingError,
     NonFiniteLossError)
-EXIT_USER_ERROR = 2
-EXIT_BUG = 1
 
 
 def format_error(error: BaseException) -> str:

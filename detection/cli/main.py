@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 from typing import Optional
 
-from .common import EXIT_USER_ERROR
+from ..errors import EXIT_USER_ERROR
 
 __all__ = ["COMMANDS", "GROUPS", "command_module", "main", "summary", "version"]
 

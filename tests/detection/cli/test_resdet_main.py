@@ -2,11 +2,18 @@
 from any folder."""
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from detection.cli.main import COMMANDS, GROUPS, main, summary
 from detection.config import ConfigError, load_config
 from detection.resources import configs_root, find_config, list_configs
+
+REPO = Path(__file__).resolve().parents[3]
 
 
 def test_help_lists_every_subcommand_with_its_summary(capsys):
@@ -77,3 +84,14 @@ def test_the_shipped_list_has_no_base_parts():
     assert "quickstart" in names and "coco/msra/faster_rcnn_R_50_FPN_1x" in names
     assert not [n for n in names if "_base_" in n]
     assert find_config("_base_/models/faster_rcnn_R_50_C4") is not None
+
+
+def test_the_subcommand_table_prints_without_importing_torch():
+    """``resdet --help`` reads the summaries from source: a fraction of a second, not torch's
+    import (seconds on a loaded machine)."""
+    code = ("import sys; from detection.cli.main import main; main(['--help']); "
+            "assert 'torch' not in sys.modules, sorted(m for m in sys.modules if 'torch' in m)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert done.returncode == 0, done.stderr
+    assert "convert {torchvision,msra,dataset}" in done.stdout
