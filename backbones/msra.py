@@ -57,7 +57,8 @@ def read_caffe2_blobs(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """The ``{blob name: array}`` dict of a Detectron / MSRA ``.pkl`` (restricted unpickler)."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"MSRA weights file not found: {os.fspath(path)} (Detectron2 "
-                                "publishes R-50.pkl / R-101.pkl; docs/model_zoo.md, 'MSRA's weights')")
+                                "publishes R-50.pkl / R-101.pkl; docs/model_zoo.md, "
+                                "'MSRA's weights')")
     data = safe_load(path)
     source = os.fspath(path)
     if isinstance(data, dict) and "__author__" in data and "model" in data:

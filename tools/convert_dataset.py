@@ -1,5 +1,6 @@
 #!/usr/bin/env python
-"""``resdet convert dataset`` from a checkout: the code is detection/cli/convert_dataset.py (--help)."""
+"""``resdet convert dataset`` from a checkout: the code is
+detection/cli/convert_dataset.py (--help)."""
 import sys
 from pathlib import Path
 

@@ -1,5 +1,6 @@
 #!/usr/bin/env python
-"""``resdet convert torchvision`` from a checkout: the code is detection/cli/convert_torchvision.py (--help)."""
+"""``resdet convert torchvision`` from a checkout: the code is
+detection/cli/convert_torchvision.py (--help)."""
 import sys
 from pathlib import Path
 

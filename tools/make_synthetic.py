@@ -1,5 +1,6 @@
 #!/usr/bin/env python
-"""``resdet data synthetic`` from a checkout: the code is detection/cli/data_synthetic.py (--help)."""
+"""``resdet data synthetic`` from a checkout: the code is
+detection/cli/data_synthetic.py (--help)."""
 import sys
 from pathlib import Path
 

@@ -45,8 +45,9 @@ def test_errors_are_one_line_with_exit_code_2(tmp_path, capsys):
 
 def test_a_converted_coco_detector_fine_tunes_to_classes_of_the_same_names(tv_state):
     """The fine-tuning step of docs/own_data.md: what the tool converts (renamed tensors, COCO's
-    90 classes) as ``model.weights`` of the R-50-FPN base config with 3 classes of COCO names: every tensor
-    loaded, the rows of person / car / dog (COCO labels 1, 3, 18) and of the background copied."""
+    90 classes) as ``model.weights`` of the R-50-FPN base config with 3 classes of COCO names:
+    every tensor loaded, the rows of person / car / dog (COCO labels 1, 3, 18) and of the
+    background copied."""
     from pathlib import Path
 
     from detection.build import build_model
