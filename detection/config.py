@@ -249,8 +249,10 @@ class SolverConfig:
     warmup_iters: int = 1000
     warmup_factor: float = 0.001
     clip_grad_norm: Optional[float] = None
-    amp: bool = False  # CUDA only
-    amp_dtype: str = _choices("bf16", "fp16", default="bf16")
+    # reduced precision (detection/precision.py): false / true (CUDA autocast to amp_dtype, as
+    # before), "bf16" (bf16 autocast on any device), "auto" (bf16 on a CPU with native bf16)
+    amp: Union[bool, str] = _choices(False, True, "off", "bf16", "auto", default=False)
+    amp_dtype: str = _choices("bf16", "fp16", default="bf16")  # CUDA's, with amp: true
     checkpoint_period: int = 5000
 
 
@@ -263,6 +265,10 @@ class TestConfig:
     use_07_metric: bool = True  # voc: mAP is the VOC2007 11-point AP (else all-point)
     # COCOEvaluator(backend=...): faster-coco-eval, or the reference pycocotools (same numbers)
     evaluator_backend: str = _choices("faster", "pycocotools", default="faster")
+    # inference precision (detection/precision.py): "auto" = bf16 autocast on a CPU with native
+    # bf16 (AMX / AVX512-BF16), float32 elsewhere (CUDA: as solver.amp); off; "bf16" (YAML
+    # reads a bare off as false: both mean float32)
+    amp: Union[bool, str] = _choices("auto", "off", False, "bf16", default="auto")
 
 
 @dataclass
@@ -441,9 +447,14 @@ def _check(value: Any, hint: Any, dotted: str, source: str) -> Any:
     origin = typing.get_origin(hint)
     if origin is Union:
         args = [a for a in typing.get_args(hint) if a is not type(None)]
-        if value is None:
+        if value is None and len(args) < len(typing.get_args(hint)):
             return None
-        return _check(value, args[0], dotted, source)
+        for arg in args[:-1]:  # Union[bool, str]: the first type that fits
+            try:
+                return _check(value, arg, dotted, source)
+            except ConfigError:
+                pass
+        return _check(value, args[-1], dotted, source)
     if dataclasses.is_dataclass(hint):
         if value is None:  # an empty section (`solver:` with every key commented out)
             value = {}

@@ -30,6 +30,7 @@ from detection.engine.logging import LOGGER_NAME, MetricsWriter
 from detection.engine.schedule import WarmupLRScheduler
 from detection.engine.setup import build_optimizer
 from detection.engine.trainer import Trainer
+from detection.precision import training_precision
 
 __all__ = ["backbone_options", "build_classifier", "build_datasets", "build_pretrainer",
            "export", "final_test", "prepare_data"]
@@ -151,6 +152,7 @@ def build_pretrainer(cfg: PretrainConfig, *, device: torch.device, resume: bool 
     seed_all(cfg.seed)  # the same initial weights on every process
     model = build_classifier(cfg, num_classes=cfg.model.num_classes).to(device)
     s = cfg.solver
+    amp = training_precision(s.amp, s.amp_dtype, device)  # solver.amp: bool, "bf16", "auto"
     optimizer = build_optimizer(cfg, model)  # solver.optimizer: SGD or AdamW, as for detection
     scheduler = WarmupLRScheduler(optimizer, max_iter=s.max_iter, schedule=s.lr_schedule,
                                   steps=s.steps, gamma=s.gamma, warmup_iters=s.warmup_iters,
@@ -159,7 +161,7 @@ def build_pretrainer(cfg: PretrainConfig, *, device: torch.device, resume: bool 
         val_set, batch_size=_images_per_process(cfg.test.ims_per_batch, "test.ims_per_batch"),
         num_workers=cfg.data.num_workers)
     evaluate = ClassificationInference(
-        data_loader=test_loader, device=device, amp=s.amp, amp_dtype=s.amp_dtype,
+        data_loader=test_loader, device=device, **amp.trainer_args(),
         evaluator=ClassificationEvaluator(num_classes=cfg.model.num_classes))
     start = int(ckpt["iteration"]) if ckpt else 0
     seed_all(cfg.seed + du.get_rank())
@@ -174,7 +176,7 @@ def build_pretrainer(cfg: PretrainConfig, *, device: torch.device, resume: bool 
         model=model, optimizer=optimizer, scheduler=scheduler, data_loader=train_loader,
         max_iter=s.max_iter, output_dir=out, device=device, evaluate=evaluate,
         checkpoint_period=s.checkpoint_period, eval_period=cfg.test.eval_period,
-        log_period=cfg.log_period, amp=s.amp, amp_dtype=s.amp_dtype,
+        log_period=cfg.log_period, **amp.trainer_args(),
         clip_grad_norm=s.clip_grad_norm, writer=writer, best_metric="top1",
         extra_state={"config": config_to_dict(cfg), "classes": train_set.classes},
         prepare_batch=classification_inputs)

@@ -19,6 +19,7 @@ from backbones.weights import IMAGENET_WEIGHTS
 
 from ..build import build_model, check_trainable_norm
 from ..config import Config, config_to_dict, existing_path, save_config
+from ..precision import inference_precision, training_precision
 from . import distributed as du
 from .checkpoint import load_checkpoint, seed_all
 from .logging import LOGGER_NAME, MetricsWriter
@@ -283,10 +284,13 @@ def _build_inference(cfg: Config, train_set, device: torch.device):
         raise ValueError(f"{dataset_source(cfg, train=False)} has other categories than "
                          f"{dataset_source(cfg, train=True)}: {test_set.classes} vs "
                          f"{train_set.classes}")
+    amp = inference_precision(cfg.test.amp, device, solver_amp=cfg.solver.amp,
+                              amp_dtype=cfg.solver.amp_dtype)
+    logging.getLogger(LOGGER_NAME).info("evaluation runs in %s", amp.describe())
     return DatasetInference(
         data_loader=build_test_loader(cfg, test_set),
         evaluator=build_evaluator(cfg, train_set.classes), device=device,
-        amp=cfg.solver.amp, amp_dtype=cfg.solver.amp_dtype, keep=cfg.test.vis_images), test_set
+        keep=cfg.test.vis_images, **amp.trainer_args()), test_set
 
 
 RUN_FILES = ("last.pth", "best.pth", "metrics.jsonl", "eval.json", "coco_results.json",
@@ -372,12 +376,14 @@ def build_trainer(cfg: Config, *, device: torch.device, resume: bool = False
             if dataset is not None:
                 writer.write({"type": "data", "iteration": start, "split": split,
                               **dataset.stats})
+    amp = training_precision(cfg.solver.amp, cfg.solver.amp_dtype, device)
+    log.info("training runs in %s", amp.describe())
     trainer = Trainer(
         model=model, optimizer=optimizer, scheduler=scheduler,
         data_loader=build_train_loader(cfg, train_set, start_iter=start),
         max_iter=cfg.solver.max_iter, output_dir=out, device=device, evaluate=inference,
         checkpoint_period=cfg.solver.checkpoint_period, eval_period=cfg.test.eval_period,
-        log_period=cfg.log_period, amp=cfg.solver.amp, amp_dtype=cfg.solver.amp_dtype,
+        log_period=cfg.log_period, **amp.trainer_args(),
         clip_grad_norm=cfg.solver.clip_grad_norm, writer=writer,
         extra_state={"config": config_to_dict(cfg), "classes": train_set.classes})
     if ckpt is not None:
