@@ -10,7 +10,9 @@
 Inputs: image files, folders (their images and videos), glob patterns, video files, a camera
 index (``0``) and stream URLs (``rtsp://...``, ``http://...``); ``--max-frames N`` stops each
 video, camera or stream after N frames. ``--onnx model.onnx`` runs a file of
-``tools/export.py`` with ONNX Runtime instead of a checkpoint. Each image is written to
+``tools/export.py`` with ONNX Runtime instead of a checkpoint; ``--weights model.xml
+--backend openvino`` an OpenVINO IR (or ``.onnx``). ``--amp auto`` (default) runs bf16 where the
+CPU has native bf16 (AMX, AVX512-BF16), float32 elsewhere; ``--amp off`` forces float32. Each image is written to
 ``--output`` with its detections drawn (same file name), each video, camera or stream as
 ``<name>.mp4``, ``camera<i>.mp4``, ``stream.mp4`` (mp4v). ``detections.json`` maps every
 written image's file name (a frame: ``<video name>#<frame index>``, ``camera0#<frame index>``)
@@ -39,7 +41,8 @@ from detection.cli import ArgumentParser, UserError, tool_main  # noqa: E402
 from detection.data.coco import DatasetError, decode_image  # noqa: E402
 from detection.media import (VIDEO_SUFFIXES, coco_image_ids, coco_results,  # noqa: E402
                              expand_inputs, is_live, live_name, open_capture, read_frames)
-from detection.predictor import Predictor  # noqa: E402
+from detection.precision import AMP_MODES  # noqa: E402
+from detection.predictor import BACKENDS, Predictor  # noqa: E402
 from detection.visualize import draw_detections  # noqa: E402
 
 def _out_name(path: Path, suffix: str, used: set[str]) -> str:
@@ -121,7 +124,8 @@ def run(args: argparse.Namespace) -> int:
         image_ids = coco_image_ids(args.annotations) if args.save_coco else None
         predictor = Predictor(args.config, weights=args.onnx or args.weights, device=args.device,
                               score_thresh=args.score_thr, batch_size=args.batch,
-                              backend="onnxruntime" if args.onnx else "torch")
+                              backend=args.backend, amp=args.amp, threads=args.threads)
+        print(f"backend {args.backend}: {predictor.precision}")
         for source in live:  # before any work: a camera or stream that fails stops the tool
             captures[source] = open_capture(source)
     except BaseException:  # tool_main prints a user error as one line
@@ -181,8 +185,16 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser = ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", help="YAML config (default: the one in the checkpoint)")
     model = parser.add_mutually_exclusive_group(required=True)
-    model.add_argument("--weights", help="checkpoint (.pth)")
-    model.add_argument("--onnx", help="a file of tools/export.py, run with ONNX Runtime")
+    model.add_argument("--weights", help="checkpoint (.pth); with --backend openvino an .xml "
+                                         "or .onnx file, with onnxruntime an .onnx file")
+    model.add_argument("--onnx", help="a file of tools/export.py, run with ONNX Runtime "
+                                      "(--weights FILE --backend onnxruntime)")
+    parser.add_argument("--backend", choices=BACKENDS, default=None,
+                        help="torch (default), onnxruntime or openvino")
+    parser.add_argument("--amp", choices=AMP_MODES, default="auto",
+                        help="auto (default): bf16 on a CPU with native bf16, else float32; "
+                             "off: float32; bf16")
+    parser.add_argument("--threads", type=int, help="ONNX Runtime / OpenVINO threads")
     parser.add_argument("--input", nargs="+", required=True,
                         help="image / video files, folders, glob patterns, a camera index "
                              "(0) or a stream URL (rtsp://...)")
@@ -203,8 +215,12 @@ def main(argv: Optional[list[str]] = None) -> int:
         parser.error("--batch and --max-frames must be at least 1")
     if bool(args.save_coco) != bool(args.annotations):
         parser.error("--save-coco and --annotations go together (image ids come from the json)")
-    if args.onnx and args.config:
-        parser.error("--config is for --weights: an .onnx file carries its own config")
+    if args.onnx and args.backend not in (None, "onnxruntime"):
+        parser.error("--onnx runs ONNX Runtime: for OpenVINO use --weights FILE --backend "
+                     "openvino")
+    args.backend = args.backend or ("onnxruntime" if args.onnx else "torch")
+    if args.config and args.backend != "torch":
+        parser.error("--config is for a checkpoint: an exported file carries its own config")
     return run(args)
 
 

@@ -82,6 +82,10 @@ class GraphDetector:
     def run(self, images: np.ndarray, image_sizes: np.ndarray) -> list[np.ndarray]:
         raise NotImplementedError
 
+    def describe(self) -> str:
+        """The runtime and its arithmetic, for the log."""
+        return "float32"
+
     def __call__(self, images: Sequence[Union[Tensor, np.ndarray]],
                  original_sizes: Optional[Sequence[tuple[int, int]]] = None
                  ) -> list[dict[str, Tensor]]:
@@ -145,6 +149,9 @@ class OnnxDetector(GraphDetector):
             raise ValueError(f"{path}: ONNX Runtime cannot load it: {e}") from None
         meta = read_metadata(self.session.get_modelmeta().custom_metadata_map, path)
         self._set_metadata(meta, path, score_thresh)
+
+    def describe(self) -> str:
+        return "ONNX Runtime float32"
 
     def run(self, images: np.ndarray, image_sizes: np.ndarray) -> list[np.ndarray]:
         """The graph itself: ``boxes, scores, labels, batch_index`` (flat, by image)."""
