@@ -147,8 +147,5 @@ def inference_precision(amp: str, device: Union[str, torch.device], *, solver_am
 
 def training_precision(amp: Union[str, bool], amp_dtype: str,
                        device: Union[str, torch.device]) -> Precision:
-    """Training (``solver.amp``); ``fp16`` needs CUDA (and its grad scaler)."""
-    p = resolve_precision(amp, device, cuda_dtype=amp_dtype if amp is True else None)
-    if p.dtype == torch.float16 and p.device_type != "cuda":
-        raise ValueError("solver.amp_dtype fp16 needs CUDA; use bf16 on a CPU")
-    return p
+    """Training (``solver.amp``): ``amp_dtype`` is CUDA's, with ``solver.amp: true``."""
+    return resolve_precision(amp, device, cuda_dtype=amp_dtype if amp is True else None)

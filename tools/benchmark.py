@@ -8,6 +8,9 @@
     python tools/benchmark.py --task eval --eval-images 5000 --iters 3
     python tools/benchmark.py --config configs/coco/faster_rcnn_R_50_FPN_1x.yaml --task model \\
         --size 512 --batch 1 --threads 2 --onnx output/r50_fpn_bench.onnx
+    python tools/benchmark.py --config configs/coco/faster_rcnn_R_50_FPN_torchvision.yaml \\
+        --task model train --size 512 --batch 1 --threads 2 --compare-torchvision \\
+        --backend torch,onnxruntime,openvino --amp auto --set model.backbone.weights=null
 
 Tasks: ``model`` (inference latency), ``train`` (one training step), ``data`` (training-loader
 throughput), ``eval`` (COCO evaluation of a COCO-val-sized synthetic result set by
@@ -20,6 +23,10 @@ its real work; see ``detection/benchmark/`` for what each number means. ``--onnx
 times that file in ONNX Runtime (CPU execution provider) with the same threads, alternating
 with PyTorch, and prints how much faster it is and how well its detections match: give the
 ``--weights`` it was exported from, or none (the random weights are then exported to FILE).
+``--backend torch,onnxruntime,openvino`` times the exported graph in both runtimes beside our
+model; ``--amp auto`` runs our model (and OpenVINO's precision hint) in bf16 where the CPU has
+native bf16, torchvision's twin staying float32; the header names the CPU and its bf16 support,
+and each runtime's detections are compared with our float32 model's (detection/benchmark/).
 """
 from __future__ import annotations
 
@@ -46,7 +53,14 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     p.add_argument("--eval-images", type=int, default=5000,
                    help="--task eval: images in the result set (COCO val2017: 5000)")
     p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
-    p.add_argument("--amp", action="store_true", help="autocast to solver.amp_dtype (CUDA)")
+    p.add_argument("--amp", nargs="?", const="cuda", default="off",
+                   choices=("off", "auto", "bf16", "cuda"),
+                   help="our model's precision: auto (bf16 on a CPU with native bf16, else "
+                        "float32), bf16, off (default); a bare --amp autocasts every PyTorch "
+                        "model to solver.amp_dtype on CUDA")
+    p.add_argument("--backend", default="torch", type=lambda v: tuple(v.split(",")),
+                   help="comma-separated: torch (always) and any of onnxruntime, openvino "
+                        "(--task model, CPU)")
     p.add_argument("--batch", type=int, default=2, help="images per batch (default: 2)")
     p.add_argument("--iters", type=int, default=10, help="timed iterations (default: 10)")
     p.add_argument("--warmup", type=int, default=2, help="untimed iterations first")
@@ -57,8 +71,9 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
     p.add_argument("--compare-torchvision", action="store_true",
                    help="also time torchvision's FasterRCNN with the same weights")
     p.add_argument("--onnx", metavar="FILE",
-                   help="also time this exported model in ONNX Runtime (--task model); "
-                        "without --weights, the benchmark's random weights are exported to it")
+                   help="the exported model for --backend onnxruntime / openvino (alone: "
+                        "--backend torch,onnxruntime); without --weights, the benchmark's "
+                        "random weights are exported to it")
     p.add_argument("--output", help="write the measurements to this JSON file")
     p.add_argument("--set", nargs="+", default=[], action="extend", metavar="KEY=VALUE",
                    help="override config keys, e.g. data.num_workers=4")
@@ -79,7 +94,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     tasks = tuple(t for t in args.task if t != "eval")
     if tasks:
         result = run_benchmark(load_config(args.config, args.set), tasks=tasks,
-                               device=args.device, amp=args.amp, batch=args.batch,
+                               device=args.device, batch=args.batch, backends=args.backend,
+                               amp={"cuda": True, "off": False}.get(args.amp, args.amp),
                                iters=args.iters, warmup=args.warmup, size=args.size,
                                threads=args.threads, weights=args.weights,
                                compare_torchvision=args.compare_torchvision,
