@@ -7,8 +7,8 @@
 #   bash tools/gpu_check.sh                    # on a CUDA machine: under 8 minutes on one H100/H200
 #   bash tools/gpu_check.sh --download-wheels  # where pip reaches PyPI: the wheels a bare GPU
 #                                              # image lacks, into .whl/ (carry that folder along)
-#   bash tools/gpu_check.sh --list-wheels      # what --download-wheels fetches (tools/gpu_wheels.py:
-#                                              # requirements minus the image, pinned as here)
+#   bash tools/gpu_check.sh --list-wheels      # what --download-wheels fetches: the requirements
+#                                              # minus the image, pinned as here (gpu_wheels.py)
 #   GPU_CHECK_TINY=1 PYTHON=.venv/bin/python bash tools/gpu_check.sh   # CPU, tiny sizes: the
 #                                              # script's logic end to end in about a minute
 #
@@ -28,7 +28,8 @@ if [[ "${1:-}" == "--download-wheels" || "${1:-}" == "--list-wheels" ]]; then
   # what to carry: the project's requirements and their dependencies minus what the image has,
   # pinned to the versions installed here (tools/gpu_wheels.py); a requirement that is neither
   # stops this step, here, not the check on the GPU box
-  if ! pins=$("$PY" tools/gpu_wheels.py ${GPU_CHECK_SETUP_CFG:+--setup-cfg "$GPU_CHECK_SETUP_CFG"}); then
+  cfg_args=(${GPU_CHECK_SETUP_CFG:+--setup-cfg "$GPU_CHECK_SETUP_CFG"})
+  if ! pins=$("$PY" tools/gpu_wheels.py "${cfg_args[@]}"); then
     echo "gpu_check: cannot derive the wheels to carry (see above)" >&2
     exit 3
   fi

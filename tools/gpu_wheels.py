@@ -33,7 +33,7 @@ TARGET = {"python_version": "3.12", "python_full_version": "3.12.0", "sys_platfo
 
 
 def canonical(name: str) -> str:
-    """PyPI's normalised name (``PyYAML`` -> ``pyyaml``, ``faster_coco_eval`` -> ``faster-coco-eval``)."""
+    """PyPI's normalised name (``PyYAML`` -> ``pyyaml``, ``a_b.c`` -> ``a-b-c``)."""
     return re.sub(r"[-_.]+", "-", name).lower()
 
 

@@ -12,8 +12,9 @@ index (``0``) and stream URLs (``rtsp://...``, ``http://...``); ``--max-frames N
 video, camera or stream after N frames. ``--onnx model.onnx`` runs a file of
 ``tools/export.py`` with ONNX Runtime instead of a checkpoint; ``--weights model.xml
 --backend openvino`` an OpenVINO IR (or ``.onnx``). ``--amp auto`` (default) runs bf16 where the
-CPU has native bf16 (AMX, AVX512-BF16), float32 elsewhere; ``--amp off`` forces float32. Each image is written to
-``--output`` with its detections drawn (same file name), each video, camera or stream as
+CPU has native bf16 (AMX, AVX512-BF16), float32 elsewhere; ``--amp off`` forces float32. Each
+image is written to ``--output`` with its detections drawn (same file name), each video, camera
+or stream as
 ``<name>.mp4``, ``camera<i>.mp4``, ``stream.mp4`` (mp4v). ``detections.json`` maps every
 written image's file name (a frame: ``<video name>#<frame index>``, ``camera0#<frame index>``)
 to its detections ``[{"category_id", "category_name", "bbox": [x, y, w, h], "score"}, ...]`` in

@@ -175,7 +175,8 @@ def test_pycocotools_alone_when_faster_coco_eval_is_missing(tmp_path):
 import json, sys, warnings
 sys.modules["faster_coco_eval"] = None  # import faster_coco_eval raises ImportError
 from detection.evaluation.backends import check_backend, coco_index, evaluate_boxes, results_index
-gt, dts = json.load(open({str(tmp_path / "gt.json")!r})), json.load(open({str(tmp_path / "dt.json")!r}))
+gt = json.load(open({str(tmp_path / "gt.json")!r}))
+dts = json.load(open({str(tmp_path / "dt.json")!r}))
 with warnings.catch_warnings(record=True) as caught:
     warnings.simplefilter("always")
     stats = []
