@@ -249,11 +249,11 @@ class SolverConfig:
     warmup_iters: int = 1000
     warmup_factor: float = 0.001
     clip_grad_norm: Optional[float] = None
-    # reduced precision (detection/precision.py): "auto" = bf16 autocast on a CPU with native
-    # bf16 (AMX / AVX512-BF16), float32 elsewhere and on CUDA (the quick start over seeds 0-2:
-    # mean mAP@[.5,.95] 73.5 in bf16, 73.0 in float32, docs/speed.md); false / off: float32;
-    # true: CUDA autocast to amp_dtype (as before); "bf16": bf16 autocast on any device
-    amp: Union[bool, str] = _choices(False, True, "off", "bf16", "auto", default="auto")
+    # reduced precision (detection/precision.py): false / off: float32; true: CUDA autocast to
+    # amp_dtype (as before); "bf16": bf16 autocast on any device; "auto": bf16 on a CPU with
+    # native bf16 (AMX / AVX512-BF16), float32 elsewhere and on CUDA (docs/speed.md: why it is
+    # not the default)
+    amp: Union[bool, str] = _choices(False, True, "off", "bf16", "auto", default=False)
     amp_dtype: str = _choices("bf16", "fp16", default="bf16")  # CUDA's, with amp: true
     checkpoint_period: int = 5000
 

@@ -57,9 +57,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--threads", type=int, help="--int8: threads of the accuracy check")
     args = parser.parse_args(argv)
     if args.int8 and args.format != "openvino":
-        parser.error("--int8 is for --format openvino")
+        raise ValueError("--int8 is for --format openvino")
     if args.calib < 1:
-        parser.error("--calib must be at least 1")
+        raise ValueError("--calib must be at least 1")
     start = time.perf_counter()
     cfg, model, classes = load_trained_model(args.config, args.weights,
                                              score_thresh=args.score_thresh)

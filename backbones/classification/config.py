@@ -92,8 +92,6 @@ class PretrainSolverConfig(SolverConfig):
     steps: list[int] = _list(150_000, 300_000)
     warmup_iters: int = 0
     warmup_method: str = _choices("linear", "constant", default="linear")
-    # float32 unless asked: bf16 pretraining has not been measured against float32
-    amp: Union[bool, str] = _choices(False, True, "off", "bf16", "auto", default=False)
 
 
 @dataclass

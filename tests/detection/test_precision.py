@@ -63,7 +63,7 @@ def test_every_mode_and_the_old_booleans(cpu_features):
 
 
 def test_config_keys_old_and_new():
-    assert load_config(None, []).solver.amp == "auto" and load_config(None, []).test.amp == "auto"
+    assert load_config(None, []).solver.amp is False and load_config(None, []).test.amp == "auto"
     for value, expected in (("true", True), ("false", False), ("bf16", "bf16"),
                             ("auto", "auto"), ("off", False)):  # YAML reads off as false
         cfg = load_config(None, [f"solver.amp={value}", f"test.amp={value}"
