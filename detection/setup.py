@@ -25,12 +25,14 @@ from .engine.runlog import LOGGER_NAME
 from .engine.schedule import WarmupLRScheduler, param_groups
 from .engine.trainer import Trainer
 from .evaluation.inference import DatasetInference
+from .precision import inference_precision, training_precision
 
 __all__ = [
     "prepare_data", "has_test_data", "dataset_source", "voc_splits", "build_train_dataset",
-    "build_test_dataset", "with_num_classes", "build_train_sampler", "build_train_loader",
-    "build_test_loader", "build_optimizer", "build_lr_scheduler", "build_evaluator",
-    "build_model_for_training", "build_trainer", "check_before_data", "check_data_paths",
+    "build_test_dataset", "build_split_for_test", "with_num_classes", "build_train_sampler",
+    "build_train_loader", "build_test_loader", "build_optimizer", "build_lr_scheduler",
+    "build_evaluator", "build_model_for_training", "build_trainer", "check_before_data",
+    "check_data_paths",
 ]
 
 
@@ -148,6 +150,14 @@ def build_test_dataset(cfg: Config):
     """``COCODataset`` or ``VOCDataset`` (``data.format``) of ``data.test`` with the test
     transforms."""
     return _dataset(cfg, train=False)
+
+
+def build_split_for_test(cfg: Config, split: str):
+    """The dataset of ``data.<split>`` (``train`` or ``test``) with the test transforms: what
+    INT8 calibration reads of the training set (the synthetic set is generated first)."""
+    cfg = prepare_data(cfg)
+    data = dataclasses.replace(cfg.data, test=getattr(cfg.data, split))
+    return build_test_dataset(dataclasses.replace(cfg, data=data))
 
 
 def with_num_classes(cfg: Config, classes: list[dict]) -> Config:
@@ -275,10 +285,13 @@ def _build_inference(cfg: Config, train_set, device: torch.device):
         raise ValueError(f"{dataset_source(cfg, train=False)} has other categories than "
                          f"{dataset_source(cfg, train=True)}: {test_set.classes} vs "
                          f"{train_set.classes}")
+    amp = inference_precision(cfg.test.amp, device, solver_amp=cfg.solver.amp,
+                              amp_dtype=cfg.solver.amp_dtype)
+    logging.getLogger(LOGGER_NAME).info("evaluation runs in %s", amp.describe())
     return DatasetInference(
         data_loader=build_test_loader(cfg, test_set),
         evaluator=build_evaluator(cfg, train_set.classes), device=device,
-        amp=cfg.solver.amp, amp_dtype=cfg.solver.amp_dtype, keep=cfg.test.vis_images), test_set
+        keep=cfg.test.vis_images, **amp.trainer_args()), test_set
 
 
 def check_before_data(cfg: Config) -> None:
@@ -317,10 +330,12 @@ def build_trainer(cfg: Config, *, device: torch.device, resume: bool = False
         save_config(cfg, Path(cfg.output_dir) / "config.yaml")
     stats = {split: d.stats for split, d in (("train", train_set), ("test", test_set))
              if d is not None}
+    amp = training_precision(cfg.solver.amp, cfg.solver.amp_dtype, device)
+    logging.getLogger(LOGGER_NAME).info("training runs in %s", amp.describe())
     trainer = assemble_trainer(
         cfg, model=model, optimizer=optimizer, scheduler=scheduler,
         train_loader=lambda start: build_train_loader(cfg, train_set, start_iter=start),
         device=device, evaluate=inference, prepare_batch=move_batch, ckpt=ckpt,
         extra_state={"config": config_to_dict(cfg), "classes": train_set.classes},
-        data_stats=stats)
+        amp=amp.trainer_args(), data_stats=stats)
     return trainer, cfg

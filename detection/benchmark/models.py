@@ -132,21 +132,26 @@ class _Runner:
 
 def measure_models(models: dict[str, nn.Module], *, task: str, batch: int, height: int,
                    width: int, num_classes: int, iters: int, warmup: int, device: torch.device,
-                   amp_dtype: torch.dtype | None = None) -> dict[str, dict[str, Any]]:
+                   amp_dtype: torch.dtype | None = None,
+                   dtypes: dict[str, torch.dtype | None] | None = None
+                   ) -> dict[str, dict[str, Any]]:
     """Time ``task`` ("inference" or "train") of each model, alternating; see the docstring.
 
-    ``models``: ``{"ours": ..., "torchvision": ..., "onnxruntime": ...}`` (the last two
-    optional) on ``device``; ``onnxruntime`` is an ``OnnxDetector`` (inference only).
+    ``models``: ``{"ours": ..., "torchvision": ..., "onnxruntime": ..., "openvino": ...}``
+    (all but ``ours`` optional) on ``device``; the runtimes of the exported graph
+    (``OnnxDetector``, ``OpenVINODetector``) run inference only. Each model autocasts to
+    ``dtypes[name]`` when given, else to ``amp_dtype`` (None: float32).
     """
     images, targets = synthetic_batch(batch=batch, height=height, width=width,
                                       num_classes=num_classes, device=device)
-    autocast = nullcontext if amp_dtype is None else (
-        lambda: torch.autocast(device_type=device.type, dtype=amp_dtype))
     runners = {}
     for name, model in models.items():
+        dtype = (dtypes or {}).get(name, amp_dtype)
+        autocast = nullcontext if dtype is None else (
+            lambda dtype=dtype: torch.autocast(device_type=device.type, dtype=dtype))
         # torchvision takes floats in 0..1; ours and the ONNX graph uint8 in 0..255
         inputs = [im.float().div_(255) for im in images] if name == "torchvision" else images
-        scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
+        scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
         runners[name] = _Runner(model, inputs, targets, autocast, scaler)
     timing = time_alternating({n: getattr(r, task) for n, r in runners.items()}, iters=iters,
                               warmup=warmup, device=device)

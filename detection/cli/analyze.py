@@ -30,7 +30,7 @@ def build_parser(prog: str | None = None) -> ArgumentParser:
     add_option(p, "--images")
     add_option(p, "--score-thr")
     p.add_argument("--top", type=int, default=12, help="crops of each kind (default: 12)")
-    add_option(p, "--backend")
+    add_option(p, "--evaluator")
     return p
 
 
@@ -61,7 +61,7 @@ def format_summary(analysis: dict) -> str:
 def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     args = parse_args(argv, prog)
     run = read_run(args.run, annotations=args.annotations, images=args.images)
-    analysis = analyze_run(run, backend=args.backend, score_thresh=args.score_thr,
+    analysis = analyze_run(run, backend=args.evaluator, score_thresh=args.score_thr,
                            top=args.top)
     out = Path(args.output or Path(args.run) / "analysis")
     out.mkdir(parents=True, exist_ok=True)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 from .loader import choice_field, list_field
 
@@ -222,8 +222,12 @@ class SolverConfig:
     warmup_iters: int = 1000
     warmup_factor: float = 0.001
     clip_grad_norm: Optional[float] = None
-    amp: bool = False  # CUDA only
-    amp_dtype: str = choice_field("bf16", "fp16", default="bf16")
+    # reduced precision (detection/precision.py): false / off: float32; true: CUDA autocast to
+    # amp_dtype (as before); "bf16": bf16 autocast on any device; "auto": bf16 on a CPU with
+    # native bf16 (AMX / AVX512-BF16), float32 elsewhere and on CUDA (docs/speed.md: why it is
+    # not the default)
+    amp: Union[bool, str] = choice_field(False, True, "off", "bf16", "auto", default=False)
+    amp_dtype: str = choice_field("bf16", "fp16", default="bf16")  # CUDA's, with amp: true
     checkpoint_period: int = 5000
 
 
@@ -236,6 +240,10 @@ class TestConfig:
     use_07_metric: bool = True  # voc: mAP is the VOC2007 11-point AP (else all-point)
     # COCOEvaluator(backend=...): faster-coco-eval, or the reference pycocotools (same numbers)
     evaluator_backend: str = choice_field("faster", "pycocotools", default="faster")
+    # inference precision (detection/precision.py): "auto" = bf16 autocast on a CPU with native
+    # bf16 (AMX / AVX512-BF16), float32 elsewhere (CUDA: as solver.amp); off; "bf16" (YAML
+    # reads a bare off as false: both mean float32)
+    amp: Union[bool, str] = choice_field("auto", "off", False, "bf16", default="auto")
 
 
 @dataclass

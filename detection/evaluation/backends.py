@@ -15,12 +15,17 @@ from __future__ import annotations
 
 import contextlib
 import io
+import warnings
 from collections.abc import Iterable, Sequence
 from typing import Any, Optional
 
-import faster_coco_eval
 import pycocotools.coco
 import pycocotools.cocoeval
+
+try:  # optional at run time: a bare image may lack it; pycocotools gives the same numbers
+    import faster_coco_eval
+except ImportError:
+    faster_coco_eval = None
 
 __all__ = ["BACKENDS", "check_backend", "coco_index", "results_index", "evaluate_boxes"]
 
@@ -28,9 +33,22 @@ BACKENDS = ("faster", "pycocotools")
 
 
 def check_backend(backend: str) -> str:
+    """``backend``, or ``pycocotools`` for ``faster`` where faster-coco-eval is not installed
+    (one warning per process: the numbers are the same, the evaluation slower)."""
     if backend not in BACKENDS:
         raise ValueError(f"evaluator backend must be one of {list(BACKENDS)}, got {backend!r}")
+    if backend == "faster" and faster_coco_eval is None:
+        global _WARNED
+        if not _WARNED:
+            warnings.warn("faster-coco-eval is not installed: COCO evaluation runs on "
+                          "pycocotools (the same numbers, slower); pip install faster-coco-eval",
+                          stacklevel=2)
+            _WARNED = True
+        return "pycocotools"
     return backend
+
+
+_WARNED = False
 
 
 class _IgnoreMixin:
@@ -49,11 +67,12 @@ class _PycocoEval(_IgnoreMixin, pycocotools.cocoeval.COCOeval):
     pass
 
 
-class _FasterEval(_IgnoreMixin, faster_coco_eval.COCOeval_faster):
-    pass
+_COCO = {"pycocotools": pycocotools.coco.COCO}
+if faster_coco_eval is not None:
+    class _FasterEval(_IgnoreMixin, faster_coco_eval.COCOeval_faster):
+        pass
 
-
-_COCO = {"faster": faster_coco_eval.COCO, "pycocotools": pycocotools.coco.COCO}
+    _COCO["faster"] = faster_coco_eval.COCO
 
 
 def coco_index(dataset: dict, backend: str) -> Any:
@@ -87,7 +106,7 @@ def evaluate_boxes(gt: Any, dt: Any, *, backend: str, img_ids: Iterable[int],
     """
     import numpy as np
 
-    check_backend(backend)
+    backend = check_backend(backend)
     say = print if verbose else (lambda *args, **kwargs: None)
     if backend == "faster":
         ev = _FasterEval(gt, dt, "bbox", print_function=say)

@@ -90,7 +90,7 @@ def inference_on_dataset(model: nn.Module, data_loader: Iterable[list[dict]], ev
     model.eval()
     evaluator.reset()
     kept = []
-    use_amp = amp and device.type == "cuda"
+    use_amp = amp and (device.type == "cuda" or amp_dtype == "bf16")  # resolved by the caller
     total = len(data_loader) if hasattr(data_loader, "__len__") else None
     progress = Progress("inference", total, period_s=log_period_s,
                         enabled=du.is_main_process())

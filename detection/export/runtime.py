@@ -25,7 +25,8 @@ from . import require
 from .exporter import read_metadata
 from .graph import INPUT_NAMES
 
-__all__ = ["OnnxDetector", "compare_detections", "pad_batch"]
+__all__ = ["GraphDetector", "OnnxDetector", "compare_detections", "pad_batch",
+           "REDUCED_PRECISION_MATCH"]
 
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 
@@ -47,7 +48,71 @@ def pad_batch(images: Sequence[Union[Tensor, np.ndarray]], size_divisibility: in
     return batch, sizes
 
 
-class OnnxDetector:
+class GraphDetector:
+    """What every runtime of the exported graph shares: the metadata (``classes``, ``cfg``,
+    ``min_size``, ``max_size``, ``size_divisibility``, the exported ``score_thresh``), the
+    call of ``FasterRCNN`` in eval mode around :meth:`run`, and ``eval()`` / ``train()`` /
+    ``training`` so that ``inference_on_dataset`` runs it as it runs the model."""
+
+    training = False
+
+    def _set_metadata(self, meta: dict[str, Any], path: str,
+                      score_thresh: Optional[float]) -> None:
+        self.path = path
+        self.classes: list[dict] = meta["classes"]
+        self.cfg = meta["config"]
+        self.min_size, self.max_size = meta["min_size"], meta["max_size"]
+        self.size_divisibility: int = meta["size_divisibility"]
+        self.exported_score_thresh: float = meta["score_thresh"]
+        if score_thresh is not None and score_thresh < self.exported_score_thresh:
+            raise ValueError(f"score_thresh {score_thresh} is below the "
+                             f"{self.exported_score_thresh} that {path} was exported with: "
+                             "export again with "
+                             f"tools/export.py --score-thresh {score_thresh}")
+        self.score_thresh = score_thresh
+
+    def eval(self) -> "GraphDetector":
+        return self
+
+    def train(self, mode: bool = True) -> "GraphDetector":
+        if mode:
+            raise ValueError(f"{self.path} is an exported inference graph: it cannot train")
+        return self
+
+    def run(self, images: np.ndarray, image_sizes: np.ndarray) -> list[np.ndarray]:
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        """The runtime and its arithmetic, for the log."""
+        return "float32"
+
+    def __call__(self, images: Sequence[Union[Tensor, np.ndarray]],
+                 original_sizes: Optional[Sequence[tuple[int, int]]] = None
+                 ) -> list[dict[str, Tensor]]:
+        """Detections per image, as ``FasterRCNN.forward`` in eval mode returns them."""
+        batch, sizes = pad_batch([im.cpu() if isinstance(im, Tensor) else im for im in images],
+                                 self.size_divisibility)
+        if original_sizes is not None and len(original_sizes) != len(batch):
+            raise ValueError(f"got {len(original_sizes)} original_sizes for {len(batch)} images")
+        boxes, scores, labels, index = (torch.from_numpy(np.ascontiguousarray(a))
+                                        for a in self.run(batch, sizes))
+        boxes, scores = boxes.float(), scores.float()
+        if self.score_thresh is not None:
+            # exact: NMS is per class and the top-k keeps the best, so what scores at least the
+            # higher threshold is the same as with that threshold inside the graph
+            keep = scores >= self.score_thresh
+            boxes, scores, labels, index = boxes[keep], scores[keep], labels[keep], index[keep]
+        counts = torch.bincount(index, minlength=len(batch)).tolist()
+        outputs = []
+        for i, (b, s, lb) in enumerate(zip(boxes.split(counts), scores.split(counts),
+                                           labels.split(counts))):
+            if original_sizes is not None:
+                b = rescale_boxes(b, tuple(sizes[i].tolist()), original_sizes[i])
+            outputs.append({"boxes": b, "scores": s, "labels": lb})
+        return outputs
+
+
+class OnnxDetector(GraphDetector):
     """An ``.onnx`` file of ``tools/export.py`` in an ONNX Runtime session.
 
     Args:
@@ -83,45 +148,14 @@ class OnnxDetector:
         except Exception as e:  # onnxruntime's own error types: a file it cannot load
             raise ValueError(f"{path}: ONNX Runtime cannot load it: {e}") from None
         meta = read_metadata(self.session.get_modelmeta().custom_metadata_map, path)
-        self.path = path
-        self.classes: list[dict] = meta["classes"]
-        self.cfg = meta["config"]
-        self.min_size, self.max_size = meta["min_size"], meta["max_size"]
-        self.size_divisibility: int = meta["size_divisibility"]
-        self.exported_score_thresh: float = meta["score_thresh"]
-        if score_thresh is not None and score_thresh < self.exported_score_thresh:
-            raise ValueError(f"score_thresh {score_thresh} is below the "
-                             f"{self.exported_score_thresh} that {path} was exported with: "
-                             "export again with "
-                             f"tools/export.py --score-thresh {score_thresh}")
-        self.score_thresh = score_thresh
+        self._set_metadata(meta, path, score_thresh)
+
+    def describe(self) -> str:
+        return "ONNX Runtime float32"
 
     def run(self, images: np.ndarray, image_sizes: np.ndarray) -> list[np.ndarray]:
         """The graph itself: ``boxes, scores, labels, batch_index`` (flat, by image)."""
         return self.session.run(None, dict(zip(INPUT_NAMES, (images, image_sizes))))
-
-    def __call__(self, images: Sequence[Union[Tensor, np.ndarray]],
-                 original_sizes: Optional[Sequence[tuple[int, int]]] = None
-                 ) -> list[dict[str, Tensor]]:
-        """Detections per image, as ``FasterRCNN.forward`` in eval mode returns them."""
-        batch, sizes = pad_batch([im.cpu() if isinstance(im, Tensor) else im for im in images],
-                                 self.size_divisibility)
-        if original_sizes is not None and len(original_sizes) != len(batch):
-            raise ValueError(f"got {len(original_sizes)} original_sizes for {len(batch)} images")
-        boxes, scores, labels, index = (torch.from_numpy(a) for a in self.run(batch, sizes))
-        if self.score_thresh is not None:
-            # exact: NMS is per class and the top-k keeps the best, so what scores at least the
-            # higher threshold is the same as with that threshold inside the graph
-            keep = scores >= self.score_thresh
-            boxes, scores, labels, index = boxes[keep], scores[keep], labels[keep], index[keep]
-        counts = torch.bincount(index, minlength=len(batch)).tolist()
-        outputs = []
-        for i, (b, s, lb) in enumerate(zip(boxes.split(counts), scores.split(counts),
-                                           labels.split(counts))):
-            if original_sizes is not None:
-                b = rescale_boxes(b, tuple(sizes[i].tolist()), original_sizes[i])
-            outputs.append({"boxes": b, "scores": s, "labels": lb})
-        return outputs
 
 
 def _match_image(ref: dict[str, Tensor], other: dict[str, Tensor], iou: float,
@@ -144,18 +178,29 @@ def _match_image(ref: dict[str, Tensor], other: dict[str, Tensor], iou: float,
     return matched
 
 
+#: The rule for a reduced-precision path (bf16, OpenVINO's BF16 hint, INT8) against float32:
+#: the reference's detections scoring above 0.3, matched at IoU > 0.9 and a score within 0.05.
+REDUCED_PRECISION_MATCH = {"iou": 0.9, "score_tol": 0.05, "min_score": 0.3}
+
+
 def compare_detections(ref: Sequence[dict[str, Any]], other: Sequence[dict[str, Any]], *,
-                       iou: float = 0.99, score_tol: float = 1e-3) -> dict[str, float]:
+                       iou: float = 0.99, score_tol: float = 1e-3, min_score: float = 0.0
+                       ) -> dict[str, float]:
     """How well ``other`` reproduces ``ref`` (lists of per-image ``{"boxes", "scores",
-    "labels"}``, tensors or arrays): ``matched`` fraction of ``ref``'s detections (see
-    :func:`_match_image`), ``max_count_diff`` over images, ``detections`` in ``ref``."""
+    "labels"}``, tensors or arrays): ``matched`` fraction of ``ref``'s detections scoring above
+    ``min_score`` (all with the default 0) that find a partner in ``other`` (see
+    :func:`_match_image`), ``max_count_diff`` over images (all detections), ``detections``
+    counted in ``ref``."""
     if len(ref) != len(other):
         raise ValueError(f"{len(ref)} images against {len(other)}")
     total = matched = worst = 0
     for a, b in zip(ref, other):
         a, b = ({k: torch.as_tensor(d[k]) for k in ("boxes", "scores", "labels")} for d in (a, b))
+        worst = max(worst, abs(len(a["boxes"]) - len(b["boxes"])))
+        if min_score > 0:
+            keep = a["scores"] > min_score
+            a = {k: v[keep] for k, v in a.items()}
         total += len(a["boxes"])
         matched += _match_image(a, b, iou, score_tol)
-        worst = max(worst, abs(len(a["boxes"]) - len(b["boxes"])))
     return {"matched": matched / total if total else 1.0, "max_count_diff": worst,
             "detections": total}

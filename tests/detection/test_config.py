@@ -96,7 +96,7 @@ def test_override_errors_name_the_override_not_the_file(tmp_path):
 def test_wrong_types_and_choices_in_file(tmp_path):
     cases = {
         "solver: {max_iter: 1.5}": "'solver.max_iter' must be of type int",
-        "solver: {amp: 'yes'}": "'solver.amp' must be of type bool",
+        "solver: {amp: 'yes'}": "'solver.amp' must be one of",
         "solver: {steps: 5}": "'solver.steps' must be a list",
         "model: {backbone: {norm: BatchNorm}}": "'model.backbone.norm' must be one of",
         "model: resnet50": "'model' must be a mapping",

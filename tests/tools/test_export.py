@@ -38,3 +38,23 @@ def test_bad_inputs_are_one_line_errors(exported, tmp_path, capsys, args, words)
     err = capsys.readouterr().err
     assert err.startswith(words) and err.count("\n") == 1
     assert not (tmp_path / "m.onnx").exists()
+
+
+def test_export_openvino_ir_with_the_same_metadata(exported, tmp_path, capsys):
+    ov = pytest.importorskip("openvino", reason='the OpenVINO backend needs the openvino '
+                                                'extra: pip install -e ".[openvino]"')
+    from detection.export.openvino import read_openvino_metadata
+
+    ex = exported("fpn")
+    target = tmp_path / "out" / "m.xml"
+    assert export.main(["--weights", str(ex.weights), "--format", "openvino",
+                        "--output", str(target)]) == 0
+    assert capsys.readouterr().out.startswith(f"wrote {target} (")
+    assert target.with_suffix(".bin").is_file() and target.with_suffix(".onnx").is_file()
+    meta = read_openvino_metadata(ov.Core().read_model(str(target)), str(target))
+    assert meta["classes"] == ex.classes and meta["config"] == ex.cfg
+    assert export.main(["--weights", str(ex.weights), "--int8", "--output", "m.onnx"]) == 2
+    assert "--int8 is for --format openvino" in capsys.readouterr().err
+    assert export.main(["--weights", str(ex.weights), "--format", "openvino",
+                        "--output", str(tmp_path / "m.onnx")]) == 2
+    assert "--output must end in .xml" in capsys.readouterr().err

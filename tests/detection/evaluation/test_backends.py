@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -159,3 +160,37 @@ def test_compare_backends_reports_times_and_agreement():
 def test_unknown_backend():
     with pytest.raises(ValueError, match="one of \\['faster', 'pycocotools'\\], got 'fast'"):
         check_backend("fast")
+
+
+def test_pycocotools_alone_when_faster_coco_eval_is_missing(tmp_path):
+    """A bare image without faster-coco-eval: the default backend evaluates with pycocotools
+    (the same numbers) after one warning, instead of failing at import."""
+    import subprocess
+    import sys
+
+    gt, dts = _crowd_and_empty()
+    (tmp_path / "gt.json").write_text(json.dumps(gt))
+    (tmp_path / "dt.json").write_text(json.dumps(dts))
+    script = f"""
+import json, sys, warnings
+sys.modules["faster_coco_eval"] = None  # import faster_coco_eval raises ImportError
+from detection.evaluation.backends import check_backend, coco_index, evaluate_boxes, results_index
+gt = json.load(open({str(tmp_path / "gt.json")!r}))
+dts = json.load(open({str(tmp_path / "dt.json")!r}))
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    stats = []
+    for backend in ("faster", "faster", "pycocotools"):
+        g = coco_index(gt, backend)
+        ev = evaluate_boxes(g, results_index(g, dts, backend), backend=backend,
+                            img_ids=[i["id"] for i in gt["images"]])
+        stats.append(list(ev.stats))
+print(json.dumps({{"stats": stats, "warnings": [str(w.message) for w in caught]}}))
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         check=True, cwd=str(Path(__file__).resolve().parents[3])).stdout
+    result = json.loads(out.splitlines()[-1])
+    assert result["stats"][0] == result["stats"][1] == result["stats"][2]
+    assert len(result["warnings"]) == 1
+    assert result["warnings"][0].startswith("faster-coco-eval is not installed: COCO evaluation "
+                                            "runs on pycocotools")
