@@ -81,7 +81,7 @@ class MaskHead(nn.Module):
         """(R, P, M, M) -> the channel of each RoI's class (R, M, M)."""
         if self.class_agnostic:
             return mask_logits[:, 0]
-        rows = torch.arange(len(labels), device=labels.device)
+        rows = torch.arange(labels.shape[0], device=labels.device)  # symbolic when traced
         return mask_logits[rows, labels]
 
     def losses(self, mask_logits: Tensor, gt_labels: Tensor, mask_targets: Tensor

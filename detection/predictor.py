@@ -7,7 +7,8 @@ and the boxes scaled back to the image's original pixels (``original_sizes``), s
     boxes_original = boxes_resized * (w / w', h / h', w / w', h / h')
 
 Labels come out as the dataset's own category ids (``classes[label - 1]["id"]`` of the
-checkpoint), with their names. ``backend="onnxruntime"`` runs an exported ``.onnx`` file
+checkpoint), with their names. A Mask R-CNN's masks come out pasted into the original image
+(``detection.masks.paste_masks``), one bool ``(H, W)`` mask per detection. ``backend="onnxruntime"`` runs an exported ``.onnx`` file
 (``detection.export``) on the same path: same resize, same outputs.
 """
 from __future__ import annotations
@@ -27,6 +28,7 @@ from .data.classes import label_to_category_id
 from .data.transforms import build_transforms
 from .engine.checkpoint import checkpoint_config, load_checkpoint, load_model_weights
 from .engine.distributed import resolve_device
+from .masks import paste_masks
 
 __all__ = ["Predictor", "load_trained_model", "BACKENDS"]
 
@@ -128,7 +130,8 @@ class Predictor:
 
     Calling it with an (H, W, 3) uint8 RGB array or an image file path returns ``{"boxes":
     float32 (D, 4) xyxy, "scores": float32 (D,), "labels": int64 (D,) category ids,
-    "class_names": list[str]}``; with a list of arrays or paths, a list of such dicts.
+    "class_names": list[str]}`` (and, for a model with a mask head, ``"masks": bool (D, H, W)``
+    in the image's pixels); with a list of arrays or paths, a list of such dicts.
     """
 
     def __init__(self, config: Union[PathLike, Config, None] = None, *, weights: PathLike,
@@ -194,7 +197,7 @@ class Predictor:
         sizes = [(int(img.shape[0]), int(img.shape[1])) for img in images]
         outputs = self.model(tensors, original_sizes=sizes)
         results = []
-        for out in outputs:
+        for out, size in zip(outputs, sizes):
             labels = out["labels"].cpu()
             results.append({
                 "boxes": out["boxes"].float().cpu().numpy(),
@@ -202,4 +205,7 @@ class Predictor:
                 "labels": label_to_category_id(self.classes, labels).numpy(),
                 "class_names": self._names[(labels - 1).numpy()].tolist(),
             })
+            if "masks" in out:
+                results[-1]["masks"] = paste_masks(out["masks"].cpu(), out["boxes"].cpu(),
+                                                   size).numpy()
         return results

@@ -15,10 +15,11 @@ video, camera or stream after N frames. ``--onnx model.onnx`` runs a file of
 ``<name>.mp4``, ``camera<i>.mp4``, ``stream.mp4`` (mp4v). ``detections.json`` maps every
 written image's file name (a frame: ``<video name>#<frame index>``, ``camera0#<frame index>``)
 to its detections ``[{"category_id", "category_name", "bbox": [x, y, w, h], "score"}, ...]`` in
-original pixels. ``--save-coco FILE`` also writes the images' detections as a COCO results list
-(``image_id``, ``category_id``, ``bbox`` xywh, ``score``; ``pycocotools.COCO.loadRes`` reads
-it), the image ids looked up by file name in the ``--annotations`` json (a COCO annotation or
-image-info file). An input that cannot be read is reported by name and skipped; the tool then
+original pixels. A Mask R-CNN's masks are drawn filled and translucent in the box colours, and
+each entry carries its mask as ``segmentation`` (COCO's compressed RLE). ``--save-coco FILE``
+also writes the images' detections as a COCO results list (``image_id``, ``category_id``,
+``bbox`` xywh, ``score``, ``segmentation``; ``pycocotools.COCO.loadRes`` reads it), the image
+ids looked up by file name in the ``--annotations`` json (a COCO annotation or image-info file). An input that cannot be read is reported by name and skipped; the tool then
 ends with ``error: N input(s) skipped`` (exit status 2). A camera or stream that cannot be
 opened stops the tool with one ``error:`` line (exit status 2).
 """
@@ -53,7 +54,8 @@ def _out_name(path: Path, suffix: str, used: set[str]) -> str:
 
 def _draw(image: np.ndarray, result: dict, predictor: Predictor, thresh: float) -> np.ndarray:
     drawn = draw_detections(image, result["boxes"], result["scores"], result["labels"],
-                            predictor.category_names, score_thresh=thresh)
+                            predictor.category_names, score_thresh=thresh,
+                            masks=result.get("masks"))
     return cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR)
 
 

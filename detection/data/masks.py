@@ -21,6 +21,9 @@ size (polygons rasterised by pycocotools, COCO's own rasterisation), and
 :meth:`SegmentationIndex.instance_masks` one image's ``InstanceMasks`` for the model. No
 full-image bitmap is made on the way: a compressed RLE string is decoded to its counts directly
 (:func:`rle_counts_from_string`).
+
+The other way, :func:`encode_masks` writes predicted (pasted) masks as the compressed RLE of
+COCO results files.
 """
 from __future__ import annotations
 
@@ -29,11 +32,13 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+import torch
 from pycocotools import mask as mask_utils
 
 from ..masks import InstanceMasks
 
-__all__ = ["SegmentationIndex", "rle_counts_from_string", "segmentation_problems"]
+__all__ = ["SegmentationIndex", "encode_masks", "rle_counts_from_string",
+           "segmentation_problems"]
 
 _POLYGONS, _RLE = 0, 1
 
@@ -174,3 +179,14 @@ def _compressed(rle: dict) -> bytes:
         return counts.encode("ascii") if isinstance(counts, str) else counts
     h, w = rle["size"]
     return mask_utils.frPyObjects({"size": [h, w], "counts": list(counts)}, h, w)["counts"]
+
+
+def encode_masks(masks: torch.Tensor | np.ndarray) -> list[dict]:
+    """bool (D, H, W) masks (tensor or array) -> COCO RLE dicts ``{"size": [H, W], "counts":
+    str}`` (json-ready), by pycocotools' ``mask.encode``."""
+    if len(masks) == 0:
+        return []
+    array = masks.cpu().numpy() if isinstance(masks, torch.Tensor) else np.asarray(masks)
+    # (D, H, W) -> (H, W, D) in column-major order, as pycocotools takes it
+    rles = mask_utils.encode(np.asfortranarray(np.moveaxis(array, 0, -1).astype(np.uint8)))
+    return [{"size": r["size"], "counts": r["counts"].decode("ascii")} for r in rles]

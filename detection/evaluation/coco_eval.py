@@ -41,12 +41,13 @@ import numpy as np
 import torch
 
 from detection.data.coco import DatasetError, load_coco
+from detection.data.masks import encode_masks
 from detection.masks import paste_masks
 
 from .backends import check_backend, coco_index, evaluate_boxes, results_index
 from .common import PerImageEvaluator, gather_by_image
 
-__all__ = ["COCOEvaluator", "encode_masks", "format_table", "headline", "is_voc_result"]
+__all__ = ["COCOEvaluator", "format_table", "headline", "is_voc_result"]
 
 _SUMMARY = (("mAP", 0), ("mAP50", 1), ("mAP75", 2), ("mAP_s", 3), ("mAP_m", 4), ("mAP_l", 5),
             ("AR100", 8))  # result key, index into COCOeval.stats
@@ -192,18 +193,6 @@ def headline(result: dict[str, Any]) -> str:
         line = (f"box {line}   mask mAP@.5 = {result['segm_mAP50']:.1f}   "
                 f"mAP@[.5,.95] = {result['segm_mAP']:.1f}")
     return line
-
-
-def encode_masks(masks: torch.Tensor) -> list[dict]:
-    """bool (D, H, W) masks -> COCO RLE dicts ``{"size": [H, W], "counts": str}`` (json-ready),
-    by pycocotools' ``mask.encode``."""
-    from pycocotools import mask as mask_utils
-
-    if len(masks) == 0:
-        return []
-    # (D, H, W) -> (H, W, D) in column-major order, as pycocotools takes it
-    rles = mask_utils.encode(np.asfortranarray(masks.permute(1, 2, 0).numpy().astype(np.uint8)))
-    return [{"size": r["size"], "counts": r["counts"].decode("ascii")} for r in rles]
 
 
 def format_table(result: dict[str, Any], columns: int = 3,
