@@ -71,11 +71,14 @@ class MaskHead(nn.Module):
         """``P``: masks predicted per RoI."""
         return self.mask_fcn_logits.out_channels
 
-    def forward(self, x: Tensor) -> Tensor:
+    def features(self, x: Tensor) -> Tensor:
+        """(R, C, S, S) -> the upsampled maps (R, conv_dim, M, M) the predictor reads."""
         for i in range(1, self.num_convs + 1):
             x = F.relu(getattr(self, f"mask_fcn{i}")(x))  # (R, conv_dim, S, S)
-        x = F.relu(self.conv5_mask(x))  # (R, conv_dim, S, S) -> (R, conv_dim, 2S, 2S)
-        return self.mask_fcn_logits(x)  # (R, P, M, M)
+        return F.relu(self.conv5_mask(x))  # (R, conv_dim, S, S) -> (R, conv_dim, 2S, 2S)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.mask_fcn_logits(self.features(x))  # (R, P, M, M)
 
     def _of_class(self, mask_logits: Tensor, labels: Tensor) -> Tensor:
         """(R, P, M, M) -> the channel of each RoI's class (R, M, M)."""

@@ -10,7 +10,8 @@ CUDA.
 Without ``weights`` the model gets random weights made to behave like a trained model's where it
 matters for speed: FrozenBN statistics away from the identity and a classifier whose scores are
 peaky, so that a few thousand (RoI, class) pairs pass ``score_thresh`` and post-processing and NMS
-do their real work (an untrained classifier scores every class ~1/K, below the threshold).
+do their real work (an untrained classifier scores every class ~1/K, below the threshold); a mask
+head's predictor gives masks with shape (logits of a few units around 0).
 
 With ``compare_torchvision`` torchvision's ``FasterRCNN`` with the same weights and
 hyperparameters (``detection.convert.torchvision_twin``) runs in the same process, alternating
@@ -78,8 +79,29 @@ def make_like_trained(model: nn.Module, images: list[torch.Tensor], *, logit_std
     weight *= logit_std / (float(x.std(0).mean()) * x.shape[1] ** 0.5 + 1e-12)
     cls_score.weight.copy_(weight)
     cls_score.bias.copy_(-(weight @ x.mean(0)))
+    if heads.mask_head is not None:
+        _calibrate_mask_head(model, images, logit_std=2.0 * logit_std, generator=g)
     model.train(was_training)
     return model
+
+
+def _calibrate_mask_head(model: nn.Module, images: list[torch.Tensor], *, logit_std: float,
+                         generator: torch.Generator) -> None:
+    """Mask logits varying by ``logit_std`` around 0 over the detections' mask features: masks
+    with shape, few cells near the 0.5 threshold (random weights give ~0.5 everywhere)."""
+    heads = model.roi_heads
+    detections = model(images)
+    boxes = [d["boxes"] for d in detections]
+    maps = [model.backbone(model.preprocess(images)[0])[f] for f in heads.in_features]
+    pooled = heads.mask_pooler(maps, boxes) if heads.mask_pooler is not None else (
+        heads.box_head.features(heads.pooler(maps, boxes)))
+    x = heads.mask_head.features(pooled).double()  # (D, C, M, M)
+    x = x.permute(0, 2, 3, 1).reshape(-1, x.shape[1])  # (D, C, M, M) -> (D*M*M, C)
+    logits = heads.mask_head.mask_fcn_logits
+    weight = torch.randn(logits.weight.shape[:2], generator=generator, dtype=torch.float64)
+    weight *= logit_std / (float(x.std(0).mean()) * x.shape[1] ** 0.5 + 1e-12)
+    logits.weight.copy_(weight[:, :, None, None])
+    logits.bias.copy_(-(weight @ x.mean(0)))
 
 
 class _Runner:
