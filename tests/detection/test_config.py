@@ -5,6 +5,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+import yaml
 
 from detection.config import (Config, ConfigError, config_to_dict, dump_config, load_config,
                               save_config)
@@ -176,6 +177,7 @@ COCO_DATA = ("datasets/coco/annotations/instances_train2017.json", "datasets/coc
 D2_ZOO = ("R_50_C4_1x", "R_50_C4_3x", "R_50_FPN_1x", "R_50_FPN_3x", "R_101_C4_3x",
           "R_101_FPN_3x")
 SCHEDULES = {"1x": (90000, [60000, 80000]), "3x": (270000, [210000, 250000])}
+MASK_ZOO = ("R_50_FPN_1x", "R_50_FPN_3x", "R_50_C4_1x", "R_101_FPN_3x")
 
 
 def test_every_leaf_config_writes_apart():
@@ -191,6 +193,7 @@ def test_coco_configs_are_detectron2_recipes():
     wanted = {f"configs/coco/faster_rcnn_{v}.yaml" for v in (
         *D2_ZOO, "R_101_C4_1x", "R_152_C4_1x", "R_101_FPN_1x", "VGG16_1x")}
     wanted |= {f"configs/coco/msra/faster_rcnn_{v}.yaml" for v in D2_ZOO}
+    wanted |= {f"configs/coco/mask_rcnn_{v}.yaml" for v in MASK_ZOO}
     recipes = {p for p in LEAF_CONFIGS if re.fullmatch(r"configs/coco/.*_[13]x\.yaml", p)}
     assert wanted == recipes
     for name in sorted(recipes):
@@ -271,7 +274,8 @@ def _header(path: Path) -> str:
 def test_readme_reference_table_agrees_with_the_config_headers():
     """Every configs/coco leaf has one README row whose reference equals its header's."""
     readme = (REPO / "README.md").read_text().splitlines()
-    for name in (p for p in LEAF_CONFIGS if p.startswith("configs/coco/")):
+    for name in (p for p in LEAF_CONFIGS if p.startswith("configs/coco/")
+                 and not p.startswith("configs/coco/mask_rcnn_")):  # docs/results/ (below)
         rows = [r for r in readme if r.startswith(f"| `{name}` |")]
         assert len(rows) == 1, name
         reference = rows[0].split("|")[2].strip()
@@ -422,3 +426,35 @@ def test_readme_quickstart_numbers_match_the_config_and_its_seed_command_uses_it
     assert other.seed == other.data.synthetic.seed != default.data.synthetic.seed == default.seed
     assert other.data.synthetic.root != default.data.synthetic.root  # never the same folder
     assert command[1] != default.output_dir
+
+
+def test_mask_configs_are_detectron2_recipes_with_their_reference_as_data():
+    """Each Mask R-CNN config is its Faster R-CNN sibling plus Detectron2's mask head, and its
+    header names a key of docs/results/mask_rcnn_references.yaml (numbers there only)."""
+    references = yaml.safe_load((REPO / "docs/results/mask_rcnn_references.yaml").read_text())
+    named = set()
+    for name in (p for p in LEAF_CONFIGS if p.startswith("configs/coco/mask_rcnn_")):
+        header = _header(REPO / name)
+        key = re.search(r"Reference: key (\S+) of docs/results/mask_rcnn_references\.yaml",
+                        header)[1]
+        named.add(key)
+        ref = references[key]
+        assert ref["source"].startswith("https://") and name in ref["configs"], name
+        assert 0 < ref["mask_ap"] < ref["box_ap"] < 100, key
+        assert not re.search(r"\d\d\.\d", header), name  # no figure copied into prose
+        cfg = load_config(REPO / name)
+        mask = cfg.model.mask_head
+        assert mask.enabled and mask.conv_dim == 256 and not mask.class_agnostic
+        if name.endswith("_torchvision.yaml"):
+            assert (mask.num_convs, mask.pooler_resolution, mask.pooler_type) == (
+                4, 14, "ROIAlign")
+            continue
+        sibling = load_config(REPO / name.replace("mask_rcnn_", "faster_rcnn_"))
+        if "_C4_" in name:
+            assert (mask.num_convs, mask.pooler_resolution, mask.pooler_type) == (0, None, None)
+        else:
+            assert (mask.num_convs, mask.pooler_resolution, mask.pooler_type) == (
+                4, 14, "ROIAlignV2")
+        model = dataclasses.replace(cfg.model, mask_head=sibling.model.mask_head)
+        assert dataclasses.replace(cfg, model=model, output_dir=sibling.output_dir) == sibling
+    assert named == set(references)
