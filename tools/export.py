@@ -6,7 +6,8 @@
 
 The file takes a padded uint8 RGB batch ``images`` (N, 3, H, W) (any N, H and W multiples of
 the model's size divisibility; the test-time resize keeps them within the config's max size)
-and ``image_sizes`` (N, 2), and returns ``boxes``, ``scores``, ``labels`` and ``batch_index``.
+and ``image_sizes`` (N, 2), and returns ``boxes``, ``scores``, ``labels`` and ``batch_index``
+(and ``masks`` (D, 1, M, M) at RoI resolution for a Mask R-CNN; pasted outside the graph).
 It carries the class list, the test-time resize and the config as metadata, so
 ``Predictor(weights="model.onnx", backend="onnxruntime")`` and ``tools/infer.py --onnx`` need
 nothing else. See ``detection/export/`` for the graph and the choice of exporter.
@@ -48,7 +49,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     size_mb = Path(args.output).stat().st_size / 2**20
     print(f"wrote {args.output} ({size_mb:.1f} MB, opset {args.opset}, "
           f"{time.perf_counter() - start:.0f} s): {cfg.model.backbone.name} "
-          f"{cfg.model.roi_heads.box_head}, {len(classes)} classes, score_thresh "
+          f"{cfg.model.roi_heads.box_head}{' with masks' if cfg.model.mask_head.enabled else ''}"
+          f", {len(classes)} classes, score_thresh "
           f"{cfg.model.roi_heads.score_thresh}, images resized to "
           f"{cfg.data.input.min_size_test}..{cfg.data.input.max_size_test} px")
     return 0
