@@ -458,3 +458,73 @@ def test_mask_configs_are_detectron2_recipes_with_their_reference_as_data():
         model = dataclasses.replace(cfg.model, mask_head=sibling.model.mask_head)
         assert dataclasses.replace(cfg, model=model, output_dir=sibling.output_dir) == sibling
     assert named == set(references)
+
+
+@pytest.fixture(scope="module")
+def coco_polygons(tmp_path_factory):
+    """A 3-image COCO json with COCO's 80 real category ids (1..90 with gaps) and polygon
+    masks (one object in two parts), 48x64 images, and torchvision-layout ImageNet weights of
+    ResNet-50 and -101 (random: offline), for one training step of the shipped configs."""
+    import cv2
+    import numpy as np
+    import torch
+    import torchvision
+
+    from detection.coco_names import COCO_CATEGORY_NAMES
+
+    folder = tmp_path_factory.mktemp("coco_polygons")
+    categories = [{"id": i, "name": n} for i, n in enumerate(COCO_CATEGORY_NAMES)
+                  if i and n != "N/A"]
+    images, annotations = [], []
+    for i, cat in enumerate((1, 13, 90), start=1):  # person, stop sign, toothbrush
+        cv2.imwrite(str(folder / f"{i}.jpg"), np.full((48, 64, 3), 40 * i, np.uint8))
+        images.append({"id": i, "file_name": f"{i}.jpg", "height": 48, "width": 64})
+        parts = [[4.0, 6.0, 34.0, 6.0, 20.0, 26.0]] + ([[40.0, 30.0, 60.0, 30.0, 50.0, 44.0]]
+                                                        if i == 2 else [])
+        annotations.append({"id": i, "image_id": i, "category_id": cat, "iscrowd": 0,
+                            "bbox": [4.0, 6.0, 56.0 if i == 2 else 30.0, 38.0 if i == 2 else 20.0],
+                            "area": 300.0, "segmentation": parts})
+    (folder / "instances.json").write_text(json.dumps(
+        {"images": images, "annotations": annotations, "categories": categories}))
+    for depth in (50, 101):
+        model = getattr(torchvision.models, f"resnet{depth}")()
+        torch.save(model.state_dict(), folder / f"resnet{depth}.pth")
+    return folder, categories
+
+
+@pytest.mark.parametrize("name", [p for p in LEAF_CONFIGS if p.startswith("configs/coco/mask_")
+                                  and not p.endswith("_torchvision.yaml")])
+def test_every_mask_config_trains_a_step_on_coco_category_ids_and_polygons(name, coco_polygons):
+    """Each shipped Mask R-CNN config, as it is but for the data (3 tiny images, one a step),
+    its sampled RoIs (16) and the backbone file, builds its trainer and takes one finite SGD
+    step with a mask loss; 80 classes, label 80 = category id 90."""
+    import math
+
+    import torch
+
+    from detection.engine.setup import build_trainer
+
+    folder, categories = coco_polygons
+    ann = folder / "instances.json"
+    depth = "101" if "R_101" in name else "50"
+    cfg = load_config(REPO / name, [
+        f"data.train.images={folder}", f"data.train.annotations={ann}", "data.test.images=''",
+        "data.test.annotations=''", f"model.backbone.weights={folder}/resnet{depth}.pth",
+        "data.input.min_size_train=[48]", "data.input.max_size_train=64", "data.num_workers=0",
+        "solver.ims_per_batch=1", "model.roi_heads.batch_size_per_image=16", "device=cpu",
+        f"output_dir={folder / 'out' / Path(name).stem}", "tensorboard=false"])
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        trainer, resolved = build_trainer(cfg, device=torch.device("cpu"))
+        assert resolved.model.num_classes == 80 and trainer.extra_state["classes"] == categories
+        heads = trainer.model.roi_heads
+        assert heads.mask_head.num_masks == 81 and heads.mask_head.num_convs == (
+            0 if "_C4_" in name else 4)
+        batch = next(iter(trainer.data_loader))
+        assert all(len(s["masks"]) == len(s["boxes"]) for s in batch)
+        losses = trainer.run_step(0, batch)
+    finally:
+        torch.set_num_threads(threads)
+    assert {"loss_mask", "loss_cls", "loss_box"} <= set(losses)
+    assert all(math.isfinite(v) for v in losses.values()) and losses["loss_mask"] > 0
