@@ -14,7 +14,9 @@ throughput), ``eval`` (COCO evaluation of a COCO-val-sized synthetic result set 
 faster-coco-eval and pycocotools, alternating, ``--iters`` runs each, every number compared; see
 ``detection/evaluation/speed.py``; needs no config). ``--compare-torchvision`` (R-xx-FPN
 configs) times torchvision's FasterRCNN carrying the same weights side by side, alternating, and
-prints the ratios ours / torchvision. Without
+prints the ratios ours / torchvision; for a Mask R-CNN config
+(``configs/coco/mask_rcnn_R_50_FPN_torchvision.yaml``) torchvision's MaskRCNN, masks included in
+inference and training. Without
 ``--weights`` the weights are random, made like a trained model's so that post-processing does
 its real work; see ``detection/benchmark/`` for what each number means. ``--onnx FILE`` also
 times that file in ONNX Runtime (CPU execution provider) with the same threads, alternating

@@ -20,12 +20,12 @@ from ..config import Config
 from ..engine.logging import peak_rss_mb
 from ..engine.trainer import AMP_DTYPES
 from .data import measure_loader
-from .models import make_like_trained, measure_models, synthetic_batch
+from .models import instance_masks, make_like_trained, measure_models, synthetic_batch
 from .timing import summarize, time_alternating
 
 __all__ = ["TASKS", "run_benchmark", "format_report", "build_models", "measure_models",
-           "measure_loader", "make_like_trained", "synthetic_batch", "summarize",
-           "time_alternating"]
+           "measure_loader", "make_like_trained", "synthetic_batch", "instance_masks",
+           "summarize", "time_alternating"]
 
 TASKS = ("model", "train", "data")
 _MODEL_TASKS = {"model": "inference", "train": "train"}
