@@ -225,24 +225,69 @@ def _mask_outputs(samples, outputs, seed=0):
     return samples, outputs
 
 
-def test_masks_are_evaluated_as_pycocotools_segm(tmp_path):
-    """With masks: the box numbers unchanged, segm_* numbers those of pycocotools' own segm
-    evaluation of the written results (pasted masks as RLE, the boxes dropped so that areas
-    are the masks', as Detectron2 does), on both backends within 1e-9."""
+def _write_mask_gt(tmp_path):
+    """``_write_gt``'s objects with masks: each the ellipse inscribed in its box."""
     gt_path = _write_gt(tmp_path)
     data = json.loads(open(gt_path).read())
-    for a in data["annotations"]:  # each object the ellipse inscribed in its box
+    for a in data["annotations"]:
         x, y, w, h = a["bbox"]
         t = [2 * math.pi * k / 24 for k in range(24)]
         a["segmentation"] = [[v for k in t for v in (x + w / 2 + w / 2 * math.cos(k),
                                                       y + h / 2 + h / 2 * math.sin(k))]]
     (tmp_path / "gt.json").write_text(json.dumps(data))
+    return gt_path
+
+
+def _mask_samples(samples, outputs):
+    for s in samples:
+        s["original_size"] = (100, 100)
+    return _mask_outputs(samples, outputs)
+
+
+def _evaluate_masks_one_image_per_rank(rank, gt_path):
+    samples, outputs = _mask_samples(*_mixed())
+    evaluator = COCOEvaluator(annotations=gt_path, classes=CLASSES, verbose=False, masks=True)
+    evaluator.process(samples[rank:rank + 1], outputs[rank:rank + 1])
+    return evaluator.evaluate()
+
+
+def test_masks_are_gathered_over_two_processes(tmp_path, two_processes):
+    gt_path = _write_mask_gt(tmp_path)
+    results = two_processes(_evaluate_masks_one_image_per_rank, gt_path)
+    single = _evaluate(gt_path, *_mask_samples(*_mixed()), masks=True)
+    assert 0 < single["segm_mAP"] < 100
+    for rank in (0, 1):
+        for key in ("mAP", "segm_mAP", "segm_mAP50", "segm_AR100"):
+            assert results[rank][key] == pytest.approx(single[key]), key
+
+
+def test_relabelled_evaluation_keeps_the_masks(tmp_path):
+    """tools/eval.py's mapping of a checkpoint's classes keeps each kept detection's mask."""
+    from detection.evaluation import Relabelled
+
+    gt_path = _write_mask_gt(tmp_path)
+    model_classes = [CLASSES[1], {"id": 77, "name": "other"}, CLASSES[0]]  # labels 3 <-> 1
+    direct = _evaluate(gt_path, *_mask_samples(*_outputs(shift=0.05)), masks=True)
+    samples, outputs = _mask_samples(*_outputs(shift=0.05))
+    for out in outputs:
+        out["labels"] = torch.tensor([[2, 0, 1][k - 1] + 1 for k in out["labels"].tolist()])
+    evaluator = Relabelled(COCOEvaluator(annotations=gt_path, classes=CLASSES, verbose=False,
+                                         masks=True),
+                           model_classes=model_classes, data_classes=CLASSES)
+    evaluator.process(samples, outputs)
+    assert direct["segm_mAP"] > 0
+    assert evaluator.evaluate()["segm_mAP"] == pytest.approx(direct["segm_mAP"])
+
+
+def test_masks_are_evaluated_as_pycocotools_segm(tmp_path):
+    """With masks: the box numbers unchanged, segm_* numbers those of pycocotools' own segm
+    evaluation of the written results (pasted masks as RLE, the boxes dropped so that areas
+    are the masks', as Detectron2 does), on both backends within 1e-9."""
+    gt_path = _write_mask_gt(tmp_path)
     extra = [(1, 1, [60, 10, 90, 40], 0.95), (2, 2, [5, 5, 25, 25], 0.5)]
     results = {}
     for backend in BACKENDS:
-        samples, outputs = _mask_outputs(*_outputs(shift=0.05, extra=extra))
-        for s in samples:
-            s["original_size"] = (100, 100)
+        samples, outputs = _mask_samples(*_outputs(shift=0.05, extra=extra))
         results[backend] = _evaluate(gt_path, samples, outputs, backend=backend, masks=True,
                                      output_dir=tmp_path / backend)
     boxes_only = _evaluate(gt_path, *_outputs(shift=0.05, extra=extra), backend="pycocotools")
