@@ -13,9 +13,10 @@ VGG-16             vgg16           false        vgg_fc (ROIPool 7x7 on conv5, th
 
 (``plainXX`` backbones work wherever ``resnetXX`` does.) ``mask_head.enabled`` adds Mask R-CNN's
 mask branch to any of them: 4 convolutions on 14x14 RoIs pooled from ``roi_heads.in_features``
-(fpn_2fc, vgg_fc: 28x28 masks), or none on the res5 maps of the box head (c4_res5: 14x14). The RPN runs on ``rpn.in_features``
-(``p2..p6`` with FPN, ``res4`` for C4, ``conv5`` for VGG-16) and the RoI heads pool from
-``roi_heads.in_features``; inconsistent combinations raise ``ValueError`` naming the keys.
+(fpn_2fc, vgg_fc: 28x28 masks), or none on the res5 maps of the box head (c4_res5: 14x14).
+The RPN runs on ``rpn.in_features`` (``p2..p6`` with FPN, ``res4`` for C4, ``conv5`` for
+VGG-16) and the RoI heads pool from ``roi_heads.in_features``; inconsistent combinations raise
+``ValueError`` naming the keys.
 ``roi_heads.box_head`` alone is enough to pick a variant: the config fills the other keys from
 it (``detection.config.VARIANT_DEFAULTS``) unless they are set.
 

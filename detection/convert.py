@@ -12,8 +12,9 @@
   the default 1e-5 the scores of a model whose running variances are small drift by more than
   1e-3 (``tests/detection/test_torchvision_equivalence.py`` measures it).
 - :func:`torchvision_twin` builds torchvision's ``FasterRCNN`` (``MaskRCNN`` for a model with a
-  mask head) with every hyperparameter and weight of one of our R-xx-FPN models, read from the model itself (not from a config): the
-  reference of the equivalence tests and of ``tools/benchmark.py --compare-torchvision``.
+  mask head) with every hyperparameter and weight of one of our R-xx-FPN models, read from the
+  model itself (not from a config): the reference of the equivalence tests and of
+  ``tools/benchmark.py --compare-torchvision``.
 
 Parameter names map by prefix (``_PREFIXES``); torchvision's BN ``num_batches_tracked`` counters
 are dropped (FrozenBN has none).

@@ -8,8 +8,9 @@ and the boxes scaled back to the image's original pixels (``original_sizes``), s
 
 Labels come out as the dataset's own category ids (``classes[label - 1]["id"]`` of the
 checkpoint), with their names. A Mask R-CNN's masks come out pasted into the original image
-(``detection.masks.paste_masks``), one bool ``(H, W)`` mask per detection. ``backend="onnxruntime"`` runs an exported ``.onnx`` file
-(``detection.export``) on the same path: same resize, same outputs.
+(``detection.masks.paste_masks``), one bool ``(H, W)`` mask per detection.
+``backend="onnxruntime"`` runs an exported ``.onnx`` file (``detection.export``) on the same
+path: same resize, same outputs.
 """
 from __future__ import annotations
 

@@ -173,9 +173,10 @@ def draw_detections(image: np.ndarray, boxes: Any, scores: Any, labels: Any,
         h, w = int(round(h * factor)), int(round(w * factor))
         canvas = cv2.resize(canvas, (w, h), interpolation=cv2.INTER_LINEAR)
         boxes = boxes * np.array([w / image.shape[1], h / image.shape[0]] * 2)
-        if masks is not None:  # nearest pixel: (n, H, W) -> (H, W, n) -> resized -> (n, h, w)
-            masks = np.stack([cv2.resize(m.astype(np.uint8), (w, h),
-                                         interpolation=cv2.INTER_NEAREST) > 0 for m in masks])
+        if masks is not None:  # nearest pixel, mask by mask: (n, H, W) -> (n, h, w)
+            masks = np.array([cv2.resize(m.astype(np.uint8), (w, h),
+                                         interpolation=cv2.INTER_NEAREST) > 0 for m in masks],
+                             dtype=bool).reshape(-1, h, w)
     thickness, font_scale, text_thickness = _style(h, w)
 
     keep = np.nonzero(scores >= score_thresh)[0]

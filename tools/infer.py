@@ -19,8 +19,9 @@ original pixels. A Mask R-CNN's masks are drawn filled and translucent in the bo
 each entry carries its mask as ``segmentation`` (COCO's compressed RLE). ``--save-coco FILE``
 also writes the images' detections as a COCO results list (``image_id``, ``category_id``,
 ``bbox`` xywh, ``score``, ``segmentation``; ``pycocotools.COCO.loadRes`` reads it), the image
-ids looked up by file name in the ``--annotations`` json (a COCO annotation or image-info file). An input that cannot be read is reported by name and skipped; the tool then
-ends with ``error: N input(s) skipped`` (exit status 2). A camera or stream that cannot be
+ids looked up by file name in the ``--annotations`` json (a COCO annotation or image-info file).
+An input that cannot be read is reported by name and skipped; the tool then ends with
+``error: N input(s) skipped`` (exit status 2). A camera or stream that cannot be
 opened stops the tool with one ``error:`` line (exit status 2).
 """
 from __future__ import annotations

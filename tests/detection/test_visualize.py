@@ -156,5 +156,8 @@ def test_masks_are_filled_translucent_under_boxes_in_their_class_colour():
                           min_size=320)  # 4x: the mask covers rows 120..239, columns 40..119
     assert big.shape == (240, 320, 3) and big[200, 80].tolist() == blend(1).tolist()
     assert big[200, 130].tolist() == [100, 100, 100]
+    none = draw_detections(image[:60, :80], np.zeros((0, 4)), [], [], masks=np.zeros(
+        (0, 60, 80), bool), min_size=320)  # an image without detections, enlarged
+    assert none.shape == (240, 320, 3) and (none == 100).all()
     with pytest.raises(ValueError, match="2 masks for 3 boxes"):
         draw_detections(image, boxes, [0.6, 0.9, 0.2], [1, 2, 3], masks=masks[:2])
