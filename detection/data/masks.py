@@ -72,17 +72,17 @@ def rle_counts_from_string(text: str | bytes) -> np.ndarray:
 def _polygon_problem(polygons: list, height: int, width: int) -> str:
     parts = []
     for p in polygons:
-        if not isinstance(p, (list, tuple)) or not all(
-                isinstance(v, (int, float)) and not isinstance(v, bool) for v in p):
+        array = np.asarray(p) if isinstance(p, (list, tuple)) else np.zeros(0, dtype=object)
+        if array.ndim != 1 or (array.dtype.kind not in "iuf" and len(p)):  # bools, str, ...
             return "has a segmentation polygon that is not a list of numbers"
         if len(p) < 6:
             return f"has a segmentation polygon of {len(p) // 2} point(s) (fewer than 3)"
         if len(p) % 2:
             return f"has a segmentation polygon of {len(p)} coordinates (an odd number)"
-        parts.append(p)
+        parts.append(array)
     if not parts:
         return "has an empty segmentation (no polygon)"
-    xy = np.fromiter(itertools.chain.from_iterable(parts), dtype=np.float64).reshape(-1, 2)
+    xy = np.concatenate(parts).astype(np.float64).reshape(-1, 2)
     if not np.isfinite(xy).all():
         return "has a segmentation polygon with a non-finite coordinate"
     lo, hi = xy.min(axis=0), xy.max(axis=0)
