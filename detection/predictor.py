@@ -7,11 +7,13 @@ and the boxes scaled back to the image's original pixels (``original_sizes``), s
     boxes_original = boxes_resized * (w / w', h / h', w / w', h / h')
 
 Labels come out as the dataset's own category ids (``classes[label - 1]["id"]`` of the
-checkpoint), with their names. ``backend="onnxruntime"`` runs an exported ``.onnx`` file
-(``detection.export``) on the same path: same resize, same outputs; ``backend="openvino"`` an
-``.onnx`` or OpenVINO ``.xml`` file. ``amp`` picks the arithmetic (``detection.precision``):
-``auto`` runs bf16 where the CPU has native bf16 (PyTorch: autocast, channels-last; OpenVINO:
-its bf16 precision hint) and float32 elsewhere; ``off`` forces float32.
+checkpoint), with their names. A Mask R-CNN's masks come out pasted into the original image
+(``detection.masks.paste_masks``), one bool ``(H, W)`` mask per detection.
+``backend="onnxruntime"`` runs an exported ``.onnx`` file (``detection.export``) on the same
+path: same resize, same outputs; ``backend="openvino"`` an ``.onnx`` or OpenVINO ``.xml`` file.
+``amp`` picks the arithmetic (``detection.precision``): ``auto`` runs bf16 where the CPU has
+native bf16 (PyTorch: autocast, channels-last; OpenVINO: its bf16 precision hint) and float32
+elsewhere; ``off`` forces float32.
 """
 from __future__ import annotations
 
@@ -32,6 +34,7 @@ from .data.classes import label_to_category_id
 from .data.transforms import build_transforms
 from .engine.checkpoint import load_checkpoint, load_model_weights
 from .engine.distributed import resolve_device
+from .masks import paste_masks
 from .precision import AMP_MODES, inference_precision
 
 __all__ = ["Predictor", "load_trained_model", "load_exported", "BACKENDS"]
@@ -174,7 +177,8 @@ class Predictor:
 
     Calling it with an (H, W, 3) uint8 RGB array, an image file path or a PIL image returns
     ``{"boxes": float32 (D, 4) xyxy, "scores": float32 (D,), "labels": int64 (D,) category
-    ids, "class_names": list[str]}``; with a list of them, a list of such dicts.
+    ids, "class_names": list[str]}`` (and, for a model with a mask head, ``"masks": bool (D, H,
+    W)`` in the image's pixels); with a list of them, a list of such dicts.
     """
 
     def __init__(self, config: Union[PathLike, Config, None] = None, *, weights: PathLike,
@@ -250,7 +254,7 @@ class Predictor:
         with self.autocast():
             outputs = self.model(tensors, original_sizes=sizes)
         results = []
-        for out in outputs:
+        for out, size in zip(outputs, sizes):
             labels = out["labels"].cpu()
             results.append({
                 "boxes": out["boxes"].float().cpu().numpy(),
@@ -258,4 +262,7 @@ class Predictor:
                 "labels": label_to_category_id(self.classes, labels).numpy(),
                 "class_names": self._names[(labels - 1).numpy()].tolist(),
             })
+            if "masks" in out:
+                results[-1]["masks"] = paste_masks(out["masks"].float().cpu(),
+                                                   out["boxes"].float().cpu(), size).numpy()
         return results

@@ -126,10 +126,14 @@ def _dataset(cfg: Config, *, train: bool):
     d, inp = cfg.data, cfg.data.input
     split = d.train if train else d.test
     check_data_paths(cfg, "train" if train else "test")
+    masks = train and cfg.model.mask_head.enabled  # evaluation reads the json's masks itself
     transforms = build_transforms(
         train=train, min_size=inp.min_size_train if train else inp.min_size_test,
         max_size=inp.max_size_train if train else inp.max_size_test,
-        flip_prob=inp.flip_prob, photometric=inp.photometric)
+        flip_prob=inp.flip_prob, photometric=inp.photometric, masks=masks)
+    if d.format == "voc" and cfg.model.mask_head.enabled:
+        raise ValueError("model.mask_head.enabled needs instance masks: data.format coco (a "
+                         "COCO json with segmentation); VOC's XML files have none")
     if d.format == "voc":
         return VOCDataset(roots=split.roots, splits=voc_splits(split),
                           class_names=d.class_names, transforms=transforms, train=train,
@@ -137,7 +141,8 @@ def _dataset(cfg: Config, *, train: bool):
                           on_bad_image=d.on_bad_image, on_bad_annotation=d.on_bad_annotation)
     return COCODataset(images=split.images, annotations=split.annotations,
                        transforms=transforms, train=train, filter_empty=d.filter_empty,
-                       on_bad_image=d.on_bad_image, on_bad_annotation=d.on_bad_annotation)
+                       on_bad_image=d.on_bad_image, on_bad_annotation=d.on_bad_annotation,
+                       masks=masks)
 
 
 def build_train_dataset(cfg: Config):
@@ -232,7 +237,8 @@ def build_lr_scheduler(cfg: Config, optimizer: torch.optim.Optimizer) -> WarmupL
 
 def build_evaluator(cfg: Config, classes: list[dict], *, verbose: bool = False):
     """The evaluation of ``data.test`` (results in percent): COCO mAP of
-    ``data.test.annotations`` (``test.evaluator_backend``), or VOC AP at IoU .5 of
+    ``data.test.annotations`` (``test.evaluator_backend``; box and, with
+    ``model.mask_head.enabled``, mask AP), or VOC AP at IoU .5 of
     ``data.test.roots`` / ``splits`` (``test.use_07_metric``); ``verbose`` prints the summary and
     the per-category table."""
     from .evaluation import COCOEvaluator, VOCEvaluator
@@ -244,7 +250,8 @@ def build_evaluator(cfg: Config, classes: list[dict], *, verbose: bool = False):
                             verbose=verbose)
     return COCOEvaluator(annotations=t.annotations, classes=classes,
                          output_dir=cfg.output_dir, verbose=verbose,
-                         backend=cfg.test.evaluator_backend)
+                         backend=cfg.test.evaluator_backend,
+                         masks=cfg.model.mask_head.enabled)
 
 
 def build_model_for_training(cfg: Config, classes: list[dict], *, resuming: bool):

@@ -19,13 +19,13 @@ from ..build import build_model
 from ..config import Config
 from ..engine.runlog import peak_rss_mb
 from .data import measure_loader
-from .models import make_like_trained, measure_models, synthetic_batch
+from .models import instance_masks, make_like_trained, measure_models, synthetic_batch
 from .runtimes import RUNTIMES, agreement, cpu_header, ours_precision, runtime_detectors
 from .timing import summarize, time_alternating
 
 __all__ = ["TASKS", "run_benchmark", "format_report", "build_models", "measure_models",
-           "measure_loader", "make_like_trained", "synthetic_batch", "summarize",
-           "time_alternating", "RUNTIMES"]
+           "measure_loader", "make_like_trained", "synthetic_batch", "instance_masks",
+           "summarize", "time_alternating", "RUNTIMES"]
 
 TASKS = ("model", "train", "data")
 _MODEL_TASKS = {"model": "inference", "train": "train"}

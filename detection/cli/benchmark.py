@@ -10,22 +10,23 @@
         --size 512 --batch 1 --threads 2 --compare-torchvision \\
         --backend torch,onnxruntime,openvino --amp auto --set model.backbone.weights=null
 
-Tasks: model (inference latency), train (one training step), data (training-loader
-throughput), eval (COCO evaluation of a COCO-val-sized synthetic result set by faster-coco-eval
-and pycocotools, alternating, --iters runs each, every number compared; see
+Tasks: model (inference latency), train (one training step), data (training-loader throughput),
+eval (COCO evaluation of a COCO-val-sized synthetic result set by faster-coco-eval and
+pycocotools, alternating, --iters runs each, every number compared; see
 detection/evaluation/speed.py; needs no config). --compare-torchvision (R-xx-FPN configs) times
 torchvision's FasterRCNN carrying the same weights side by side, alternating, and prints the
-ratios ours / torchvision. Without --weights the weights are random, made like a trained
-model's so that post-processing does its real work; see detection/benchmark/ for what each
-number means. --onnx FILE also times that file in ONNX Runtime (CPU execution provider) with
-the same threads, alternating with PyTorch, and prints how much faster it is and how well its
-detections match: give the --weights it was exported from, or none (the random weights are
-then exported to FILE). --backend torch,onnxruntime,openvino times the exported graph in both
-runtimes beside our model (a comma-separated list here, where the other subcommands take one
-backend); --amp (default: the config's test.amp, auto) runs our model (and OpenVINO's precision
-hint) in bf16 where the CPU has native bf16, torchvision's twin staying float32; the header names
-the CPU and its bf16 support, and each runtime's detections are compared with our float32
-model's (detection/benchmark/).
+ratios ours / torchvision; for a Mask R-CNN config (coco/mask_rcnn_R_50_FPN_torchvision)
+torchvision's MaskRCNN, masks included in inference and training. Without --weights the weights
+are random, made like a trained model's so that post-processing does its real work; see
+detection/benchmark/ for what each number means. --onnx FILE also times that file in ONNX
+Runtime (CPU execution provider) with the same threads, alternating with PyTorch, and prints how
+much faster it is and how well its detections match: give the --weights it was exported from, or
+none (the random weights are then exported to FILE). --backend torch,onnxruntime,openvino times
+the exported graph in both runtimes beside our model (a comma-separated list here, where the
+other subcommands take one backend); --amp (default: the config's test.amp, auto) runs our model
+(and OpenVINO's precision hint) in bf16 where the CPU has native bf16, torchvision's twin
+staying float32; the header names the CPU and its bf16 support, and each runtime's detections
+are compared with our float32 model's (detection/benchmark/).
 """
 from __future__ import annotations
 

@@ -8,7 +8,8 @@ graph.
 
 The file takes a padded uint8 RGB batch `images` (N, 3, H, W) (any N, H and W multiples of
 the model's size divisibility; the test-time resize keeps them within the config's max size)
-and `image_sizes` (N, 2), and returns `boxes`, `scores`, `labels` and `batch_index`. It
+and `image_sizes` (N, 2), and returns `boxes`, `scores`, `labels` and `batch_index` (and
+`masks` (D, 1, M, M) at RoI resolution for a Mask R-CNN; pasted outside the graph). It
 carries the class list, the test-time resize and the config as metadata, so
 Predictor(weights="model.onnx", backend="onnxruntime") and `resdet infer --onnx` need nothing
 else. Without --config the checkpoint's stored config is used. See detection/export/ for the
@@ -80,7 +81,8 @@ def main(argv: Optional[list[str]] = None, prog: str | None = None) -> int:
                   if p.is_file()) / 2**20
     print(f"wrote {output} ({size_mb:.1f} MB in all, opset {args.opset}, "
           f"{time.perf_counter() - start:.0f} s): {cfg.model.backbone.name} "
-          f"{cfg.model.roi_heads.box_head}, {len(classes)} classes, score_thresh "
+          f"{cfg.model.roi_heads.box_head}{' with masks' if cfg.model.mask_head.enabled else ''}"
+          f", {len(classes)} classes, score_thresh "
           f"{cfg.model.roi_heads.score_thresh}, images resized to "
           f"{cfg.data.input.min_size_test}..{cfg.data.input.max_size_test} px")
     return 0

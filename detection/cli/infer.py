@@ -19,16 +19,17 @@ float32.
 Written to the --output folder while the run goes on: detections.jsonl, one line per image or
 frame as soon as it is done, {"source": <file name, camera0 or stream>, "frame": <index, for
 videos>, "detections": [{"category_id", "category_name", "bbox": [x, y, w, h], "score"}, ...]}
-in original pixels (so memory stays flat and an interrupted run keeps every finished frame);
-each image with its detections drawn (same file name), each video, camera or stream as
-<name>.mp4, camera<i>.mp4, stream.mp4: H.264 in a fragmented MP4 that browsers play (needs
-PyAV: pip install -e ".[video]"; without it mp4v, said in the log). --no-draw writes the
-JSON lines only; --classes keeps the detections of some classes (names or category ids).
---save-coco FILE also writes the images' detections as a COCO results list (image_id,
-category_id, bbox xywh, score; pycocotools' COCO.loadRes reads it), the image ids looked up by
-file name in the --annotations json. An input that cannot be read is reported by name and
-skipped; the run then ends with `error: N input(s) skipped` (exit status 2). A camera or stream
-that cannot be opened stops the run with one error line (exit status 2).
+in original pixels (so memory stays flat and an interrupted run keeps every finished frame; a
+Mask R-CNN's entries carry their mask as "segmentation", COCO's compressed RLE); each image with
+its detections drawn (same file name; masks filled and translucent in the box colours), each
+video, camera or stream as <name>.mp4, camera<i>.mp4, stream.mp4: H.264 in a fragmented MP4 that
+browsers play (needs PyAV: pip install -e ".[video]"; without it mp4v, said in the log).
+--no-draw writes the JSON lines only; --classes keeps the detections of some classes (names or
+category ids). --save-coco FILE also writes the images' detections as a COCO results list
+(image_id, category_id, bbox xywh, score, segmentation; pycocotools' COCO.loadRes reads it), the
+image ids looked up by file name in the --annotations json. An input that cannot be read is
+reported by name and skipped; the run then ends with `error: N input(s) skipped` (exit status
+2). A camera or stream that cannot be opened stops the run with one error line (exit status 2).
 """
 from __future__ import annotations
 
@@ -66,7 +67,8 @@ def _out_name(path: Path, suffix: str, used: set[str]) -> str:
 def _draw(image: np.ndarray, result: dict, predictor: Predictor, thresh: float) -> np.ndarray:
     """RGB in, RGB out: ``image`` with the detections scoring at least ``thresh`` drawn."""
     return draw_detections(image, result["boxes"], result["scores"], result["labels"],
-                           predictor.category_names, score_thresh=thresh)
+                           predictor.category_names, score_thresh=thresh,
+                           masks=result.get("masks"))
 
 
 def keep_classes(result: dict, ids: Optional[set[int]]) -> dict:
@@ -74,9 +76,8 @@ def keep_classes(result: dict, ids: Optional[set[int]]) -> dict:
     if ids is None:
         return result
     keep = np.isin(result["labels"], sorted(ids))
-    return {"boxes": result["boxes"][keep], "scores": result["scores"][keep],
-            "labels": result["labels"][keep],
-            "class_names": [n for n, k in zip(result["class_names"], keep) if k]}
+    kept = {k: v[keep] for k, v in result.items() if k != "class_names"}  # masks too
+    return {**kept, "class_names": [n for n, k in zip(result["class_names"], keep) if k]}
 
 
 def class_ids(wanted: Optional[list[str]], classes: list[dict]) -> Optional[set[int]]:

@@ -22,7 +22,8 @@ from .loader import choice_field, list_field
 
 __all__ = [
     "AnchorGeneratorConfig", "BackboneConfig", "Config", "DataConfig", "DatasetConfig",
-    "FPNConfig", "INPUT_FORMAT_DEFAULTS", "InputConfig", "ModelConfig", "RPNConfig",
+    "FPNConfig", "INPUT_FORMAT_DEFAULTS", "InputConfig", "MASK_VARIANT_DEFAULTS",
+    "MaskHeadConfig", "ModelConfig", "RPNConfig",
     "RoIHeadsConfig", "SolverConfig", "SyntheticConfig", "TestConfig", "VARIANT_DEFAULTS",
 ]
 
@@ -89,6 +90,22 @@ class RoIHeadsConfig:
     detections_per_img: int = 100
 
 
+# ------------------------------------------------------------------- masks (Mask R-CNN, issue 26)
+@dataclass
+class MaskHeadConfig:
+    """A mask branch beside the box head (``detection/mask_head.py``); masks of
+    ``2 x pooler_resolution`` cells (c4_res5: of the box head's res5 maps, 14x14)."""
+
+    enabled: bool = False
+    num_convs: Optional[int] = None  # None: derived from roi_heads.box_head (4; c4_res5: 0)
+    conv_dim: int = 256
+    # the mask pooler (c4_res5 has none: leave both null); null type: roi_heads.pooler_type
+    pooler_resolution: Optional[int] = None  # None: derived (14; c4_res5: none)
+    pooler_type: Optional[str] = choice_field("ROIAlign", "ROIAlignV2", "ROIPool", None,
+                                              default=None)
+    class_agnostic: bool = False  # one mask per RoI instead of one per class
+
+
 @dataclass
 class ModelConfig:
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
@@ -103,6 +120,7 @@ class ModelConfig:
     anchor_generator: AnchorGeneratorConfig = field(default_factory=AnchorGeneratorConfig)
     rpn: RPNConfig = field(default_factory=RPNConfig)
     roi_heads: RoIHeadsConfig = field(default_factory=RoIHeadsConfig)
+    mask_head: MaskHeadConfig = field(default_factory=MaskHeadConfig)  # Mask R-CNN
     # the whole detector from a checkpoint of this toolkit (or a converted torchvision one);
     # tensors matching by name and shape are loaded (detection/transfer.py); --resume wins
     weights: Optional[str] = None
@@ -115,6 +133,8 @@ class ModelConfig:
         ``roi_heads.box_head`` (see ``VARIANT_DEFAULTS``), and the pixel mean/std from
         ``input_format`` (``INPUT_FORMAT_DEFAULTS``); values set explicitly are kept."""
         derived = VARIANT_DEFAULTS[self.roi_heads.box_head]
+        if self.mask_head.enabled:
+            derived = {**derived, **MASK_VARIANT_DEFAULTS[self.roi_heads.box_head]}
         for dotted, value in derived.items():
             section, key = dotted.split(".")
             node = getattr(self, section)
@@ -148,6 +168,14 @@ VARIANT_DEFAULTS: dict[str, dict[str, Any]] = {
                 "roi_heads.pooler_resolution": 14},
     "vgg_fc": {**_SINGLE_LEVEL, "rpn.in_features": ["conv5"],
                "roi_heads.in_features": ["conv5"]},
+}
+
+
+#: What ``model.roi_heads.box_head`` implies for the mask head's keys left unset, when enabled.
+MASK_VARIANT_DEFAULTS: dict[str, dict[str, Any]] = {
+    "fpn_2fc": {"mask_head.num_convs": 4, "mask_head.pooler_resolution": 14},
+    "c4_res5": {"mask_head.num_convs": 0},
+    "vgg_fc": {"mask_head.num_convs": 4, "mask_head.pooler_resolution": 14},
 }
 
 

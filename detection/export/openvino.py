@@ -115,14 +115,17 @@ class OpenVINODetector(GraphDetector):
             config["INFERENCE_NUM_THREADS"] = int(threads)
         self.compiled = core.compile_model(model, "CPU", config)
         self.request = self.compiled.create_infer_request()
-        self._outputs = [self.compiled.output(name) for name in OUTPUT_NAMES]
+        self.output_names = [name for name in (*OUTPUT_NAMES, "masks")
+                             if any(name in out.get_names() for out in self.compiled.outputs)]
+        self._outputs = [self.compiled.output(name) for name in self.output_names]
         self._set_metadata(meta, path, score_thresh)
 
     def describe(self) -> str:
         return f"OpenVINO {self.precision} ({self.precision_reason})"
 
     def run(self, images: np.ndarray, image_sizes: np.ndarray) -> list[np.ndarray]:
-        """The graph itself: ``boxes, scores, labels, batch_index`` (flat, by image)."""
+        """The graph itself: ``boxes, scores, labels, batch_index[, masks]`` (flat, by
+        image)."""
         result = self.request.infer(dict(zip(INPUT_NAMES, (images, image_sizes))))
         return [np.array(result[out]) for out in self._outputs]
 

@@ -177,3 +177,23 @@ def test_amp_bf16_matches_float32_and_says_why(exported, one_thread, detection_l
     assert stats["matched"] >= 0.9 and stats["detections"] >= 30, stats
     with pytest.raises(ValueError, match="amp must be one of"):
         Predictor(None, weights=ex.weights, amp="fp16")
+
+
+def test_masks_come_pasted_into_the_original_image(exported, one_thread):
+    """A Mask R-CNN checkpoint: ``masks`` bool (D, H, W) in the original pixels, the model's RoI
+    masks pasted with its boxes rescaled to the original size."""
+    from detection.masks import paste_masks
+
+    ex = exported("fpn_mask")
+    image = _image(3, h=90, w=200)  # resized to 128 x 284 -> 72 x 160 (max size 160)
+    predictor = Predictor(weights=ex.weights, amp="off")  # against the float32 model
+    result = predictor(image)
+    assert result["masks"].dtype == bool and result["masks"].shape == (len(result["boxes"]),
+                                                                        90, 200)
+    tensor = predictor._prepare(image)
+    with torch.no_grad():
+        (raw,) = ex.model([tensor], original_sizes=[(90, 200)])
+    assert len(raw["boxes"]) == len(result["boxes"]) > 10
+    expected = paste_masks(raw["masks"], raw["boxes"], (90, 200)).numpy()
+    assert np.array_equal(result["masks"], expected)
+    assert 0 < result["masks"].sum(axis=(1, 2)).min()  # every detection has mask pixels

@@ -175,3 +175,42 @@ def test_eval_task_times_both_backends_and_compares_every_number(tmp_path, capsy
     with pytest.raises(SystemExit) as exit_info:  # argparse: every other task needs a config
         benchmark.main(["--task", "model"])
     assert exit_info.value.code == 2 and "--config is required" in capsys.readouterr().err
+
+
+def test_a_mask_rcnn_against_torchvisions(tmp_path, capsys):
+    """A Mask R-CNN config: torchvision's MaskRCNN with the same weights beside it, inference
+    and a training step on masks (its full-image masks, our compact ones: the same ellipses),
+    the same parameters and FLOPs; the masks of the two agree on the benchmark's images."""
+    from detection.benchmark import build_models, instance_masks
+    from detection.export.runtime import compare_detections
+    from detection.masks import paste_masks
+
+    config = tmp_path / "tiny_mask.yaml"
+    config.write_text(TINY_FPN.format(root=tmp_path / "shapes").replace(
+        "  roi_heads: {fc_dim: 64, batch_size_per_image: 32}",
+        "  roi_heads: {fc_dim: 64, batch_size_per_image: 32}\n"
+        "  mask_head: {enabled: true, conv_dim: 16}"))
+    out = tmp_path / "bench.json"
+    assert benchmark.main(["--config", str(config), "--batch", "1", "--iters", "2", "--warmup",
+                           "0", "--size", "48", "--threads", "1", "--task", "model", "train",
+                           "--compare-torchvision", "--output", str(out)]) == 0
+    result = json.loads(out.read_text())
+    for task in ("model", "train"):
+        ratio = result["results"][task]["ratio"]
+        assert ratio["params_m"] == 1.0 and ratio["gflops_per_image"] == pytest.approx(1.0,
+                                                                                     abs=0.02)
+    models = build_models(load_config(config), compare_torchvision=True, height=48, width=64,
+                          device=torch.device("cpu"))
+    assert type(models["torchvision"]).__name__ == "MaskRCNN"
+    images, targets = synthetic_batch(batch=1, height=48, width=64, num_classes=3,
+                                      device=torch.device("cpu"), masks=True)
+    ellipses = targets[0]["masks"]
+    assert ellipses.shape == (8, 48, 64) and ellipses.dtype == torch.uint8
+    assert torch.equal(instance_masks(ellipses).rasterize(48, 64), ellipses.bool())
+    with torch.no_grad():
+        ours = models["ours"].eval()(images)[0]
+        tv = models["torchvision"].eval()([im.float() / 255 for im in images])[0]
+    ours["masks"] = paste_masks(ours["masks"], ours["boxes"], (48, 64))
+    tv["masks"] = tv["masks"][:, 0] > 0.5
+    stats = compare_detections([ours], [tv])
+    assert stats["detections"] > 5 and stats["matched"] >= 0.9 and stats["mask_matched"] >= 0.9
