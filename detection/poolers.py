@@ -126,7 +126,10 @@ class RoIPooler(nn.Module):
 
     def _pool(self, feature: Tensor, rois: Tensor, scale: float) -> Tensor:
         if self.pooler_type == "ROIPool":
-            return roi_pool(feature, rois, self.output_size, scale)
+            # torchvision's roi_pool has no CPU autocast rule: bf16 maps meet float32 boxes.
+            # A max is exact in any dtype, so the maps go to the boxes' dtype and come back.
+            return roi_pool(feature.to(rois.dtype), rois, self.output_size,
+                            scale).to(feature.dtype)
         return threaded_roi_align(feature, rois, self.output_size, scale, self.sampling_ratio,
                                   aligned=self.pooler_type == "ROIAlignV2")
 
