@@ -29,7 +29,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 from torchvision.ops import FrozenBatchNorm2d
 
-__all__ = ["Conv2d", "adopt_conv2d", "conv_norm", "folded_conv_params"]
+__all__ = ["Conv2d", "adopt_conv2d", "conv_norm", "fold_frozen_norms", "folded_conv_params"]
 
 
 def folded_conv_params(conv: nn.Conv2d, norm: FrozenBatchNorm2d) -> tuple[Tensor, Tensor]:
@@ -47,6 +47,42 @@ def conv_norm(x: Tensor, conv: nn.Conv2d, norm: nn.Module) -> Tensor:
         return norm(conv(x))
     weight, bias = folded_conv_params(conv, norm)
     return conv._conv_forward(x, weight, bias)
+
+
+def _conv_norm_pairs(module: nn.Module):
+    """``(parent, conv, norm name)`` of every convolution followed by a FrozenBatchNorm2d in the
+    way :func:`conv_norm` pairs them: ``convK`` / ``bnK`` attributes of one module (the ResNet
+    stem and blocks) and a ``Sequential(conv, norm)`` (a block's projection shortcut)."""
+    for parent in module.modules():
+        children = dict(parent.named_children())
+        if isinstance(parent, nn.Sequential) and len(parent) == 2:
+            if isinstance(parent[0], nn.Conv2d) and isinstance(parent[1], FrozenBatchNorm2d):
+                yield parent, parent[0], "1"
+            continue
+        for name, norm in children.items():
+            conv = children.get("conv" + name[2:]) if name.startswith("bn") else None
+            if isinstance(norm, FrozenBatchNorm2d) and isinstance(conv, nn.Conv2d):
+                yield parent, conv, name
+
+
+@torch.no_grad()
+def fold_frozen_norms(module: nn.Module) -> int:
+    """Fold each FrozenBatchNorm2d into the convolution before it, for good (in place): the
+    convolution gets :func:`folded_conv_params` and the norm becomes ``nn.Identity``, so
+    :func:`conv_norm` runs the one convolution without folding it again on every call. The
+    outputs are bitwise those of :func:`conv_norm` (the same float32 products); the module's
+    ``state_dict`` no longer has the norms, so this is for inference only (``Predictor``,
+    ``resdet eval``), never for a model that trains or is saved. Returns the number folded."""
+    pairs = list(_conv_norm_pairs(module))
+    for parent, conv, name in pairs:
+        weight, bias = folded_conv_params(conv, getattr(parent, name))
+        conv.weight = nn.Parameter(weight, requires_grad=False)
+        conv.bias = nn.Parameter(bias, requires_grad=False)
+        if isinstance(parent, nn.Sequential):
+            parent[int(name)] = nn.Identity()
+        else:
+            setattr(parent, name, nn.Identity())
+    return len(pairs)
 
 
 class _ConvNCHWWeightGrad(torch.autograd.Function):

@@ -29,12 +29,16 @@ from typing import Optional, Union
 
 import torch
 
+from backbones.layers import fold_frozen_norms
+
 __all__ = ["AMP_MODES", "Precision", "cpu_bf16_support", "resolve_precision",
            "inference_precision", "training_precision"]
 
 #: What ``test.amp``, ``--amp`` and ``Predictor(amp=...)`` accept.
 AMP_MODES = ("auto", "off", "bf16")
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+#: layers whose products autocast runs in the lower precision (their weights are cast per call)
+_AUTOCAST_LAYERS = (torch.nn.Conv2d, torch.nn.ConvTranspose2d, torch.nn.Linear)
 logger = logging.getLogger("detection")
 
 
@@ -93,10 +97,21 @@ class Precision:
         return torch.autocast(self.device_type, dtype=self.dtype)
 
     def prepare(self, model: torch.nn.Module) -> torch.nn.Module:
-        """``model`` with channels-last 4-D weights for a CPU autocast run (in place; a
-        channels-last model is left as it is)."""
+        """``model`` made ready for inference in this precision, in place: every FrozenBN folded
+        into its convolution for good (``backbones.layers.fold_frozen_norms``: the same outputs,
+        without re-folding the weights on every call); for a CPU autocast run, channels-last
+        4-D weights, and the weights of the layers autocast runs in bf16 (convolutions, linear
+        layers) stored in bf16, which is what autocast would cast them to on every call. Only
+        for a model that infers: Predictor and ``resdet eval`` build their own."""
+        fold_frozen_norms(model)
         if self.enabled and self.device_type == "cpu":
             model.to(memory_format=torch.channels_last)
+            with torch.no_grad():
+                for m in model.modules():
+                    if isinstance(m, _AUTOCAST_LAYERS):
+                        for p in (m.weight, m.bias):
+                            if p is not None:
+                                p.data = p.data.to(self.dtype)
         return model
 
     def describe(self) -> str:

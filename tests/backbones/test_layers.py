@@ -4,7 +4,8 @@ import torch
 from torch import nn
 from torchvision.ops import FeaturePyramidNetwork, FrozenBatchNorm2d
 
-from backbones.layers import Conv2d, adopt_conv2d, conv_norm, folded_conv_params
+from backbones.layers import (Conv2d, adopt_conv2d, conv_norm, fold_frozen_norms,
+                              folded_conv_params)
 
 
 def _frozen_bn(channels: int, generator: torch.Generator) -> FrozenBatchNorm2d:
@@ -90,3 +91,25 @@ def test_adopt_conv2d_keeps_parameters():
     after = fpn.state_dict()
     assert list(after) == list(before)
     assert all(torch.equal(after[k], v) for k, v in before.items())
+
+
+def test_fold_frozen_norms_for_good_gives_the_same_bits():
+    """Every FrozenBN of a ResNet-18 (the stem, two per block, three projection shortcuts)
+    folded into its convolution: the same float32 features, bit for bit, with the norms gone."""
+    from backbones.resnet import ResNet
+    g = torch.Generator().manual_seed(1)
+    model = ResNet(depth=18, norm="FrozenBN", out_features=["res2", "res3", "res4", "res5"])
+    for m in model.modules():
+        if isinstance(m, FrozenBatchNorm2d):
+            m.weight.copy_(torch.rand(m.weight.shape, generator=g) + 0.5)
+            m.bias.copy_(torch.randn(m.bias.shape, generator=g))
+            m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g))
+            m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
+    x = torch.randn(1, 3, 64, 96, generator=g)
+    with torch.no_grad():
+        expected = model(x)
+        assert fold_frozen_norms(model) == 1 + 8 * 2 + 3
+        got = model(x)
+    assert not any(isinstance(m, FrozenBatchNorm2d) for m in model.modules())
+    for key in expected:
+        assert torch.equal(got[key], expected[key]), key

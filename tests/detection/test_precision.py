@@ -3,6 +3,8 @@ detections against float32 (the reduced-precision rule) on a detector with like-
 weights."""
 import pytest
 import torch
+from torch import nn
+from torchvision.ops import FrozenBatchNorm2d
 
 from detection.config import load_config
 from detection.export.runtime import REDUCED_PRECISION_MATCH, compare_detections
@@ -88,3 +90,31 @@ def test_bf16_detections_match_float32(exported, one_thread):
     assert stats["detections"] >= 60 and stats["matched"] >= 0.9, stats
     for o in out:  # float32 boxes and scores: decoding and softmax stay in float32
         assert o["boxes"].dtype == torch.float32 and o["scores"].dtype == torch.float32
+
+
+@pytest.mark.parametrize("variant", ["fpn_mask", "c4", "vgg"])
+@pytest.mark.parametrize("amp", ["off", "bf16"])
+def test_prepared_model_gives_the_same_bits(exported, one_thread, variant, amp):
+    """``Precision.prepare`` (FrozenBN folded for good; in bf16 also the convolution and linear
+    weights stored in bf16, as autocast casts them on every call) changes no output bit."""
+    import copy
+    model = exported(variant).model
+    precision = resolve_precision(amp, "cpu")
+    plain = copy.deepcopy(model)
+    if precision.enabled:
+        plain.to(memory_format=torch.channels_last)
+    prepared = precision.prepare(copy.deepcopy(model))
+    assert not any(isinstance(m, FrozenBatchNorm2d) for m in prepared.modules())
+    if precision.enabled:
+        convs = [m for m in prepared.modules() if isinstance(m, nn.Conv2d)]
+        assert convs and all(m.weight.dtype == torch.bfloat16 for m in convs)
+    g = torch.Generator().manual_seed(3)
+    images = [torch.randint(0, 256, (3, h, w), generator=g, dtype=torch.uint8)
+              for h, w in ((96, 128), (128, 112))]
+    with torch.inference_mode(), precision.autocast():
+        expected, got = plain(images), prepared(images)
+    assert sum(len(o["boxes"]) for o in expected) >= 20
+    for e, o in zip(expected, got):
+        assert e.keys() == o.keys()
+        for key in e:
+            assert torch.equal(e[key], o[key]), (variant, amp, key)
