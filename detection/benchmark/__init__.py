@@ -10,6 +10,7 @@ file in ONNX Runtime (CPU execution provider, the same threads) and reports
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 from typing import Any, Optional, Union
 
@@ -115,10 +116,15 @@ def run_benchmark(cfg: Config, *, tasks: tuple[str, ...] = TASKS, device: str = 
                   "torchvision": ours_amp.dtype if amp is True else None}
         for task in model_tasks:
             timed = {n: m for n, m in models.items() if task == "model" or n not in RUNTIMES}
+            if task == "model":  # inference times the model as Predictor and eval prepare it
+                timed["ours"] = ours_amp.prepare(copy.deepcopy(models["ours"]))
             per_model = measure_models(
                 timed, task=_MODEL_TASKS[task], batch=batch, height=height, width=width,
                 num_classes=num_classes, iters=iters, warmup=warmup, device=dev,
                 dtypes=dtypes)
+            if task == "model":  # the model's parameters, not the biases folding added
+                per_model["ours"]["params_m"] = sum(
+                    p.numel() for p in models["ours"].parameters()) / 1e6
             results[task] = {"models": per_model, "ratio": _ratios(per_model),
                              "speedup": _speedups(per_model)}
             if task == "model" and agree:
