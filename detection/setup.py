@@ -31,6 +31,7 @@ __all__ = [
     "build_test_dataset", "with_num_classes", "build_train_sampler", "build_train_loader",
     "build_test_loader", "build_optimizer", "build_lr_scheduler", "build_evaluator",
     "build_model_for_training", "build_trainer", "check_before_data", "check_data_paths",
+    "build_augment_transforms", "has_masks",
 ]
 
 
@@ -116,6 +117,29 @@ def check_data_paths(cfg: Config, split: str) -> None:
         existing_path(split.annotations, f"{key}.annotations")
 
 
+def build_augment_transforms(cfg: Config):
+    """The training transforms of ``data.augment`` (``detection.data.augment``: presets,
+    albumentations transforms by name), or ``None`` when the list is empty (``data.input``'s
+    resize and flip, :func:`~detection.data.transforms.build_transforms`). Every entry is
+    checked here, before any data is read; the error names ``data.augment[i]``."""
+    from .data.augment import build_augment
+    from .data.transforms import DetectionTransform
+
+    d, inp = cfg.data, cfg.data.input
+    if not d.augment:
+        return None
+    defaults = {"resize_flip": {"sizes": inp.min_size_train, "max_size": inp.max_size_train,
+                                "flip_prob": inp.flip_prob, "photometric": inp.photometric},
+                "lsj": {"size": inp.min_size_test, "flip_prob": inp.flip_prob}}
+    ops = build_augment(d.augment, defaults=defaults, masks=has_masks(cfg))
+    return DetectionTransform(ops, min_visibility=d.box_min_visibility)
+
+
+def has_masks(cfg: Config) -> bool:
+    """Whether the model has a mask head (its data then carries compact masks)."""
+    return bool(getattr(getattr(cfg.model, "mask_head", None), "enabled", False))
+
+
 def _dataset(cfg: Config, *, train: bool):
     from .data.coco import COCODataset
     from .data.transforms import build_transforms
@@ -124,10 +148,12 @@ def _dataset(cfg: Config, *, train: bool):
     d, inp = cfg.data, cfg.data.input
     split = d.train if train else d.test
     check_data_paths(cfg, "train" if train else "test")
-    transforms = build_transforms(
-        train=train, min_size=inp.min_size_train if train else inp.min_size_test,
-        max_size=inp.max_size_train if train else inp.max_size_test,
-        flip_prob=inp.flip_prob, photometric=inp.photometric)
+    transforms = build_augment_transforms(cfg) if train else None
+    if transforms is None:
+        transforms = build_transforms(
+            train=train, min_size=inp.min_size_train if train else inp.min_size_test,
+            max_size=inp.max_size_train if train else inp.max_size_test,
+            flip_prob=inp.flip_prob, photometric=inp.photometric)
     if d.format == "voc":
         return VOCDataset(roots=split.roots, splits=voc_splits(split),
                           class_names=d.class_names, transforms=transforms, train=train,
@@ -290,6 +316,7 @@ def check_before_data(cfg: Config) -> None:
     if b.weights is not None:
         resolve_weights(b.weights, arch=b.name)
     check_trainable_norm(cfg)
+    build_augment_transforms(cfg)  # data.augment's entries, each checked by name
 
 
 def build_trainer(cfg: Config, *, device: torch.device, resume: bool = False

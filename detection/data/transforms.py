@@ -64,20 +64,37 @@ class ResizeShortestEdge(A.DualTransform):
 
 
 class DetectionTransform:
-    """An albumentations pipeline behind the ``(image, boxes, labels)`` call of the datasets."""
+    """An albumentations pipeline behind the ``(image, boxes, labels)`` call of the datasets.
 
-    def __init__(self, transforms: Sequence[A.BasicTransform]) -> None:
-        # no box filtering: resize and flip keep every box, so labels stay aligned with the json
+    Boxes are clipped to the image after each transform; one left with no width or height
+    (1e-5 px, wholly cropped away) or with less than ``min_visibility`` of its area (after a
+    crop) is dropped with its label. Resizes and flips keep every box.
+    """
+
+    def __init__(self, transforms: Sequence[A.BasicTransform], *,
+                 min_visibility: float = 0.0) -> None:
+        if not 0.0 <= min_visibility <= 1.0:
+            raise ValueError(f"box min_visibility must be in [0, 1], got {min_visibility}")
         self.compose = A.Compose(
             list(transforms),
-            bbox_params=A.BboxParams(format="pascal_voc", label_fields=["labels"], clip=True),
+            bbox_params=A.BboxParams(format="pascal_voc", label_fields=["labels", "index"],
+                                     clip=True, min_visibility=min_visibility,
+                                     min_width=1e-5, min_height=1e-5),
         )
 
     def __call__(self, image: np.ndarray, boxes: np.ndarray, labels: np.ndarray
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        out = self.compose(image=image, bboxes=boxes, labels=labels)
+        return self.apply(image, boxes, labels)[:3]
+
+    def apply(self, image: np.ndarray, boxes: np.ndarray, labels: np.ndarray, **targets: Any
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict]:
+        """``(image, boxes, labels, kept, out)``: ``kept`` (m,) the input rows of the boxes
+        left, ``out`` albumentations' whole result (``targets``, e.g. ``keypoints``, moved)."""
+        index = np.arange(len(boxes), dtype=np.int64)
+        out = self.compose(image=image, bboxes=boxes, labels=labels, index=index, **targets)
         boxes = np.asarray(out["bboxes"], dtype=np.float32).reshape(-1, 4)
-        return out["image"], boxes, np.asarray(out["labels"], dtype=np.int64)
+        return (out["image"], boxes, np.asarray(out["labels"], dtype=np.int64),
+                np.asarray(out["index"], dtype=np.int64), out)
 
     def set_random_seed(self, seed: int | None) -> None:
         """Reseed the augmentation RNG (albumentations ignores the global numpy/random seeds)."""
