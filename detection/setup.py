@@ -20,6 +20,8 @@ from .config import Config, config_to_dict, existing_path, save_config
 from .data.loader import move_batch
 from .engine import distributed as du
 from .engine.checkpoint import seed_all
+from .engine.epochs import convert_epochs
+from .engine.epochs import describe as describe_epochs
 from .engine.run import assemble_trainer, images_per_process, read_resume
 from .engine.runlog import LOGGER_NAME
 from .engine.schedule import WarmupLRScheduler, param_groups
@@ -334,6 +336,10 @@ def build_trainer(cfg: Config, *, device: torch.device, resume: bool = False
         check_data_paths(cfg, split)
     train_set = build_train_dataset(cfg)
     cfg = with_num_classes(cfg, train_set.classes)
+    cfg = convert_epochs(cfg, images=len(train_set))  # lengths in epochs -> iterations
+    line = describe_epochs(cfg, images=len(train_set))
+    if line:
+        logging.getLogger(LOGGER_NAME).info("%s", line)
     seed_all(cfg.seed)  # the same initial weights on every process
     model = build_model_for_training(cfg, train_set.classes, resuming=ckpt is not None)
     model = model.to(device)
@@ -349,5 +355,5 @@ def build_trainer(cfg: Config, *, device: torch.device, resume: bool = False
         train_loader=lambda start: build_train_loader(cfg, train_set, start_iter=start),
         device=device, evaluate=inference, prepare_batch=move_batch, ckpt=ckpt,
         extra_state={"config": config_to_dict(cfg), "classes": train_set.classes},
-        data_stats=stats)
+        best_metric=cfg.solver.best_metric, data_stats=stats)
     return trainer, cfg

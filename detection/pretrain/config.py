@@ -92,11 +92,13 @@ class PretrainSolverConfig(SolverConfig):
     steps: list[int] = list_field(150_000, 300_000)
     warmup_iters: int = 0
     warmup_method: str = choice_field("linear", "constant", default="linear")
+    best_metric: str = "top1"  # best.pth: the best top-1 accuracy
 
 
 @dataclass
 class PretrainTestConfig:
     eval_period: int = 0  # 0: evaluate only at the end
+    eval_period_epochs: Optional[float] = None  # replaces eval_period (solver's epoch keys)
     ims_per_batch: int = 64
 
 
