@@ -15,7 +15,7 @@ import os
 import resource
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Optional, Union
 
@@ -23,7 +23,7 @@ import torch
 
 __all__ = [
     "setup_logger", "MetricsWriter", "Progress", "format_eta", "memory_mb", "peak_rss_mb",
-    "read_metrics",
+    "read_metrics", "scalar_tags",
     "write_eval_json",
 ]
 
@@ -130,13 +130,32 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
+def scalar_tags(record: Mapping[str, Any]) -> dict[str, float]:
+    """The numbers of a metrics record by tag, as TensorBoard and the trackers show them:
+    ``<type>/<key>`` (``train/loss_cls``), a nested dict's entries as ``<type>/<key>/<name>``
+    (``eval/per_category/cat``), data lines as ``data/<split>/<key>``; ``iteration`` (the
+    step), strings, booleans and non-finite numbers (strings in the JSON) left out."""
+    kind = record.get("type", "train")
+    if "split" in record:  # data lines, one per split: data/train/images, ...
+        kind = f"{kind}/{record['split']}"
+    out = {}
+    for key, value in record.items():
+        items = value.items() if isinstance(value, Mapping) else [(None, value)]
+        for name, v in items:
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and key != "iteration" \
+                    and math.isfinite(v):
+                out[f"{kind}/{key}" if name is None else f"{kind}/{key}/{name}"] = v
+    return out
+
+
 class MetricsWriter:
     """Appends records to ``<output_dir>/metrics.jsonl`` and, with ``tensorboard``, writes their
     numbers as TensorBoard scalars to ``<output_dir>/tensorboard`` (tag ``<type>/<key>``, a
     nested dict's entries as ``<type>/<key>/<name>``; step = ``iteration``).
 
     ``truncate_after``: on resume, drop lines of iterations past the checkpoint so the log does
-    not repeat the iterations the interrupted run did after its last save.
+    not repeat the iterations the interrupted run did after its last save. ``sinks``: callables
+    handed every record as written (experiment trackers); more with ``sinks.append``.
     """
 
     def __init__(self, output_dir: Union[str, os.PathLike], *, truncate_after: Optional[int] = None,
@@ -146,6 +165,7 @@ class MetricsWriter:
         if truncate_after is not None and self.path.is_file():
             self._truncate(truncate_after)
         self._file = open(self.path, "a", encoding="utf-8")
+        self.sinks: list[Callable[[Mapping[str, Any]], None]] = []
         self._tb = None
         if tensorboard:
             try:
@@ -175,16 +195,10 @@ class MetricsWriter:
         self._file.flush()
         if self._tb is not None:
             step = int(record.get("iteration", 0))
-            kind = record.get("type", "train")
-            if "split" in record:  # data lines, one per split: data/train/images, ...
-                kind = f"{kind}/{record['split']}"
-            for key, value in record.items():
-                items = value.items() if isinstance(value, Mapping) else [(None, value)]
-                for name, v in items:
-                    if isinstance(v, (int, float)) and not isinstance(v, bool) \
-                            and key != "iteration":  # NaN is a string here: skipped
-                        tag = f"{kind}/{key}" if name is None else f"{kind}/{key}/{name}"
-                        self._tb.add_scalar(tag, v, step)
+            for tag, v in scalar_tags(record).items():
+                self._tb.add_scalar(tag, v, step)
+        for sink in self.sinks:  # experiment trackers: the same records
+            sink(record)
 
     def close(self) -> None:
         self._file.close()

@@ -1,0 +1,113 @@
+"""Experiment trackers (detection/engine/trackers.py): what MLflow and W&B hold equals
+metrics.jsonl, read back with their own APIs; a missing package is one warning."""
+from __future__ import annotations
+
+import json
+import sys
+from types import SimpleNamespace
+
+import pytest
+
+from detection.engine.runlog import MetricsWriter, scalar_tags
+from detection.engine.trackers import build_trackers, flat_params
+
+CONFIG = {"solver": {"base_lr": 0.01, "steps": [3, 4]}, "seed": 3, "hooks": [],
+          "model": {"backbone": {"name": "resnet18", "weights": None}}}
+RECORDS = [
+    {"type": "data", "iteration": 0, "split": "train", "images": 24, "boxes": 60},
+    {"type": "train", "iteration": 1, "lr": 0.001, "loss": 2.5, "loss_cls": 1.5, "time": 0.2},
+    {"type": "train", "iteration": 2, "lr": 0.01, "loss": 2.0, "loss_cls": 1.0, "time": 0.2},
+    {"type": "eval", "iteration": 2, "mAP": 12.5, "mAP_l": float("nan"), "val_loss": 1.75,
+     "per_category": {"circle": 10.0, "traffic light": 15.0}},
+    {"type": "train", "iteration": 3, "lr": 0.001, "loss": 1.5, "loss_cls": 0.5, "time": 0.2},
+]
+
+
+def _trackers(mlflow=None, wandb=None):
+    off = {"enabled": False}
+    return SimpleNamespace(mlflow=SimpleNamespace(**(mlflow or off)),
+                           wandb=SimpleNamespace(**(wandb or off)))
+
+
+def _run(tracker, out):
+    """Records through a MetricsWriter with ``tracker`` attached, as a training run does."""
+    with MetricsWriter(out, tensorboard=False) as writer:
+        tracker.attach(writer)
+        tracker.before_train()
+        for record in RECORDS:
+            writer.write(record)
+        tracker.after_train()
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def _history(lines) -> dict[str, list[tuple[int, float]]]:
+    """``{tag: [(iteration, value), ...]}`` of metrics.jsonl, the trackers' expected content."""
+    out: dict[str, list] = {}
+    for record in lines:
+        for tag, value in scalar_tags(record).items():
+            out.setdefault(tag, []).append((record["iteration"], value))
+    return out
+
+
+def test_an_mlflow_run_reads_back_equal_to_metrics_jsonl(tmp_path):
+    mlflow = pytest.importorskip("mlflow", reason='the mlflow extra: pip install -e ".[mlflow]"')
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    (tracker,) = build_trackers(_trackers(mlflow={
+        "enabled": True, "tracking_uri": uri, "experiment": "test", "run_name": None,
+        "artifacts": True}), config=CONFIG, output_dir=tmp_path / "run")
+    lines = _run(tracker, tmp_path / "run")
+
+    client = mlflow.tracking.MlflowClient(tracking_uri=uri)
+    run = client.get_run(tracker.run_id)
+    assert run.info.status == "FINISHED" and run.info.run_name == "run"
+    assert run.data.params == flat_params(CONFIG)
+    assert run.data.params["solver.steps"] == "[3, 4]"
+    expected = _history(lines)
+    assert "eval/mAP_l" not in expected and "eval/per_category/traffic light" in expected
+    assert set(run.data.metrics) == set(expected)
+    for tag, points in expected.items():
+        got = [(m.step, m.value) for m in client.get_metric_history(tracker.run_id, tag)]
+        assert sorted(got) == sorted(points), tag
+    assert "metrics.jsonl" in {a.path for a in client.list_artifacts(tracker.run_id)}
+    # a resumed run continues the same MLflow run
+    state = tracker.state_dict()
+    (again,) = build_trackers(_trackers(mlflow={
+        "enabled": True, "tracking_uri": uri, "experiment": "test", "run_name": None,
+        "artifacts": False}), config=CONFIG, output_dir=tmp_path / "run")
+    again.load_state_dict(state)
+    with MetricsWriter(tmp_path / "run", tensorboard=False) as writer:
+        again.attach(writer)
+        writer.write({"type": "train", "iteration": 4, "loss": 1.0})
+        again.after_train()
+    assert [m.value for m in client.get_metric_history(state["run_id"], "train/loss")] == [
+        2.5, 2.0, 1.5, 1.0]
+
+
+def test_wandb_offline_files_appear_with_the_config_and_history(tmp_path, monkeypatch):
+    wandb = pytest.importorskip("wandb", reason='the wandb extra: pip install -e ".[wandb]"')
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    (tracker,) = build_trackers(_trackers(wandb={
+        "enabled": True, "project": "test", "entity": None, "mode": "offline",
+        "run_name": None}), config=CONFIG, output_dir=tmp_path / "run")
+    lines = _run(tracker, tmp_path / "run")
+    runs = list((tmp_path / "run" / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1 and (runs[0] / f"run-{tracker.run_id}.wandb").is_file()
+    assert wandb.run is None  # finished
+    # the run file (protobuf records, for `wandb sync`) holds every tag and the config's keys
+    data = (runs[0] / f"run-{tracker.run_id}.wandb").read_bytes()
+    assert all(tag.encode() in data for tag in _history(lines))
+    assert b"base_lr" in data and b"backbone" in data
+
+
+def test_a_missing_package_is_one_warning_naming_the_extra(tmp_path, monkeypatch,
+                                                          detection_log):
+    monkeypatch.setitem(sys.modules, "mlflow", None)  # import mlflow raises ImportError
+    monkeypatch.setitem(sys.modules, "mlflow.tracking", None)
+    trackers = build_trackers(_trackers(mlflow={
+        "enabled": True, "tracking_uri": None, "experiment": "x", "run_name": None,
+        "artifacts": True}), config=CONFIG, output_dir=tmp_path)
+    assert trackers == []
+    assert detection_log == [
+        'trackers.mlflow.enabled, but the mlflow package is not installed; the run is not '
+        'logged to mlflow. Install the extra: pip install -e ".[mlflow]" (or set '
+        'trackers.mlflow.enabled: false)']
