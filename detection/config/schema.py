@@ -251,7 +251,7 @@ class SolverConfig:
     warmup_epochs: Optional[float] = None  # replaces warmup_iters
     checkpoint_period_epochs: Optional[float] = None  # replaces checkpoint_period
     # best.pth keeps the evaluation with the best value of this result key (a key naming a
-    # loss or an error, e.g. val_loss, is minimised, any other maximised)
+    # loss or an error, holding "loss" or "err", e.g. val_loss, is minimised, others maximised)
     best_metric: str = "mAP"
     early_stop: EarlyStopConfig = field(default_factory=EarlyStopConfig)
 

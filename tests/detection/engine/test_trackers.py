@@ -49,8 +49,9 @@ def _history(lines) -> dict[str, list[tuple[int, float]]]:
     return out
 
 
-def test_an_mlflow_run_reads_back_equal_to_metrics_jsonl(tmp_path):
+def test_an_mlflow_run_reads_back_equal_to_metrics_jsonl(tmp_path, monkeypatch):
     mlflow = pytest.importorskip("mlflow", reason='the mlflow extra: pip install -e ".[mlflow]"')
+    monkeypatch.chdir(tmp_path)  # a SQLite store keeps artifacts in ./mlruns
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     (tracker,) = build_trackers(_trackers(mlflow={
         "enabled": True, "tracking_uri": uri, "experiment": "test", "run_name": None,
