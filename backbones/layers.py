@@ -87,6 +87,7 @@ class Conv2d(nn.Conv2d):
     def _conv_forward(self, input: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
         if (self.padding_mode == "zeros" and not isinstance(self.padding, str)
                 and input.device.type == "cpu" and weight.requires_grad and torch.is_grad_enabled()
+                and not torch.is_autocast_enabled("cpu")  # bf16: oneDNN's own backward
                 and self.kernel_size != (1, 1) and not input.is_contiguous()
                 and input.is_contiguous(memory_format=torch.channels_last)):
             return _ConvNCHWWeightGrad.apply(input, weight, bias, self.stride, self.padding,

@@ -48,9 +48,14 @@ class Res5Head(nn.Module):
         self.res5 = res5
         self.out_channels = int(res5.out_channels)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def features(self, x: Tensor) -> Tensor:
+        """(R, C4, 2h, 2w) -> the res5 maps (R, C5, h, w), before the pooling (the C4 mask
+        head's input)."""
         x = x.contiguous(memory_format=torch.channels_last)  # faster convolutions (oneDNN)
-        return self.res5(x).mean(dim=(2, 3))
+        return self.res5(x)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.features(x).mean(dim=(2, 3))
 
 
 class VGGFCHead(nn.Module):

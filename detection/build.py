@@ -11,9 +11,12 @@ R-50/101/152-C4    resnetXX        false        c4_res5 (ROIAlign 14x14 on res4,
 VGG-16             vgg16           false        vgg_fc (ROIPool 7x7 on conv5, then fc6/fc7)
 =================  ==============  ===========  ==========================================
 
-(``plainXX`` backbones work wherever ``resnetXX`` does.) The RPN runs on ``rpn.in_features``
-(``p2..p6`` with FPN, ``res4`` for C4, ``conv5`` for VGG-16) and the RoI heads pool from
-``roi_heads.in_features``; inconsistent combinations raise ``ValueError`` naming the keys.
+(``plainXX`` backbones work wherever ``resnetXX`` does.) ``mask_head.enabled`` adds Mask R-CNN's
+mask branch to any of them: 4 convolutions on 14x14 RoIs pooled from ``roi_heads.in_features``
+(fpn_2fc, vgg_fc: 28x28 masks), or none on the res5 maps of the box head (c4_res5: 14x14).
+The RPN runs on ``rpn.in_features`` (``p2..p6`` with FPN, ``res4`` for C4, ``conv5`` for
+VGG-16) and the RoI heads pool from ``roi_heads.in_features``; inconsistent combinations raise
+``ValueError`` naming the keys.
 ``roi_heads.box_head`` alone is enough to pick a variant: the config fills the other keys from
 it (``detection.config.VARIANT_DEFAULTS``) unless they are set.
 
@@ -32,6 +35,7 @@ from .box_heads import BoxPredictor, Res5Head, TwoFCHead, VGGFCHead
 from .config import Config, ModelConfig
 from .faster_rcnn import FasterRCNN
 from .fpn import FPN
+from .mask_head import MaskHead
 from .matcher import Matcher
 from .poolers import RoIPooler
 from .roi_heads import RoIHeads
@@ -235,4 +239,26 @@ def _build_roi_heads(m: ModelConfig, backbone, box_head, num_classes: int) -> Ro
         score_thresh=rh.score_thresh,
         nms_thresh=rh.nms_thresh,
         detections_per_img=rh.detections_per_img,
+        **_build_mask_head(m, backbone, box_head, num_classes),
     )
+
+
+def _build_mask_head(m: ModelConfig, backbone, box_head, num_classes: int) -> dict:
+    """``{"mask_head", "mask_pooler"}`` for RoIHeads: empty without ``model.mask_head``."""
+    mh, rh = m.mask_head, m.roi_heads
+    if not mh.enabled:
+        return {}
+    if rh.box_head == "c4_res5":
+        if mh.pooler_resolution is not None or mh.pooler_type is not None:
+            raise ValueError("model.mask_head.pooler_resolution / pooler_type must be null with "
+                             "c4_res5: its masks come from the box head's res5 maps")
+        pooler, channels = None, box_head.out_channels
+    else:
+        pooler = RoIPooler(output_size=mh.pooler_resolution,
+                           strides=[backbone.strides[f] for f in rh.in_features],
+                           pooler_type=mh.pooler_type or rh.pooler_type,
+                           sampling_ratio=rh.sampling_ratio)
+        channels = backbone.out_channels[rh.in_features[0]]
+    head = MaskHead(in_channels=channels, num_classes=num_classes, conv_dim=mh.conv_dim,
+                    num_convs=mh.num_convs, class_agnostic=mh.class_agnostic)
+    return {"mask_head": head, "mask_pooler": pooler}

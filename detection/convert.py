@@ -1,6 +1,7 @@
 """torchvision's Faster R-CNN <-> ours: checkpoint conversion and a torchvision twin of a model.
 
 - :func:`convert_checkpoint` turns a torchvision ``fasterrcnn_resnet50_fpn``-style state_dict
+  (or ``maskrcnn_resnet50_fpn``'s: :func:`is_mask_rcnn`; its config needs ``model.mask_head``)
   into our checkpoint ``{"model", "config", "classes", "iteration": 0}`` (loadable with
   ``torch.load(weights_only=True)``); ``tools/convert_torchvision.py`` is its command line.
   torchvision's COCO model has 91 outputs with label == COCO category id; the 91-way classifier is
@@ -10,9 +11,10 @@
   (its builders call ``overwrite_eps(model, 0.0)``; the weights were trained that way); with
   the default 1e-5 the scores of a model whose running variances are small drift by more than
   1e-3 (``tests/detection/test_torchvision_equivalence.py`` measures it).
-- :func:`torchvision_twin` builds torchvision's ``FasterRCNN`` with every hyperparameter and
-  weight of one of our R-xx-FPN models, read from the model itself (not from a config): the
-  reference of the equivalence tests and of ``tools/benchmark.py --compare-torchvision``.
+- :func:`torchvision_twin` builds torchvision's ``FasterRCNN`` (``MaskRCNN`` for a model with a
+  mask head) with every hyperparameter and weight of one of our R-xx-FPN models, read from the
+  model itself (not from a config): the reference of the equivalence tests and of
+  ``tools/benchmark.py --compare-torchvision``.
 
 Parameter names map by prefix (``_PREFIXES``); torchvision's BN ``num_batches_tracked`` counters
 are dropped (FrozenBN has none).
@@ -36,7 +38,7 @@ from .fpn import FPN
 
 __all__ = ["TORCHVISION_COCO_FILE", "TORCHVISION_COCO_URL", "convert_state_dict",
            "to_torchvision_state_dict", "read_torchvision_checkpoint", "convert_checkpoint",
-           "torchvision_twin"]
+           "is_mask_rcnn", "torchvision_twin"]
 
 # torchvision prefix -> ours (first match wins)
 #: torchvision's published COCO detector (FasterRCNN_ResNet50_FPN_Weights.COCO_V1): the file to
@@ -53,7 +55,14 @@ _PREFIXES = [
     ("rpn.head.", "rpn.head."),
     ("roi_heads.box_head.", "roi_heads.box_head."),
     ("roi_heads.box_predictor.", "roi_heads.box_predictor."),
+    # Mask R-CNN: MaskRCNNHeads' Conv2dNormActivation blocks (mask_fcn1.. in checkpoints saved
+    # before its version 2, as the published maskrcnn_resnet50_fpn_coco-bf2d0c1e.pth), then
+    # MaskRCNNPredictor's conv5_mask and mask_fcn_logits: all one MaskHead here
+    *((f"roi_heads.mask_head.{i}.0.", f"roi_heads.mask_head.mask_fcn{i + 1}.") for i in range(8)),
+    ("roi_heads.mask_head.mask_fcn", "roi_heads.mask_head.mask_fcn"),
+    ("roi_heads.mask_predictor.", "roi_heads.mask_head."),
 ]
+_OLD_NAMES = ("rpn.head.conv.", "roi_heads.mask_head.mask_fcn")  # read, never written
 
 
 def _rename(key: str, prefixes: list[tuple[str, str]]) -> str | None:
@@ -72,19 +81,26 @@ def convert_state_dict(tv_state: dict[str, Tensor]) -> dict[str, Tensor]:
         new = _rename(key, _PREFIXES)
         if new is None:
             raise KeyError(f"torchvision key {key!r} has no counterpart in our Faster R-CNN "
-                           "(only fasterrcnn_resnet50_fpn-style models convert)")
+                           "(only fasterrcnn_resnet50_fpn- and maskrcnn_resnet50_fpn-style "
+                           "models convert)")
         out[new] = value
     return out
 
 
 def to_torchvision_state_dict(state: dict[str, Tensor]) -> dict[str, Tensor]:
     """Ours -> today's torchvision names (the inverse of :func:`convert_state_dict`)."""
-    inverse = [(new, old) for old, new in _PREFIXES if old != "rpn.head.conv."]
+    inverse = [(new, old) for old, new in _PREFIXES if old not in _OLD_NAMES]
     return {_rename(key, inverse): value for key, value in state.items()}
 
 
+def is_mask_rcnn(tv_state: dict[str, Tensor]) -> bool:
+    """Whether a torchvision state_dict is a Mask R-CNN's (it has a mask predictor)."""
+    return "roi_heads.mask_predictor.mask_fcn_logits.weight" in tv_state
+
+
 def read_torchvision_checkpoint(src: str | os.PathLike) -> dict[str, Tensor]:
-    """A torchvision Faster R-CNN state_dict (or references/detection training checkpoint)."""
+    """A torchvision Faster / Mask R-CNN state_dict (or references/detection training
+    checkpoint)."""
     if not os.path.isfile(src):
         raise FileNotFoundError(
             f"torchvision checkpoint not found: {src} (nothing is downloaded here: get "
@@ -120,6 +136,11 @@ def convert_checkpoint(tv_state: dict[str, Tensor], cfg: Config, *,
         classes = coco_id_classes()
     else:  # a fine-tuned torchvision model: no names known
         classes = [{"id": i, "name": f"class_{i}"} for i in range(1, num_outputs)]
+    if is_mask_rcnn(tv_state) != m.mask_head.enabled:
+        raise ValueError("a torchvision Mask R-CNN converts with a config whose "
+                         "model.mask_head.enabled is true, a Faster R-CNN with one where it is "
+                         f"false; got a {'Mask' if is_mask_rcnn(tv_state) else 'Faster'} R-CNN "
+                         f"and model.mask_head.enabled {m.mask_head.enabled}")
     state = convert_state_dict(tv_state)
     try:
         build_model(cfg).load_state_dict(state)
@@ -152,6 +173,10 @@ def _check_twin(model: FasterRCNN) -> None:
     if rpn.min_box_size != 1e-3 or not math.isclose(rpn.smooth_l1_beta, 1 / 9) or (
             not math.isclose(rh.smooth_l1_beta, 1 / 9)) or rh.min_box_size != 1e-2:
         problems.append("torchvision fixes rpn.min_box_size 1e-3 and smooth_l1_beta 1/9")
+    mask = rh.mask_head
+    if mask is not None and (mask.class_agnostic or rh.mask_pooler is None
+                             or rh.mask_pooler.pooler_type != "ROIAlign"):
+        problems.append("need a class-specific mask head on its own ROIAlign pooler")
     if problems:
         raise ValueError("torchvision's FasterRCNN cannot express this model (it needs an "
                          "R-xx-FPN like fasterrcnn_resnet50_fpn): " + "; ".join(problems))
@@ -163,6 +188,24 @@ def _norm_eps(model: nn.Module) -> set[float]:
     return {m.eps for m in model.modules() if isinstance(m, FrozenBatchNorm2d)}
 
 
+def _mask_parts(rh) -> dict:
+    """torchvision ``MaskRCNN``'s mask arguments for our RoI heads' mask head (none without)."""
+    if rh.mask_head is None:
+        return {}
+    from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
+    from torchvision.ops import MultiScaleRoIAlign
+
+    head, pooler = rh.mask_head, rh.mask_pooler
+    dims = [head.conv5_mask.out_channels] * head.num_convs
+    channels = head.mask_fcn1.in_channels if head.num_convs else head.conv5_mask.in_channels
+    return {"mask_roi_pool": MultiScaleRoIAlign(["0", "1", "2", "3"], pooler.output_size,
+                                                pooler.sampling_ratio),
+            "mask_head": MaskRCNNHeads(channels, dims, 1),
+            "mask_predictor": MaskRCNNPredictor(dims[-1] if dims else channels,
+                                                head.conv5_mask.out_channels,
+                                                head.num_masks)}
+
+
 def torchvision_twin(model: FasterRCNN, *, min_size: int, max_size: int) -> nn.Module:
     """torchvision's ``FasterRCNN`` with ``model``'s hyperparameters and a copy of its weights.
 
@@ -172,6 +215,7 @@ def torchvision_twin(model: FasterRCNN, *, min_size: int, max_size: int) -> nn.M
     """
     import torchvision
     from torchvision.models.detection import FasterRCNN as TVFasterRCNN
+    from torchvision.models.detection import MaskRCNN
     from torchvision.models.detection.anchor_utils import AnchorGenerator
     from torchvision.models.detection.backbone_utils import BackboneWithFPN
     from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
@@ -180,6 +224,7 @@ def torchvision_twin(model: FasterRCNN, *, min_size: int, max_size: int) -> nn.M
 
     _check_twin(model)
     body, rpn, rh = model.backbone.bottom_up, model.rpn, model.roi_heads
+    twin_class = TVFasterRCNN if rh.mask_head is None else MaskRCNN
     (eps,) = _norm_eps(model)
     tv_body = getattr(torchvision.models, f"resnet{body.depth}")(
         weights=None, norm_layer=partial(FrozenBatchNorm2d, eps=eps))
@@ -189,7 +234,7 @@ def torchvision_twin(model: FasterRCNN, *, min_size: int, max_size: int) -> nn.M
         model.backbone.out_channels["p2"], extra_blocks=LastLevelMaxPool())
     anchors = rpn.anchor_generator
     pooler, head = rh.pooler, rh.box_head
-    twin = TVFasterRCNN(
+    twin = twin_class(
         backbone, min_size=min_size, max_size=max_size,
         image_mean=(model.pixel_mean.flatten() / 255).tolist(),
         image_std=(model.pixel_std.flatten() / 255).tolist(),
@@ -211,7 +256,7 @@ def torchvision_twin(model: FasterRCNN, *, min_size: int, max_size: int) -> nn.M
         box_fg_iou_thresh=rh.matcher.high_threshold, box_bg_iou_thresh=rh.matcher.low_threshold,
         box_batch_size_per_image=rh.sampler.batch_size_per_image,
         box_positive_fraction=rh.sampler.positive_fraction,
-        bbox_reg_weights=tuple(rh.box_coder.weights),
+        bbox_reg_weights=tuple(rh.box_coder.weights), **_mask_parts(rh),
     )
     like = next(model.parameters())
     twin.to(like.device, like.dtype)

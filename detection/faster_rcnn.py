@@ -10,6 +10,11 @@ trained on BGR images, e.g. MSRA's original ResNets) the channels are reversed f
 ``pixel_mean``/``pixel_std`` are given in BGR order. Boxes are absolute ``xyxy`` pixels of the input
 images throughout; detections are rescaled to ``original_sizes`` when given, as torchvision does.
 
+With a mask head in the RoI heads (Mask R-CNN) each target also carries ``masks``
+(``detection.masks.InstanceMasks``, one per box), training adds ``loss_mask``, and each image's
+detections carry ``masks`` (Di, 1, M, M): probabilities over each box, unchanged by
+``original_sizes`` (``detection.masks.paste_masks`` puts them into the image).
+
 With ``channels_last`` (the default) the batch is laid out ``(N, H, W, 3)`` in memory, so every
 convolution of the backbone, FPN and RPN runs on channels-last maps (equal results up to float
 rounding; docs/benchmarks.md gives the speed-up), and the 4-D weights are
@@ -24,6 +29,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from .masks import InstanceMasks
 from .roi_heads import RoIHeads
 from .rpn import RPN
 
@@ -84,7 +90,8 @@ class FasterRCNN(nn.Module):
         batch, image_sizes = self.preprocess(images)
         if self.training:
             num_classes = self.roi_heads.box_predictor.num_classes
-            targets = self._check_targets(targets, len(images), num_classes, batch.device)
+            targets = self._check_targets(targets, len(images), num_classes, batch.device,
+                                          masks=self.roi_heads.mask_head is not None)
         features = self.backbone(batch)
         gt_boxes = [t["boxes"] for t in targets] if self.training else None
         proposals, rpn_losses = self.rpn(features, image_sizes, batch.shape[-2:], gt_boxes)
@@ -105,7 +112,7 @@ class FasterRCNN(nn.Module):
     @staticmethod
     def _check_targets(
         targets: Sequence[dict[str, Tensor]] | None, num_images: int, num_classes: int,
-        device: torch.device,
+        device: torch.device, masks: bool = False,
     ) -> list[dict[str, Tensor]]:
         if targets is None or len(targets) != num_images:
             got = "none" if targets is None else len(targets)
@@ -135,7 +142,20 @@ class FasterRCNN(nn.Module):
                 raise ValueError(f"target {i}: labels must be in 1..{num_classes} (0 is the "
                                  f"background), got {labels.tolist()}")
             checked.append({"boxes": boxes, "labels": labels})
+            if masks:
+                checked[-1]["masks"] = _check_masks(t.get("masks"), i, len(boxes), device)
         return checked
+
+
+def _check_masks(masks: InstanceMasks | None, i: int, num_boxes: int, device: torch.device
+                 ) -> InstanceMasks:
+    """Target ``i``'s ``masks``, one per box, on ``device``."""
+    if not isinstance(masks, InstanceMasks):
+        raise ValueError(f"target {i} needs 'masks' (InstanceMasks) for the mask head, got "
+                         f"{type(masks).__name__}")
+    if len(masks) != num_boxes:
+        raise ValueError(f"target {i}: {num_boxes} boxes but {len(masks)} masks")
+    return masks.to(device)
 
 
 def rescale_boxes(boxes: Tensor, size: tuple[int, int], original: tuple[int, int]) -> Tensor:

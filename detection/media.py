@@ -6,7 +6,8 @@
   (``rtsp://``, ``http://``, ...) as an opened ``cv2.VideoCapture``, or one clear error;
 - :func:`coco_image_ids`: ``{file name: image id}`` of a COCO json's images, for results that
   ``pycocotools.COCO.loadRes`` reads;
-- :func:`coco_results`: detections as COCO results entries (``bbox`` xywh).
+- :func:`coco_results`: detections as COCO results entries (``bbox`` xywh, RLE
+  ``segmentation`` for masks).
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ import cv2
 import numpy as np
 
 from .data.base import DatasetError
+from .data.masks import encode_masks
 
 __all__ = ["IMAGE_SUFFIXES", "VIDEO_SUFFIXES", "expand_inputs", "read_frames", "is_live",
            "live_name", "open_capture", "coco_image_ids", "coco_results"]
@@ -151,8 +153,9 @@ def coco_image_ids(path: Union[str, os.PathLike]) -> dict[str, int]:
 
 def coco_results(result: dict[str, Any], image_id: Optional[int] = None) -> list[dict]:
     """A ``Predictor`` result as COCO results entries: ``category_id``, ``bbox`` [x, y, w, h]
-    (0.01 px), ``score``; with ``image_id`` (for ``loadRes``) or ``category_name`` (for
-    ``detections.json``)."""
+    (0.01 px), ``score`` (and ``segmentation``, compressed RLE, when it has ``masks``); with
+    ``image_id`` (for ``loadRes``) or ``category_name`` (for ``detections.jsonl``)."""
+    rles = encode_masks(result["masks"]) if "masks" in result else None
     entries = []
     for (x1, y1, x2, y2), s, c, n in zip(result["boxes"], result["scores"], result["labels"],
                                           result["class_names"]):
@@ -162,5 +165,7 @@ def coco_results(result: dict[str, Any], image_id: Optional[int] = None) -> list
                      score=round(float(s), 5))
         if image_id is None:
             entry["category_name"] = n
+        if rles is not None:
+            entry["segmentation"] = rles[len(entries)]
         entries.append(entry)
     return entries

@@ -84,8 +84,16 @@ def threaded_roi_align(feature: Tensor, rois: Tensor, output_size: tuple[int, in
                        scale: float, sampling_ratio: int, *, aligned: bool = False,
                        min_rois_per_thread: int = 64) -> Tensor:
     """``torchvision.ops.roi_align``, on up to ``torch.get_num_threads()`` threads on the CPU
-    (at least ``min_rois_per_thread`` RoIs each); one call elsewhere (CUDA, autocast, tracing)."""
+    (at least ``min_rois_per_thread`` RoIs each); one call elsewhere (CUDA, tracing). Under CPU
+    autocast it computes in float32 and returns the feature's dtype, as torchvision's autocast
+    rule for ``roi_align`` does, on the same threads."""
     threads = min(torch.get_num_threads(), rois.shape[0] // max(min_rois_per_thread, 1))
+    if (threads >= 2 and feature.device.type == "cpu" and torch.is_autocast_enabled("cpu")
+            and not torch.jit.is_tracing() and not torch.jit.is_scripting()):
+        with torch.autocast("cpu", enabled=False):
+            return threaded_roi_align(feature.float(), rois.float(), output_size, scale,
+                                      sampling_ratio, aligned=aligned,
+                                      min_rois_per_thread=min_rois_per_thread).to(feature.dtype)
     if (threads < 2 or feature.device.type != "cpu" or torch.is_autocast_enabled("cpu")
             or torch.jit.is_tracing() or torch.jit.is_scripting()
             or feature.dtype != rois.dtype):

@@ -7,12 +7,19 @@ and the boxes scaled back to the image's original pixels (``original_sizes``), s
     boxes_original = boxes_resized * (w / w', h / h', w / w', h / h')
 
 Labels come out as the dataset's own category ids (``classes[label - 1]["id"]`` of the
-checkpoint), with their names. ``backend="onnxruntime"`` runs an exported ``.onnx`` file
-(``detection.export``) on the same path: same resize, same outputs.
+checkpoint), with their names. A Mask R-CNN's masks come out pasted into the original image
+(``detection.masks.paste_masks``), one bool ``(H, W)`` mask per detection.
+``backend="onnxruntime"`` runs an exported ``.onnx`` file (``detection.export``) on the same
+path: same resize, same outputs; ``backend="openvino"`` an ``.onnx`` or OpenVINO ``.xml`` file.
+``amp`` picks the arithmetic (``detection.precision``): ``auto`` runs bf16 where the CPU has
+native bf16 (PyTorch: autocast, channels-last; OpenVINO: its bf16 precision hint) and float32
+elsewhere; ``off`` forces float32.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import logging
 import os
 from collections.abc import Sequence
 from typing import Any, Optional, Union
@@ -27,10 +34,15 @@ from .data.classes import label_to_category_id
 from .data.transforms import build_transforms
 from .engine.checkpoint import load_checkpoint, load_model_weights
 from .engine.distributed import resolve_device
+from .masks import paste_masks
+from .precision import AMP_MODES, inference_precision
 
-__all__ = ["Predictor", "load_trained_model", "BACKENDS"]
+__all__ = ["Predictor", "load_trained_model", "load_exported", "BACKENDS"]
 
-BACKENDS = ("torch", "onnxruntime")
+BACKENDS = ("torch", "onnxruntime", "openvino")
+#: the weights files each backend runs
+_SUFFIXES = {"onnxruntime": (".onnx",), "openvino": (".onnx", ".xml")}
+logger = logging.getLogger("detection")
 
 PathLike = Union[str, os.PathLike]
 ImageLike = Union[np.ndarray, str, os.PathLike, Any]  # an RGB array, an image file, a PIL image
@@ -122,58 +134,91 @@ def load_trained_model(config: Union[PathLike, Config, None], weights: PathLike,
     return cfg, model.eval(), classes
 
 
+def load_exported(backend: str, weights: PathLike, *, device: str, threads: Optional[int],
+                  score_thresh: Optional[float], amp: str) -> Any:
+    """The runtime of an exported file: ONNX Runtime (float32) or OpenVINO (``amp``)."""
+    if backend == "onnxruntime":
+        from .export.runtime import OnnxDetector
+
+        if amp == "bf16":
+            raise ValueError("ONNX Runtime runs the graph in float32: use amp='auto' or 'off', "
+                             "or backend='openvino' for bf16")
+        return OnnxDetector(weights, device=device, threads=threads, score_thresh=score_thresh)
+    from .export.openvino import OpenVINODetector
+
+    if device not in ("cpu", "auto"):
+        raise ValueError(f"the OpenVINO backend runs on the CPU, got device {device!r}")
+    return OpenVINODetector(weights, threads=threads, score_thresh=score_thresh, amp=amp)
+
+
 class Predictor:
     """Detections of one image or a list of images, in original pixels and category ids.
 
     Args:
         config: the YAML config the model was trained with (or a ``Config``); ``None`` uses
             the config stored in the checkpoint (and must be ``None`` with
-            ``backend="onnxruntime"``: the ``.onnx`` file holds its config).
+            ``backend="onnxruntime"`` / ``"openvino"``: the exported file holds its config).
         weights: a checkpoint of ``tools/train.py`` (``last.pth``, ``best.pth``) or of
             ``tools/convert_torchvision.py``, read with ``torch.load(weights_only=True)``;
-            with ``backend="onnxruntime"``, a file of ``tools/export.py`` (``model.onnx``).
+            with ``backend="onnxruntime"``, a file of ``tools/export.py`` (``model.onnx``); with
+            ``backend="openvino"``, ``model.onnx`` or ``model.xml`` (``--format openvino``).
         device: ``"auto"`` (a GPU when there is one, else the CPU), ``"cpu"``, ``"cuda"`` or
             ``"cuda:1"``.
         score_thresh: keep detections scoring at least this (default: the config's
             ``model.roi_heads.score_thresh``, or the one the ``.onnx`` file was exported with).
         batch_size: images per forward pass when given a list.
-        backend: ``"torch"`` (the PyTorch model) or ``"onnxruntime"`` (needs the ``export``
-            extra); both return the same dicts.
-        threads: ONNX Runtime's intra-op threads (default: one per core).
+        backend: ``"torch"`` (the PyTorch model), ``"onnxruntime"`` (needs the ``export``
+            extra) or ``"openvino"`` (the ``openvino`` extra); all return the same dicts.
+        threads: the CPU threads of torch, ONNX Runtime or OpenVINO (default: one per core).
+        amp: ``"auto"`` (bf16 on a CPU with native bf16, else float32; on CUDA as the
+            config's ``solver.amp``), ``"off"`` (float32) or ``"bf16"``; default: the config's
+            ``test.amp`` (``auto`` for an exported file). ONNX Runtime runs float32 whatever it
+            says. ``self.precision`` says what was chosen and why.
 
     Calling it with an (H, W, 3) uint8 RGB array, an image file path or a PIL image returns
-    ``{"boxes":
-float32 (D, 4) xyxy, "scores": float32 (D,), "labels": int64 (D,) category ids,
-    "class_names": list[str]}``; with a list of them, a list of such dicts.
+    ``{"boxes": float32 (D, 4) xyxy, "scores": float32 (D,), "labels": int64 (D,) category
+    ids, "class_names": list[str]}`` (and, for a model with a mask head, ``"masks": bool (D, H,
+    W)`` in the image's pixels); with a list of them, a list of such dicts.
     """
 
     def __init__(self, config: Union[PathLike, Config, None] = None, *, weights: PathLike,
                  device: str = "auto", score_thresh: Optional[float] = None,
                  batch_size: int = 4, backend: str = "torch",
-                 threads: Optional[int] = None) -> None:
+                 threads: Optional[int] = None, amp: Optional[str] = None) -> None:
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-        is_onnx = str(weights).lower().endswith(".onnx")
-        if is_onnx != (backend == "onnxruntime"):
-            raise ValueError(f"weights {weights}: an .onnx file runs with backend='onnxruntime',"
-                             " a checkpoint (.pth) with backend='torch'")
-        if backend == "onnxruntime":
-            from .export.runtime import OnnxDetector
-
+        if amp is not None and amp not in AMP_MODES:
+            raise ValueError(f"amp must be one of {AMP_MODES}, got {amp!r}")
+        exported = str(weights).lower().endswith((".onnx", ".xml"))
+        if exported != (backend != "torch") or (
+                exported and not str(weights).lower().endswith(_SUFFIXES[backend])):
+            raise ValueError(f"weights {weights}: an .onnx file runs with backend='onnxruntime' "
+                             "or 'openvino', an .xml file with 'openvino', a checkpoint (.pth) "
+                             "with 'torch'")
+        self.autocast = contextlib.nullcontext
+        if backend != "torch":
             if config is not None:
                 raise ValueError(f"{weights} carries its own config: pass config=None")
-            self.model = OnnxDetector(weights, device=device, threads=threads,
-                                      score_thresh=score_thresh)
+            self.model = load_exported(backend, weights, device=device, threads=threads,
+                                       score_thresh=score_thresh, amp=amp or "auto")
+            self.precision = self.model.describe()
             self.cfg, self.classes = self.model.cfg, self.model.classes
-            self.device = torch.device("cpu")  # inputs go to ONNX Runtime as numpy arrays
+            self.device = torch.device("cpu")  # inputs go to the runtime as numpy arrays
             min_size, max_size = self.model.min_size, self.model.max_size
         else:
             self.cfg, model, self.classes = load_trained_model(config, weights,
                                                                score_thresh=score_thresh)
             self.device = resolve_device(device)
-            self.model = model.to(self.device)
+            if threads:
+                torch.set_num_threads(threads)
+            amp_ = inference_precision(self.cfg.test.amp if amp is None else amp, self.device,
+                                       solver_amp=self.cfg.solver.amp,
+                                       amp_dtype=self.cfg.solver.amp_dtype)
+            self.model = amp_.prepare(model.to(self.device))
+            self.autocast, self.precision = amp_.autocast, amp_.describe()
             min_size, max_size = (self.cfg.data.input.min_size_test,
                                   self.cfg.data.input.max_size_test)
+        logger.info("Predictor (%s): %s", backend, self.precision)
         self.backend = backend
         self.transforms = build_transforms(train=False, min_size=min_size, max_size=max_size)
         self.batch_size = max(1, int(batch_size))
@@ -206,9 +251,10 @@ float32 (D, 4) xyxy, "scores": float32 (D,), "labels": int64 (D,) category ids,
     def _predict(self, images: list[np.ndarray]) -> list[dict[str, Any]]:
         tensors = [self._prepare(img).to(self.device, non_blocking=True) for img in images]
         sizes = [(int(img.shape[0]), int(img.shape[1])) for img in images]
-        outputs = self.model(tensors, original_sizes=sizes)
+        with self.autocast():
+            outputs = self.model(tensors, original_sizes=sizes)
         results = []
-        for out in outputs:
+        for out, size in zip(outputs, sizes):
             labels = out["labels"].cpu()
             results.append({
                 "boxes": out["boxes"].float().cpu().numpy(),
@@ -216,4 +262,7 @@ float32 (D, 4) xyxy, "scores": float32 (D,), "labels": int64 (D,) category ids,
                 "labels": label_to_category_id(self.classes, labels).numpy(),
                 "class_names": self._names[(labels - 1).numpy()].tolist(),
             })
+            if "masks" in out:
+                results[-1]["masks"] = paste_masks(out["masks"].float().cpu(),
+                                                   out["boxes"].float().cpu(), size).numpy()
         return results

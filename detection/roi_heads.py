@@ -18,6 +18,13 @@ Inference (batched over images): softmax, drop the background column and (RoI, c
 <= ``score_thresh``, decode the remaining class-specific boxes, clip them to the image, drop those
 with a side < 0.01 px, NMS per image and class at ``nms_thresh``, keep the
 ``detections_per_img`` best per image.
+
+Masks (Mask R-CNN, with a ``mask_head``): in training the foreground RoIs among the sampled ones
+are pooled by ``mask_pooler`` (or, without one, the C4 variant: their ``res5`` maps of the box
+head are reused) and ``loss_mask`` is the mask head's (``detection/mask_head.py``), with targets
+read from each RoI's matched ground truth (``targets[i]["masks"]``, ``InstanceMasks``); at
+inference the mask head runs on the final detections and adds ``masks`` (Di, 1, M, M)
+probabilities of each detection's class to the outputs.
 """
 from __future__ import annotations
 
@@ -30,6 +37,8 @@ from torchvision.ops import box_iou
 
 from .box_coder import BoxCoder
 from .box_heads import BoxPredictor
+from .mask_head import MaskHead
+from .masks import InstanceMasks
 from .matcher import Matcher
 from .poolers import RoIPooler
 from .rpn import batched_nms_topk, clip_boxes
@@ -46,8 +55,12 @@ class RoIHeads(nn.Module):
         box_predictor: BoxPredictor, box_coder: BoxCoder, matcher: Matcher,
         sampler: BalancedSampler, smooth_l1_beta: float = 1.0 / 9.0, score_thresh: float = 0.05,
         nms_thresh: float = 0.5, detections_per_img: int = 100, min_box_size: float = 1e-2,
+        mask_head: MaskHead | None = None, mask_pooler: RoIPooler | None = None,
     ) -> None:
         super().__init__()
+        if mask_head is not None and mask_pooler is None and not hasattr(box_head, "features"):
+            raise ValueError("a mask head without a mask_pooler runs on the box head's maps: "
+                             "the box head needs a features() method (Res5Head)")
         self.in_features = list(in_features)
         self.pooler = pooler
         self.box_head = box_head
@@ -60,34 +73,59 @@ class RoIHeads(nn.Module):
         self.nms_thresh = nms_thresh
         self.detections_per_img = detections_per_img
         self.min_box_size = min_box_size
+        self.mask_head = mask_head
+        self.mask_pooler = mask_pooler
 
     def forward(
         self, features: dict[str, Tensor], proposals: list[Tensor],
         image_sizes: Sequence[tuple[int, int]], targets: Sequence[dict[str, Tensor]] | None = None,
     ) -> tuple[list[dict[str, Tensor]], dict[str, Tensor]]:
-        """Detections per image (inference) or ``{loss_cls, loss_box}`` (training)."""
+        """Detections per image (inference) or ``{loss_cls, loss_box[, loss_mask]}``
+        (training)."""
         if self.training:
             if targets is None:
                 raise ValueError("the RoI heads need targets in training mode")
-            proposals, gt_labels, target_deltas = self.label_and_sample_proposals(
+            proposals, gt_labels, target_deltas, gt_index = self._label_and_sample(
                 proposals, [t["boxes"] for t in targets], [t["labels"] for t in targets]
             )
-        pred_class_logits, pred_deltas = self.predict(features, proposals)
+        if self.mask_head is not None and self.mask_pooler is None and self.training:
+            # C4: the res5 maps of the sampled RoIs are the mask head's input too
+            maps = self.box_head.features(self._pool(features, proposals))  # (R, C5, h, w)
+            pred_class_logits, pred_deltas = self.box_predictor(maps.mean(dim=(2, 3)))
+        else:
+            maps = None
+            pred_class_logits, pred_deltas = self.predict(features, proposals)
         if self.training:
-            return [], self.losses(pred_class_logits, pred_deltas, gt_labels, target_deltas)
-        return self.postprocess(pred_class_logits, pred_deltas, proposals, image_sizes), {}
+            losses = self.losses(pred_class_logits, pred_deltas, gt_labels, target_deltas)
+            if self.mask_head is not None:
+                losses.update(self.mask_losses(features, proposals, gt_labels, gt_index,
+                                               [t["masks"] for t in targets], maps))
+            return [], losses
+        detections = self.postprocess(pred_class_logits, pred_deltas, proposals, image_sizes)
+        if self.mask_head is not None:
+            self.predict_masks(features, detections)
+        return detections, {}
+
+    def _pool(self, features: dict[str, Tensor], boxes: list[Tensor]) -> Tensor:
+        return self.pooler([features[f] for f in self.in_features], boxes)  # (R, C, S, S)
 
     def predict(self, features: dict[str, Tensor], boxes: list[Tensor]) -> tuple[Tensor, Tensor]:
         """RoIs N x (Pi, 4) -> pred_class_logits (R, K+1), pred_deltas (R, (K+1)*4)."""
-        pooled = self.pooler([features[f] for f in self.in_features], boxes)  # (R, C, S, S)
-        return self.box_predictor(self.box_head(pooled))
+        return self.box_predictor(self.box_head(self._pool(features, boxes)))
 
-    @torch.no_grad()
     def label_and_sample_proposals(
         self, proposals: list[Tensor], gt_boxes: list[Tensor], gt_labels: list[Tensor]
     ) -> tuple[list[Tensor], Tensor, Tensor]:
         """Sampled RoIs N x (Si, 4), their gt_labels (R,), and target deltas (R_fg, 4)."""
-        all_boxes, all_labels, all_matched = [], [], []
+        return self._label_and_sample(proposals, gt_boxes, gt_labels)[:3]
+
+    @torch.no_grad()
+    def _label_and_sample(
+        self, proposals: list[Tensor], gt_boxes: list[Tensor], gt_labels: list[Tensor]
+    ) -> tuple[list[Tensor], Tensor, Tensor, list[Tensor]]:
+        """:meth:`label_and_sample_proposals`, and N x (Fi,) the index of each foreground RoI's
+        ground truth in its image (in the RoIs' order)."""
+        all_boxes, all_labels, all_matched, all_index = [], [], [], []
         for props, gt, labels in zip(proposals, gt_boxes, gt_labels):
             boxes = torch.cat([props, gt.to(props.dtype)])  # ground truth as extra proposals
             match = self.matcher(box_iou(gt, boxes)) if gt.numel() else torch.full(
@@ -100,21 +138,23 @@ class RoIHeads(nn.Module):
             all_boxes.append(boxes)
             all_labels.append(label)
             all_matched.append(gt[idx] if gt.numel() else None)
+            all_index.append(idx)
 
         # (N, max Pi) labels, padded with -1 (ignored) so all images are sampled at once
         padded = nn.utils.rnn.pad_sequence(all_labels, batch_first=True, padding_value=-1)
         pos, neg = self.sampler(padded)
         sampled = pos | neg
-        rois, labels, targets = [], [], []
+        rois, labels, targets, gt_index = [], [], [], []
         for i, (boxes, label, matched) in enumerate(zip(all_boxes, all_labels, all_matched)):
             keep = torch.nonzero(sampled[i, : boxes.shape[0]]).squeeze(1)
             rois.append(boxes[keep])
             labels.append(label[keep])
             fg = keep[label[keep] > 0]
+            gt_index.append(all_index[i][fg])
             if fg.numel():
                 targets.append(self.box_coder.encode(matched[fg], boxes[fg]))
         targets_t = torch.cat(targets) if targets else all_boxes[0].new_zeros((0, 4))
-        return rois, torch.cat(labels), targets_t
+        return rois, torch.cat(labels), targets_t, gt_index
 
     def losses(
         self, pred_class_logits: Tensor, pred_deltas: Tensor, gt_labels: Tensor,
@@ -133,6 +173,39 @@ class RoIHeads(nn.Module):
             fg_deltas, target_deltas, beta=self.smooth_l1_beta, reduction="sum"
         ) / num_rois
         return {"loss_cls": loss_cls, "loss_box": loss_box}
+
+    def mask_losses(
+        self, features: dict[str, Tensor], rois: list[Tensor], gt_labels: Tensor,
+        gt_index: list[Tensor], gt_masks: Sequence[InstanceMasks], maps: Tensor | None,
+    ) -> dict[str, Tensor]:
+        """``loss_mask`` over the foreground RoIs of the sampled ``rois`` N x (Si, 4)
+        (``gt_labels`` (R,) > 0); ``maps`` (R, C5, h, w): the C4 box head's, else None."""
+        fg = gt_labels > 0
+        per_image = fg.split([len(r) for r in rois])
+        fg_rois = [r[f] for r, f in zip(rois, per_image)]  # N x (Fi, 4)
+        if maps is not None:
+            x = maps[fg]  # (F, C5, h, w)
+        else:
+            x = self.mask_pooler([features[f] for f in self.in_features], fg_rois)
+        mask_logits = self.mask_head(x)  # (F, P, M, M)
+        size = mask_logits.shape[-1]
+        targets = [m.crop_and_resize(r, i, size) for m, r, i in zip(gt_masks, fg_rois,
+                                                                     gt_index)]
+        return self.mask_head.losses(mask_logits, gt_labels[fg], torch.cat(targets))
+
+    def predict_masks(self, features: dict[str, Tensor], detections: list[dict[str, Tensor]]
+                      ) -> None:
+        """Add ``masks`` (Di, 1, M, M) to each image's detections (in place)."""
+        boxes = [d["boxes"] for d in detections]
+        maps = [features[f] for f in self.in_features]
+        if self.mask_pooler is None:  # C4: res5 on the detections' pooled res4 maps
+            x = self.box_head.features(self.pooler(maps, boxes))
+        else:
+            x = self.mask_pooler(maps, boxes)
+        labels = torch.cat([d["labels"] for d in detections])
+        probabilities = self.mask_head.probabilities(self.mask_head(x), labels)
+        for det, masks in zip(detections, probabilities.split([len(b) for b in boxes])):
+            det["masks"] = masks
 
     @torch.no_grad()
     def postprocess(

@@ -27,13 +27,14 @@ from .engine.runlog import LOGGER_NAME
 from .engine.schedule import WarmupLRScheduler, param_groups
 from .engine.trainer import Trainer
 from .evaluation.inference import DatasetInference
+from .precision import inference_precision, training_precision
 
 __all__ = [
     "prepare_data", "has_test_data", "dataset_source", "voc_splits", "build_train_dataset",
-    "build_test_dataset", "with_num_classes", "build_train_sampler", "build_train_loader",
-    "build_test_loader", "build_optimizer", "build_lr_scheduler", "build_evaluator",
-    "build_model_for_training", "build_trainer", "check_before_data", "check_data_paths",
-    "build_augment_transforms", "has_masks",
+    "build_test_dataset", "build_split_for_test", "with_num_classes", "build_train_sampler",
+    "build_train_loader", "build_test_loader", "build_optimizer", "build_lr_scheduler",
+    "build_evaluator", "build_model_for_training", "build_trainer", "check_before_data",
+    "check_data_paths", "build_augment_transforms",
 ]
 
 
@@ -133,13 +134,9 @@ def build_augment_transforms(cfg: Config):
     defaults = {"resize_flip": {"sizes": inp.min_size_train, "max_size": inp.max_size_train,
                                 "flip_prob": inp.flip_prob, "photometric": inp.photometric},
                 "lsj": {"size": inp.min_size_test, "flip_prob": inp.flip_prob}}
-    ops = build_augment(d.augment, defaults=defaults, masks=has_masks(cfg))
-    return DetectionTransform(ops, min_visibility=d.box_min_visibility)
-
-
-def has_masks(cfg: Config) -> bool:
-    """Whether the model has a mask head (its data then carries compact masks)."""
-    return bool(getattr(getattr(cfg.model, "mask_head", None), "enabled", False))
+    masks = cfg.model.mask_head.enabled  # compact masks follow axis-aligned maps only
+    ops = build_augment(d.augment, defaults=defaults, masks=masks)
+    return DetectionTransform(ops, masks=masks, min_visibility=d.box_min_visibility)
 
 
 def _dataset(cfg: Config, *, train: bool):
@@ -150,12 +147,16 @@ def _dataset(cfg: Config, *, train: bool):
     d, inp = cfg.data, cfg.data.input
     split = d.train if train else d.test
     check_data_paths(cfg, "train" if train else "test")
+    masks = train and cfg.model.mask_head.enabled  # evaluation reads the json's masks itself
     transforms = build_augment_transforms(cfg) if train else None
     if transforms is None:
         transforms = build_transforms(
             train=train, min_size=inp.min_size_train if train else inp.min_size_test,
             max_size=inp.max_size_train if train else inp.max_size_test,
-            flip_prob=inp.flip_prob, photometric=inp.photometric)
+            flip_prob=inp.flip_prob, photometric=inp.photometric, masks=masks)
+    if d.format == "voc" and cfg.model.mask_head.enabled:
+        raise ValueError("model.mask_head.enabled needs instance masks: data.format coco (a "
+                         "COCO json with segmentation); VOC's XML files have none")
     if d.format == "voc":
         return VOCDataset(roots=split.roots, splits=voc_splits(split),
                           class_names=d.class_names, transforms=transforms, train=train,
@@ -163,7 +164,8 @@ def _dataset(cfg: Config, *, train: bool):
                           on_bad_image=d.on_bad_image, on_bad_annotation=d.on_bad_annotation)
     return COCODataset(images=split.images, annotations=split.annotations,
                        transforms=transforms, train=train, filter_empty=d.filter_empty,
-                       on_bad_image=d.on_bad_image, on_bad_annotation=d.on_bad_annotation)
+                       on_bad_image=d.on_bad_image, on_bad_annotation=d.on_bad_annotation,
+                       masks=masks)
 
 
 def build_train_dataset(cfg: Config):
@@ -176,6 +178,14 @@ def build_test_dataset(cfg: Config):
     """``COCODataset`` or ``VOCDataset`` (``data.format``) of ``data.test`` with the test
     transforms."""
     return _dataset(cfg, train=False)
+
+
+def build_split_for_test(cfg: Config, split: str):
+    """The dataset of ``data.<split>`` (``train`` or ``test``) with the test transforms: what
+    INT8 calibration reads of the training set (the synthetic set is generated first)."""
+    cfg = prepare_data(cfg)
+    data = dataclasses.replace(cfg.data, test=getattr(cfg.data, split))
+    return build_test_dataset(dataclasses.replace(cfg, data=data))
 
 
 def with_num_classes(cfg: Config, classes: list[dict]) -> Config:
@@ -250,7 +260,8 @@ def build_lr_scheduler(cfg: Config, optimizer: torch.optim.Optimizer) -> WarmupL
 
 def build_evaluator(cfg: Config, classes: list[dict], *, verbose: bool = False):
     """The evaluation of ``data.test`` (results in percent): COCO mAP of
-    ``data.test.annotations`` (``test.evaluator_backend``), or VOC AP at IoU .5 of
+    ``data.test.annotations`` (``test.evaluator_backend``; box and, with
+    ``model.mask_head.enabled``, mask AP), or VOC AP at IoU .5 of
     ``data.test.roots`` / ``splits`` (``test.use_07_metric``); ``verbose`` prints the summary and
     the per-category table."""
     from .evaluation import COCOEvaluator, VOCEvaluator
@@ -262,7 +273,8 @@ def build_evaluator(cfg: Config, classes: list[dict], *, verbose: bool = False):
                             verbose=verbose)
     return COCOEvaluator(annotations=t.annotations, classes=classes,
                          output_dir=cfg.output_dir, verbose=verbose,
-                         backend=cfg.test.evaluator_backend)
+                         backend=cfg.test.evaluator_backend,
+                         masks=cfg.model.mask_head.enabled)
 
 
 def build_model_for_training(cfg: Config, classes: list[dict], *, resuming: bool):
@@ -303,10 +315,13 @@ def _build_inference(cfg: Config, train_set, device: torch.device):
         raise ValueError(f"{dataset_source(cfg, train=False)} has other categories than "
                          f"{dataset_source(cfg, train=True)}: {test_set.classes} vs "
                          f"{train_set.classes}")
+    amp = inference_precision(cfg.test.amp, device, solver_amp=cfg.solver.amp,
+                              amp_dtype=cfg.solver.amp_dtype)
+    logging.getLogger(LOGGER_NAME).info("evaluation runs in %s", amp.describe())
     return DatasetInference(
         data_loader=build_test_loader(cfg, test_set),
         evaluator=build_evaluator(cfg, train_set.classes), device=device,
-        amp=cfg.solver.amp, amp_dtype=cfg.solver.amp_dtype, keep=cfg.test.vis_images), test_set
+        keep=cfg.test.vis_images, **amp.trainer_args()), test_set
 
 
 def check_before_data(cfg: Config) -> None:
@@ -350,10 +365,12 @@ def build_trainer(cfg: Config, *, device: torch.device, resume: bool = False
         save_config(cfg, Path(cfg.output_dir) / "config.yaml")
     stats = {split: d.stats for split, d in (("train", train_set), ("test", test_set))
              if d is not None}
+    amp = training_precision(cfg.solver.amp, cfg.solver.amp_dtype, device)
+    logging.getLogger(LOGGER_NAME).info("training runs in %s", amp.describe())
     trainer = assemble_trainer(
         cfg, model=model, optimizer=optimizer, scheduler=scheduler,
         train_loader=lambda start: build_train_loader(cfg, train_set, start_iter=start),
         device=device, evaluate=inference, prepare_batch=move_batch, ckpt=ckpt,
         extra_state={"config": config_to_dict(cfg), "classes": train_set.classes},
-        best_metric=cfg.solver.best_metric, data_stats=stats)
+        amp=amp.trainer_args(), best_metric=cfg.solver.best_metric, data_stats=stats)
     return trainer, cfg

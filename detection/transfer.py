@@ -17,6 +17,12 @@ bare state_dict of our model. Rules, in order:
    is the background row. A name that the checkpoint holds twice (the ten ``"N/A"`` of a
    converted torchvision COCO model) matches nothing.
 
+A Mask R-CNN initialised from a Faster R-CNN (a checkpoint without any ``roi_heads.mask_head``
+tensor) keeps its own initial mask head, reported as re-initialised. A Mask R-CNN's
+class-specific mask predictor (``roi_heads.mask_head.mask_fcn_logits``, channel
+``k`` for label ``k``) is class-dependent too and follows the same rule, channel by channel
+(``class_keys``); a class-agnostic one (a single channel) is loaded as is.
+
 Copying rows, not only keeping the trunk, makes the new model detect the shared classes before
 any training: its logits for them are the source's, and only the softmax denominator changes
 (the other classes' terms leave it), so scores differ but boxes do not.
@@ -37,14 +43,26 @@ from backbones.weights import WeightsError, load_state_dict_checked
 
 from .engine.checkpoint import load_checkpoint, unwrap_model
 
-__all__ = ["PREDICTOR_KEYS", "TransferReport", "load_detector_weights", "match_classes",
-           "transfer_weights"]
+__all__ = ["MASK_PREDICTOR_KEYS", "PREDICTOR_KEYS", "TransferReport", "class_keys",
+           "load_detector_weights", "match_classes", "transfer_weights"]
 
 _CLS = "roi_heads.box_predictor.cls_score."
 _BOX = "roi_heads.box_predictor.bbox_pred."
 #: The class-dependent tensors: their first dimension is ``K + 1`` (cls) or ``(K + 1) * 4`` (box).
 PREDICTOR_KEYS = (_CLS + "weight", _CLS + "bias", _BOX + "weight", _BOX + "bias")
+_MASK_HEAD = "roi_heads.mask_head."
+_MASK = _MASK_HEAD + "mask_fcn_logits."
+MASK_PREDICTOR_KEYS = (_MASK + "weight", _MASK + "bias")  # (K + 1, C, 1, 1), (K + 1,)
 _TORCHVISION_PREFIX = "backbone.body."
+
+
+def class_keys(expected: Mapping[str, Tensor]) -> tuple[str, ...]:
+    """The class-dependent tensors of a model's state_dict: the box predictor's and a
+    class-specific mask predictor's (one channel per label, as many as the classifier's rows)."""
+    rows = expected[_CLS + "weight"].shape[0]
+    mask = MASK_PREDICTOR_KEYS if _MASK + "weight" in expected and expected[
+        _MASK + "weight"].shape[0] == rows > 1 else ()
+    return PREDICTOR_KEYS + mask
 
 
 @dataclass
@@ -108,8 +126,9 @@ def _copy_rows(fresh: dict[str, Tensor], src: Mapping[str, Tensor],
     """``fresh[...]``'s rows of label ``dst`` := ``src``'s rows of label ``s`` (in place)."""
     with torch.no_grad():
         for s, d in pairs:
-            for key in (_CLS + "weight", _CLS + "bias"):
-                fresh[key][d] = src[key][s]
+            for key in (_CLS + "weight", _CLS + "bias", *MASK_PREDICTOR_KEYS):
+                if key in fresh:
+                    fresh[key][d] = src[key][s]
             for key in (_BOX + "weight", _BOX + "bias"):
                 fresh[key][4 * d:4 * d + 4] = src[key][4 * s:4 * s + 4]
 
@@ -130,8 +149,9 @@ def _same_names(source: Sequence[dict] | None, target: Sequence[dict]) -> bool:
         _key(c["name"]) for c in target]
 
 
-def _fits(state: Mapping[str, Tensor], expected: Mapping[str, Tensor]) -> bool:
-    return all(k in state and state[k].shape == expected[k].shape for k in PREDICTOR_KEYS)
+def _fits(state: Mapping[str, Tensor], expected: Mapping[str, Tensor],
+          keys: Sequence[str]) -> bool:
+    return all(k in state and state[k].shape == expected[k].shape for k in keys)
 
 
 def transfer_weights(model: nn.Module, checkpoint: Mapping, *, classes: Sequence[dict],
@@ -154,24 +174,31 @@ def transfer_weights(model: nn.Module, checkpoint: Mapping, *, classes: Sequence
     model = unwrap_model(model)
     expected = model.state_dict()
     report = TransferReport(source=source)
-    keep_predictor = _fits(state, expected) and (
-        _same_names(src_classes, classes) or src_classes is None or weights_classes == "none")
     merged = dict(state)
-    if not keep_predictor and all(k in state for k in PREDICTOR_KEYS) and \
-            state[_CLS + "weight"].shape[1:] == expected[_CLS + "weight"].shape[1:]:
-        fresh = {k: expected[k].clone() for k in PREDICTOR_KEYS}
+    mask_head = [k for k in expected if k.startswith(_MASK_HEAD)]
+    if mask_head and not any(k.startswith(_MASK_HEAD) for k in state):  # from a Faster R-CNN
+        merged.update({k: expected[k] for k in mask_head})
+        report.reinitialised.extend(mask_head)
+        report.note = "the checkpoint has no mask head"
+    keys = [k for k in class_keys(expected) if k not in report.reinitialised]
+    keep_predictor = _fits(state, expected, keys) and (
+        _same_names(src_classes, classes) or src_classes is None or weights_classes == "none")
+    if not keep_predictor and all(k in state for k in keys) and all(
+            state[k].shape[1:] == expected[k].shape[1:] for k in keys):
+        fresh = {k: expected[k].clone() for k in keys}
         n_src = state[_CLS + "weight"].shape[0] - 1
-        report.note = (f"the checkpoint has {n_src} classes, the data {len(classes)}"
-                       + (" of other names" if n_src == len(classes) else "")
-                       + ("" if src_classes is not None else " (the checkpoint names none)"))
+        which = (" of other names" if n_src == len(classes) else "") + (
+            "" if src_classes is not None else " (the checkpoint names none)")
+        report.note = "; ".join(filter(None, [
+            report.note, f"the checkpoint has {n_src} classes, the data {len(classes)}{which}"]))
         if weights_classes == "by_name" and src_classes is not None:
             matches, report.unmatched = match_classes(src_classes, classes)
             report.matches = [("background", 0, 0), *matches]
             _copy_rows(fresh, state, [(s, d) for _, s, d in report.matches])
         else:
-            report.ignored.extend(PREDICTOR_KEYS)
+            report.ignored.extend(keys)
         merged.update(fresh)
-        report.reinitialised.extend(PREDICTOR_KEYS)
+        report.reinitialised.extend(keys)
     try:
         load_state_dict_checked(model, merged, source=source)
     except WeightsError as e:

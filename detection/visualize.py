@@ -5,7 +5,9 @@ outline and a ``"name 0.97"`` tag on a filled background in the box colour, both
 image; tags stay inside the image and avoid each other, and a small image can be enlarged first
 (``min_size``) so that the drawing can be read. The tag's text is black or white, whichever
 contrasts with the background: with the Rec. 601 luma ``Y = 0.299 R + 0.587 G + 0.114 B``
-(0..255), text is black when ``Y >= 140``.
+(0..255), text is black when ``Y >= 140``. Instance masks (``masks``, bool ``(n, H, W)``) are
+filled in the box colour at ``MASK_ALPHA`` opacity, under the boxes and tags, the best-scoring
+mask on top.
 """
 from __future__ import annotations
 
@@ -28,6 +30,7 @@ PALETTE: tuple[tuple[int, int, int], ...] = (
 )
 
 _LUMA_THRESHOLD = 140.0
+MASK_ALPHA = 0.5  # opacity of a drawn mask's fill
 _FONT = cv2.FONT_HERSHEY_SIMPLEX
 
 ClassNames = Union[Mapping[int, str], Sequence[str], None]
@@ -126,9 +129,18 @@ def _tag_size(text: str, scale: float, thickness: int, width: int) -> tuple[str,
             text = f"{name[:-1]}.. {score}"
 
 
+def _fill_masks(canvas: np.ndarray, masks: np.ndarray, colors: list[tuple[int, int, int]]
+                ) -> None:
+    """Blend each (H, W) bool mask into ``canvas`` in its colour (in order: later on top)."""
+    for mask, color in zip(masks, colors):
+        region = canvas[mask].astype(np.float32)
+        canvas[mask] = np.round(region * (1 - MASK_ALPHA) + np.float32(color) * MASK_ALPHA
+                                ).astype(np.uint8)
+
+
 def draw_detections(image: np.ndarray, boxes: Any, scores: Any, labels: Any,
                     class_names: ClassNames = None, score_thresh: float = 0.5,
-                    min_size: int = 0) -> np.ndarray:
+                    min_size: int = 0, masks: Any = None) -> np.ndarray:
     """Return a copy of ``image`` (uint8 H x W x 3 RGB) with the detections drawn on it.
 
     ``boxes``: (n, 4) absolute xyxy pixels; ``scores``: (n,); ``labels``: (n,) ints (numpy arrays,
@@ -141,7 +153,8 @@ def draw_detections(image: np.ndarray, boxes: Any, scores: Any, labels: Any,
     image and, where there is room, covers no other tag (the best-scoring detections choose
     first). ``min_size``: an image whose longer side is shorter is first enlarged to it
     (bilinear, boxes scaled alike), so small images come out readable: the returned array then
-    has that size.
+    has that size. ``masks``: bool (n, H, W) instance masks of the detections in ``image``'s
+    pixels, filled translucent in their box colour (module docstring).
     """
     _check_image(image)
     boxes = _as_numpy(boxes, np.float64).reshape(-1, 4)
@@ -150,6 +163,10 @@ def draw_detections(image: np.ndarray, boxes: Any, scores: Any, labels: Any,
     if not len(boxes) == len(scores) == len(labels):
         raise ValueError(f"boxes, scores and labels differ in length: "
                          f"{len(boxes)}, {len(scores)}, {len(labels)}")
+    if masks is not None:
+        masks = _as_numpy(masks, bool).reshape(-1, *image.shape[:2])
+        if len(masks) != len(boxes):
+            raise ValueError(f"{len(masks)} masks for {len(boxes)} boxes")
     canvas = np.ascontiguousarray(image).copy()
     h, w = canvas.shape[:2]
     if max(h, w) < min_size:
@@ -157,10 +174,16 @@ def draw_detections(image: np.ndarray, boxes: Any, scores: Any, labels: Any,
         h, w = int(round(h * factor)), int(round(w * factor))
         canvas = cv2.resize(canvas, (w, h), interpolation=cv2.INTER_LINEAR)
         boxes = boxes * np.array([w / image.shape[1], h / image.shape[0]] * 2)
+        if masks is not None:  # nearest pixel, mask by mask: (n, H, W) -> (n, h, w)
+            masks = np.array([cv2.resize(m.astype(np.uint8), (w, h),
+                                         interpolation=cv2.INTER_NEAREST) > 0 for m in masks],
+                             dtype=bool).reshape(-1, h, w)
     thickness, font_scale, text_thickness = _style(h, w)
 
     keep = np.nonzero(scores >= score_thresh)[0]
     order = keep[np.argsort(-scores[keep], kind="stable")]  # best first: it places its tag first
+    if masks is not None:
+        _fill_masks(canvas, masks[order[::-1]], [color_for_label(labels[i]) for i in order[::-1]])
     drawn, taken = [], []
     for i in order:
         x1, y1, x2, y2 = np.round(boxes[i]).astype(int)
@@ -184,8 +207,9 @@ def draw_detections(image: np.ndarray, boxes: Any, scores: Any, labels: Any,
 
 def draw_sample(image: np.ndarray, prediction: Mapping[str, Any],
                 class_names: ClassNames = None, score_thresh: Optional[float] = 0.5) -> np.ndarray:
-    """``draw_detections`` for a ``{"boxes", "scores", "labels"}`` dict (a model or Predictor
-    output)."""
+    """``draw_detections`` for a ``{"boxes", "scores", "labels"[, "masks"]}`` dict (a Predictor
+    output: masks (n, H, W) in the image's pixels)."""
     return draw_detections(image, prediction["boxes"], prediction["scores"],
                            prediction["labels"], class_names,
-                           score_thresh=0.0 if score_thresh is None else score_thresh)
+                           score_thresh=0.0 if score_thresh is None else score_thresh,
+                           masks=prediction.get("masks"))

@@ -141,6 +141,12 @@ EXPORT_VARIANTS = {
     "fpn_v2": ["model.backbone.name=resnet18", "model.roi_heads.pooler_type=ROIAlignV2"],
     "vgg": ["model.backbone.name=vgg16", "model.roi_heads.box_head=vgg_fc",
             "model.roi_heads.pooler_type=ROIPool"],  # as configs/coco/faster_rcnn_VGG16_1x.yaml
+    # Mask R-CNN: the FPN mask head (14x14 RoIAlign, 28x28 masks) and C4's (on res5's maps)
+    "fpn_mask": ["model.backbone.name=resnet18", "model.mask_head.enabled=true",
+                 "model.mask_head.conv_dim=16"],
+    "c4_mask": ["model.backbone.name=resnet18", "model.roi_heads.box_head=c4_res5",
+                "model.rpn.post_nms_topk_test=32", "model.roi_heads.pooler_resolution=8",
+                "model.mask_head.enabled=true", "model.mask_head.conv_dim=16"],
 }
 _EXPORT_BASE = ["model.backbone.weights=null", "model.num_classes=10",
                 "model.fpn.out_channels=32", "model.roi_heads.fc_dim=64",

@@ -77,8 +77,8 @@ def test_data_and_evaluation_never_import_a_run_or_a_tool(package):
                       lambda me, t: not t.startswith(above)) == []
 
 
-MODEL_FILES = ["anchors", "box_coder", "box_heads", "faster_rcnn", "fpn", "matcher", "poolers",
-               "roi_heads", "roi_sampling", "rpn"]
+MODEL_FILES = ["anchors", "box_coder", "box_heads", "faster_rcnn", "fpn", "mask_head", "masks",
+               "matcher", "poolers", "roi_heads", "roi_sampling", "rpn"]
 
 
 @pytest.mark.parametrize("name", MODEL_FILES)

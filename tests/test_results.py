@@ -54,7 +54,7 @@ def test_a_config_names_its_entry_and_copies_no_figure_of_it(key):
     header = _header(REPO / "configs" / f"{key}.yaml")
     assert f"`{key}` in docs/results/references.yaml" in header
     target = REFERENCES["configs"].get(entry.get("as"), entry)
-    for metric in ("box_ap", "mAP50", "mAP", "voc07_mAP"):
+    for metric in ("box_ap", "mask_ap", "mAP50", "mAP", "voc07_mAP"):
         if target.get(metric) is not None:
             assert str(target[metric]) not in header, (key, metric)
     assert set(entry.get("deviations", [])) <= set(REFERENCES["deviations"])
@@ -71,7 +71,7 @@ def test_an_entry_is_a_number_or_says_why_there_is_none():
         elif entry.get("box_ap", 0) is None:
             assert entry["note"].startswith("none published"), key
         else:
-            numbers = [entry.get(m) for m in ("box_ap", "mAP50", "mAP", "voc07_mAP")]
+            numbers = [entry.get(m) for m in ("box_ap", "mask_ap", "mAP50", "mAP", "voc07_mAP")]
             assert all(n is None or 0 < n < 100 for n in numbers) and any(numbers), key
 
 

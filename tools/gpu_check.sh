@@ -7,6 +7,8 @@
 #   bash tools/gpu_check.sh                    # on a CUDA machine: under 8 minutes on one H100/H200
 #   bash tools/gpu_check.sh --download-wheels  # where pip reaches PyPI: the wheels a bare GPU
 #                                              # image lacks, into .whl/ (carry that folder along)
+#   bash tools/gpu_check.sh --list-wheels      # what --download-wheels fetches: the requirements
+#                                              # minus the image, pinned as here (tools/gpu/wheels.py)
 #   GPU_CHECK_TINY=1 PYTHON=.venv/bin/python bash tools/gpu_check.sh   # CPU, tiny sizes: the
 #                                              # script's logic end to end in about a minute
 #
@@ -21,18 +23,28 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
-WHEELS=(pycocotools albumentations albucore pydantic pydantic_core annotated-types
-        typing-inspection simsimd stringzilla)
 
-if [[ "${1:-}" == "--download-wheels" ]]; then
-  # the versions installed here, as cp312 manylinux wheels (the GPU image runs Python 3.12)
+if [[ "${1:-}" == "--download-wheels" || "${1:-}" == "--list-wheels" ]]; then
+  # what to carry: the project's requirements and their dependencies minus what the image has,
+  # pinned to the versions installed here (tools/gpu/wheels.py); a requirement that is neither
+  # stops this step, here, not the check on the GPU box
+  cfg_args=(${GPU_CHECK_SETUP_CFG:+--setup-cfg "$GPU_CHECK_SETUP_CFG"})
+  if ! pins=$("$PY" tools/gpu/wheels.py "${cfg_args[@]}"); then
+    echo "gpu_check: cannot derive the wheels to carry (see above)" >&2
+    exit 3
+  fi
+  mapfile -t WHEELS <<< "$pins"
+  if [[ "$1" == "--list-wheels" ]]; then
+    printf '%s\n' "${WHEELS[@]}"
+    exit 0
+  fi
+  # as cp312 manylinux wheels (the GPU image runs Python 3.12)
   mkdir -p .whl  # ignored by .gitignore
-  for name in "${WHEELS[@]}"; do
-    version=$("$PY" -c "import importlib.metadata as m; print(m.version('$name'))")
+  for pin in "${WHEELS[@]}"; do
     "$PY" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
       --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
-      --platform manylinux2014_x86_64 --platform manylinux_2_24_x86_64 -d .whl \
-      "$name==$version"
+      --platform manylinux2014_x86_64 --platform manylinux_2_24_x86_64 -d .whl "$pin" || {
+        echo "gpu_check: no cp312 manylinux wheel of $pin" >&2; exit 3; }
   done
   ls -la .whl
   exit 0

@@ -11,21 +11,21 @@ file in ONNX Runtime (CPU execution provider, the same threads) and reports
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 import torch
 
 from ..build import build_model
 from ..config import Config
 from ..engine.runlog import peak_rss_mb
-from ..engine.trainer import AMP_DTYPES
 from .data import measure_loader
-from .models import make_like_trained, measure_models, synthetic_batch
+from .models import instance_masks, make_like_trained, measure_models, synthetic_batch
+from .runtimes import RUNTIMES, agreement, cpu_header, ours_precision, runtime_detectors
 from .timing import summarize, time_alternating
 
 __all__ = ["TASKS", "run_benchmark", "format_report", "build_models", "measure_models",
-           "measure_loader", "make_like_trained", "synthetic_batch", "summarize",
-           "time_alternating"]
+           "measure_loader", "make_like_trained", "synthetic_batch", "instance_masks",
+           "summarize", "time_alternating", "RUNTIMES"]
 
 TASKS = ("model", "train", "data")
 _MODEL_TASKS = {"model": "inference", "train": "train"}
@@ -59,92 +59,90 @@ def build_models(cfg: Config, *, compare_torchvision: bool, height: int, width: 
     return {name: model.to(device) for name, model in models.items()}
 
 
-def onnx_detector(model: torch.nn.Module, cfg: Config, path: str, *, weights: Optional[str],
-                  threads: Optional[int]) -> Any:
-    """An ``OnnxDetector`` of ``path``; without ``weights`` the benchmark's random weights
-    exist only in this process, so ``model`` is first exported to ``path``."""
-    from ..export.exporter import export_onnx
-    from ..export.runtime import OnnxDetector
-
-    if not weights:
-        k = model.roi_heads.box_predictor.num_classes
-        export_onnx(model, path, cfg=cfg,
-                    classes=[{"id": i, "name": f"class {i}"} for i in range(1, k + 1)])
-    return OnnxDetector(path, threads=threads)
-
-
-def _onnx_agreement(models: dict[str, Any], *, batch: int, height: int, width: int,
-                    onnx: str, weights: Optional[str]) -> dict[str, float]:
-    """Detections of ONNX Runtime against ours on the timed batch; an error when they differ
-    (a file exported from other weights)."""
-    from ..export.runtime import compare_detections
-
-    images, _ = synthetic_batch(batch=batch, height=height, width=width, num_classes=1,
-                                device=torch.device("cpu"))
-    with torch.inference_mode():
-        stats = compare_detections(models["ours"].eval()(images), models["onnxruntime"](images))
-    if stats["matched"] < 0.95:
-        raise ValueError(f"{onnx} matches only {100 * stats['matched']:.1f} % of the detections "
-                         f"of the PyTorch model ({weights or 'random weights'}): export it from "
-                         "the same weights (tools/export.py --weights ...)")
-    return stats
-
-
 def run_benchmark(cfg: Config, *, tasks: tuple[str, ...] = TASKS, device: str = "cpu",
-                  amp: bool = False, batch: int = 2, iters: int = 10, warmup: int = 2,
-                  size: Optional[int] = None, threads: Optional[int] = None,
+                  amp: Union[bool, str] = False, batch: int = 2, iters: int = 10,
+                  warmup: int = 2, size: Optional[int] = None, threads: Optional[int] = None,
                   compare_torchvision: bool = False, weights: Optional[str] = None,
-                  config_path: Optional[str] = None, onnx: Optional[str] = None
-                  ) -> dict[str, Any]:
-    """Measure ``tasks``; returns a JSON-ready dict (``results[task]`` per task)."""
+                  config_path: Optional[str] = None, onnx: Optional[str] = None,
+                  backends: tuple[str, ...] = ("torch",)) -> dict[str, Any]:
+    """Measure ``tasks``; returns a JSON-ready dict (``results[task]`` per task).
+
+    ``amp``: ``False`` / ``"off"`` float32; ``True`` autocast every PyTorch model to
+    ``solver.amp_dtype`` (CUDA); ``"auto"`` / ``"bf16"`` our model (and OpenVINO's precision
+    hint) as ``detection.precision`` picks, torchvision's twin staying float32.
+    """
     import torchvision
 
     dev = torch.device(device)
-    if amp and dev.type != "cuda":
-        raise ValueError("--amp is for CUDA (solver.amp is CUDA only); drop it on the CPU")
+    if amp is True and dev.type != "cuda":
+        raise ValueError("--amp is for CUDA (solver.amp is CUDA only); on the CPU use "
+                         "--amp auto or --amp bf16")
     unknown = [t for t in tasks if t not in TASKS]
     if unknown:
         raise ValueError(f"unknown task(s) {unknown}; choose from {list(TASKS)}")
-    if onnx and (dev.type != "cpu" or "model" not in tasks):
-        raise ValueError("--onnx times ONNX Runtime's CPU execution provider against the "
-                         "inference task: use it with --task model --device cpu")
+    backends = tuple(dict.fromkeys((*backends, *(["onnxruntime"] if onnx else []))))
+    bad = [b for b in backends if b not in ("torch", *RUNTIMES)]
+    if bad or "torch" not in backends:
+        raise ValueError(f"--backend takes torch (always timed) and any of {list(RUNTIMES)}, "
+                         f"got {list(backends)}")
+    runtimes = [b for b in backends if b in RUNTIMES]
+    if runtimes and (dev.type != "cpu" or "model" not in tasks):
+        raise ValueError("--onnx / --backend onnxruntime,openvino time the exported graph "
+                         "on the CPU against the inference task: use them with --task model "
+                         "--device cpu")
     if threads:
         torch.set_num_threads(threads)
     if dev.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed input size: pick the fastest kernels
     height = size or cfg.data.input.min_size_test
     width = int(round(height * 4 / 3))
+    ours_amp = ours_precision(amp, dev, cfg.solver.amp_dtype)
     results: dict[str, Any] = {}
     model_tasks = [t for t in tasks if t in _MODEL_TASKS]
     if model_tasks:
         models = build_models(cfg, compare_torchvision=compare_torchvision, height=height,
                               width=width, device=dev, weights=weights)
         num_classes = models["ours"].roi_heads.box_predictor.num_classes
-        if onnx:
-            models["onnxruntime"] = onnx_detector(models["ours"], cfg, onnx, weights=weights,
-                                                  threads=threads)
-            agreement = _onnx_agreement(models, batch=batch, height=height, width=width,
-                                        onnx=onnx, weights=weights)
+        models.update(runtime_detectors(models["ours"], cfg, backends, onnx=onnx,
+                                        weights=weights, threads=threads, amp=amp))
+        precision_of = {"ours": ours_amp.name, "onnxruntime": "float32",
+                        "openvino": "float32" if "openvino" not in models
+                        else {"f32": "float32"}.get(models["openvino"].precision, "bf16")}
+        agree = agreement(models, precision_of, batch=batch, height=height, width=width) \
+            if runtimes or ours_amp.enabled else {}
+        # the old CUDA --amp autocasts torchvision too; --amp auto / bf16 our model only
+        dtypes = {"ours": ours_amp.dtype,
+                  "torchvision": ours_amp.dtype if amp is True else None}
         for task in model_tasks:
-            timed = {n: m for n, m in models.items() if task == "model" or n != "onnxruntime"}
+            timed = {n: m for n, m in models.items() if task == "model" or n not in RUNTIMES}
             per_model = measure_models(
                 timed, task=_MODEL_TASKS[task], batch=batch, height=height, width=width,
                 num_classes=num_classes, iters=iters, warmup=warmup, device=dev,
-                amp_dtype=AMP_DTYPES[cfg.solver.amp_dtype] if amp else None)
-            results[task] = {"models": per_model, "ratio": _ratios(per_model)}
-            if task == "model" and onnx:
-                speedup = per_model["ours"]["median_ms"] / per_model["onnxruntime"]["median_ms"]
-                results[task]["onnxruntime"] = {"file": onnx, "speedup": speedup, **agreement}
+                dtypes=dtypes)
+            results[task] = {"models": per_model, "ratio": _ratios(per_model),
+                             "speedup": _speedups(per_model)}
+            if task == "model" and agree:
+                results[task]["agreement"] = agree
     if "data" in tasks:
         results["data"] = measure_loader(cfg, batch=batch, batches=max(2, iters))
     return {
         "config": config_path, "tasks": list(tasks), "device": str(dev),
         "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
         "torch": torch.__version__, "torchvision": torchvision.__version__,
-        "threads": torch.get_num_threads(), "amp_dtype": cfg.solver.amp_dtype if amp else None,
-        "batch": batch, "iters": iters, "warmup": warmup, "input_hw": [height, width],
-        "weights": weights, "process_peak_rss_mb": peak_rss_mb(), "results": results,
+        "threads": torch.get_num_threads(), "amp": ours_amp.describe(),
+        "amp_dtype": ours_amp.name if ours_amp.enabled else None, **cpu_header(),
+        "backends": list(backends), "batch": batch, "iters": iters, "warmup": warmup,
+        "input_hw": [height, width], "weights": weights,
+        "process_peak_rss_mb": peak_rss_mb(), "results": results,
     }
+
+
+def _speedups(per_model: dict[str, dict[str, Any]]) -> Optional[dict[str, float]]:
+    """Images/s of each model over torchvision's (> 1: faster than torchvision)."""
+    if "torchvision" not in per_model:
+        return None
+    tv = per_model["torchvision"]["median_ms"]
+    return {n: tv / m["median_ms"] for n, m in per_model.items() if n != "torchvision"}
 
 
 def _ratios(per_model: dict[str, dict[str, Any]]) -> Optional[dict[str, float]]:
@@ -180,18 +178,21 @@ def format_report(result: dict[str, Any]) -> str:
     """The measurements as text: one table per model task, one line for the loader."""
     h, w = result["input_hw"]
     lines = [f"{result['device_name']} ({result['device']}, {result['threads']} threads), "
-             f"batch {result['batch']} x {h}x{w}, amp {result['amp_dtype'] or 'off'}, "
-             f"{result['iters']} timed iterations, torch {result['torch']}"]
+             f"batch {result['batch']} x {h}x{w}, ours in {result['amp']}, "
+             f"{result['iters']} timed iterations, torch {result['torch']}",
+             f"CPU: {result['cpu']} ({result['cpu_capability']}; native bf16: "
+             f"{'yes' if result['native_bf16'] else 'no'}, {result['bf16_features']})"]
     for task, title in (("model", "inference"), ("train", "training step")):
         if task in result["results"]:
             r = result["results"][task]
             lines += _table(title, r["models"], r["ratio"])
-            if "onnxruntime" in r:
-                o = r["onnxruntime"]
-                lines.append(f"onnxruntime (CPU EP) is {o['speedup']:.2f}x as fast as ours "
-                             f"(median); it matches {100 * o['matched']:.1f} % of our "
-                             f"{o['detections']} detections (IoU > 0.99, score within 1e-3), "
-                             f"counts within {o['max_count_diff']}")
+            if r.get("speedup"):
+                lines.append("images/s over torchvision's: " + ", ".join(
+                    f"{n} {v:.2f}x" for n, v in r["speedup"].items()))
+            for name, a in r.get("agreement", {}).items():
+                lines.append(f"{name} ({a['precision']}) matches {100 * a['matched']:.1f} % of "
+                             f"our float32 model's {a['detections']} detections ({a['rule']}), "
+                             f"counts within {a['max_count_diff']}")
     if "data" in result["results"]:
         d = result["results"]["data"]
         lines.append(f"data loader: {d['images_per_s']:.1f} images/s ({d['num_workers']} "

@@ -4,7 +4,8 @@
 
 Reads RUN/coco_results.json and the test annotations and images named by RUN/config.yaml (or by
 the config its eval.json names; --annotations / --images override). Prints the COCO error
-breakdown (C75, C50, Loc, Sim, Oth, BG, FN: the AP if each error type were fixed) and the
+breakdown (C75, C50, Loc, Sim, Oth, BG, FN: the AP if each error type were fixed; of the masks
+too for a Mask R-CNN's run, whose analysis.html also shows mask AP and the masks) and the
 confusion matrix, and writes into DIR (default RUN/analysis): analysis.json (breakdown overall,
 per size and per category, PR curves at IoU .5 / .75 per category, confusion matrix, worst
 false positives and missed objects), worst_false_positives.jpg, missed_objects.jpg and
@@ -30,7 +31,7 @@ def build_parser(prog: str | None = None) -> ArgumentParser:
     add_option(p, "--images")
     add_option(p, "--score-thr")
     p.add_argument("--top", type=int, default=12, help="crops of each kind (default: 12)")
-    add_option(p, "--backend")
+    add_option(p, "--evaluator")
     return p
 
 
@@ -39,11 +40,17 @@ def parse_args(argv: list[str] | None = None, prog: str | None = None) -> argpar
 
 
 def format_summary(analysis: dict) -> str:
-    """The breakdown per object size and the confusion matrix, as text."""
-    lines = ["area    " + "".join(f"{t:>7}" for t in ERROR_TYPES)]
-    for area, values in analysis["ap"].items():
-        lines.append(f"{area:<8}" + "".join(
-            "    n/a" if values[t] is None else f"{values[t]:7.3f}" for t in ERROR_TYPES))
+    """The breakdown per object size (of the masks too, for a Mask R-CNN) and the confusion
+    matrix, as text."""
+    lines = []
+    segm = analysis.get("segm", {}).get("ap")
+    for what, ap in (("boxes" if segm else "area", analysis["ap"]), ("masks", segm)):
+        if ap is None:
+            continue
+        lines.append(f"{what:<8}" + "".join(f"{t:>7}" for t in ERROR_TYPES))
+        for area, values in ap.items():
+            lines.append(f"{area:<8}" + "".join(
+                "    n/a" if values[t] is None else f"{values[t]:7.3f}" for t in ERROR_TYPES))
     kinds = analysis["false_positive_kinds"]
     lines.append("false positives at IoU .5: " + ", ".join(f"{k} {v}" for k, v in kinds.items())
                  + f"; missed objects: {analysis['num_missed']}")
@@ -61,7 +68,7 @@ def format_summary(analysis: dict) -> str:
 def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     args = parse_args(argv, prog)
     run = read_run(args.run, annotations=args.annotations, images=args.images)
-    analysis = analyze_run(run, backend=args.backend, score_thresh=args.score_thr,
+    analysis = analyze_run(run, backend=args.evaluator, score_thresh=args.score_thr,
                            top=args.top)
     out = Path(args.output or Path(args.run) / "analysis")
     out.mkdir(parents=True, exist_ok=True)

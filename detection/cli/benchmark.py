@@ -6,18 +6,27 @@
     resdet benchmark --task eval --eval-images 5000 --iters 3
     resdet benchmark --config coco/faster_rcnn_R_50_FPN_1x --task model --size 512 --batch 1 \\
         --threads 2 --onnx output/r50_fpn_bench.onnx
+    resdet benchmark --config coco/faster_rcnn_R_50_FPN_torchvision --task model train \\
+        --size 512 --batch 1 --threads 2 --compare-torchvision \\
+        --backend torch,onnxruntime,openvino --amp auto --set model.backbone.weights=null
 
-Tasks: model (inference latency), train (one training step), data (training-loader
-throughput), eval (COCO evaluation of a COCO-val-sized synthetic result set by faster-coco-eval
-and pycocotools, alternating, --iters runs each, every number compared; see
+Tasks: model (inference latency), train (one training step), data (training-loader throughput),
+eval (COCO evaluation of a COCO-val-sized synthetic result set by faster-coco-eval and
+pycocotools, alternating, --iters runs each, every number compared; see
 detection/evaluation/speed.py; needs no config). --compare-torchvision (R-xx-FPN configs) times
 torchvision's FasterRCNN carrying the same weights side by side, alternating, and prints the
-ratios ours / torchvision. Without --weights the weights are random, made like a trained
-model's so that post-processing does its real work; see detection/benchmark/ for what each
-number means. --onnx FILE also times that file in ONNX Runtime (CPU execution provider) with
-the same threads, alternating with PyTorch, and prints how much faster it is and how well its
-detections match: give the --weights it was exported from, or none (the random weights are
-then exported to FILE).
+ratios ours / torchvision; for a Mask R-CNN config (coco/mask_rcnn_R_50_FPN_torchvision)
+torchvision's MaskRCNN, masks included in inference and training. Without --weights the weights
+are random, made like a trained model's so that post-processing does its real work; see
+detection/benchmark/ for what each number means. --onnx FILE also times that file in ONNX
+Runtime (CPU execution provider) with the same threads, alternating with PyTorch, and prints how
+much faster it is and how well its detections match: give the --weights it was exported from, or
+none (the random weights are then exported to FILE). --backend torch,onnxruntime,openvino times
+the exported graph in both runtimes beside our model (a comma-separated list here, where the
+other subcommands take one backend); --amp (default: the config's test.amp, auto) runs our model
+(and OpenVINO's precision hint) in bf16 where the CPU has native bf16, torchvision's twin
+staying float32; the header names the CPU and its bf16 support, and each runtime's detections
+are compared with our float32 model's (detection/benchmark/).
 """
 from __future__ import annotations
 
@@ -40,20 +49,24 @@ def build_parser(prog: str | None = None) -> ArgumentParser:
     p.add_argument("--eval-images", type=int, default=5000,
                    help="--task eval: images in the result set (COCO val2017: 5000)")
     add_option(p, "--device")
-    p.add_argument("--amp", action="store_true", help="autocast to solver.amp_dtype (CUDA)")
+    add_option(p, "--amp")
+    p.add_argument("--backend", default="torch", type=lambda v: tuple(v.split(",")),
+                   help="comma-separated: torch (always) and any of onnxruntime, openvino "
+                        "(--task model, CPU) (default: torch)")
     p.add_argument("--batch", type=int, default=2, help="images per batch (default: 2)")
     p.add_argument("--iters", type=int, default=10, help="timed iterations (default: 10)")
     p.add_argument("--warmup", type=int, default=2,
                    help="untimed iterations first (default: 2)")
     p.add_argument("--size", type=int, help="shorter image side (default: min_size_test); "
                                            "images are size x 4/3 size")
-    p.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
+    add_option(p, "--threads")
     add_option(p, "--weights")
     p.add_argument("--compare-torchvision", action="store_true",
                    help="also time torchvision's FasterRCNN with the same weights")
     p.add_argument("--onnx", metavar="FILE",
-                   help="also time this exported model in ONNX Runtime (--task model); "
-                        "without --weights, the benchmark's random weights are exported to it")
+                   help="the exported model for --backend onnxruntime / openvino (alone: "
+                        "--backend torch,onnxruntime); without --weights, the benchmark's "
+                        "random weights are exported to it")
     p.add_argument("--output", metavar="FILE", help="JSON file to write the measurements to")
     return p
 
@@ -80,8 +93,10 @@ def main(argv: Optional[list[str]] = None, prog: str | None = None) -> int:
     tasks = tuple(t for t in args.task if t != "eval")
     if tasks:
         device = str(resolve_device(args.device))
-        result = run_benchmark(load_config(args.config, args.set), tasks=tasks,
-                               device=device, amp=args.amp, batch=args.batch,
+        cfg = load_config(args.config, args.set)
+        result = run_benchmark(cfg, tasks=tasks, device=device, backends=args.backend,
+                               amp=cfg.test.amp if args.amp is None else args.amp,
+                               batch=args.batch,
                                iters=args.iters, warmup=args.warmup, size=args.size,
                                threads=args.threads, weights=args.weights,
                                compare_torchvision=args.compare_torchvision,

@@ -189,9 +189,20 @@ OPTIONS: dict[str, dict] = {
     "--score-thr": dict(type=float, default=0.5,
                         help="detections scoring below this are left out of the confusion "
                              "matrix (and of the report's images at first) (default: 0.5)"),
-    "--backend": dict(choices=("faster", "pycocotools"), default="faster",
-                      help="COCO evaluation code: faster (faster-coco-eval) or pycocotools; "
-                           "equal numbers (default: faster)"),
+    "--evaluator": dict(choices=("faster", "pycocotools"), default="faster",
+                        help="COCO evaluation code: faster (faster-coco-eval) or pycocotools; "
+                             "equal numbers (default: faster)"),
+    # what runs the model, and in which arithmetic (detection/predictor.py, detection/precision.py)
+    "--backend": dict(choices=("torch", "onnxruntime", "openvino"), default="torch",
+                      help="what runs the model: torch (a checkpoint), onnxruntime (an .onnx "
+                           "file of resdet export) or openvino (.xml or .onnx) (default: torch)"),
+    "--amp": dict(choices=("auto", "off", "bf16"), default=None,
+                  help="inference arithmetic: auto (bf16 autocast on a CPU with native bf16, "
+                       "else float32), bf16, or off (float32) (default: the config's test.amp, "
+                       "auto)"),
+    "--threads": dict(type=int, metavar="N",
+                      help="CPU threads of the model: torch, ONNX Runtime or OpenVINO "
+                           "(default: their own choice, one per core)"),
 }
 
 

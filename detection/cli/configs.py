@@ -19,7 +19,9 @@ from typing import Optional
 from ..resources import configs_root, list_configs, read_results
 from .common import ArgumentParser, tool_main
 
-_SOURCES = {"detectron2": "Detectron2", "torchvision": "torchvision", "paper": "the paper"}
+_SOURCES = {"detectron2": "Detectron2", "detectron2_masks": "Detectron2",
+            "torchvision": "torchvision", "torchvision_masks": "torchvision",
+            "paper": "the paper"}
 
 
 def reference(name: str) -> str:
@@ -39,7 +41,9 @@ def reference(name: str) -> str:
         return (f"box AP {twin['box_ap']} ({_SOURCES[twin['source']]} {twin['model']}, "
                 "MSRA's ImageNet weights; expect a little below with torchvision's)")
     if entry.get("box_ap") is not None:
-        return f"box AP {entry['box_ap']} ({_SOURCES[entry['source']]} {entry['model']})"
+        masks = f", mask AP {entry['mask_ap']}" if entry.get("mask_ap") is not None else ""
+        return (f"box AP {entry['box_ap']}{masks} ({_SOURCES[entry['source']]} "
+                f"{entry['model']})")
     if entry.get("mAP50") is not None:
         return (f"mAP@.5 {entry['mAP50']}, mAP {entry['mAP']} (the paper, Table "
                 f"{entry['table']}, COCO val)")

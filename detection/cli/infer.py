@@ -10,22 +10,26 @@
 Inputs: image files, folders (their images and videos), glob patterns, video files, a camera
 index (0) and stream URLs (rtsp://..., http://...); --max-frames N stops each video, camera or
 stream after N frames (Ctrl-C stops one too, keeping what was written). --onnx model.onnx runs
-a file of `resdet export` with ONNX Runtime instead of a checkpoint; without --config a
-checkpoint's stored config is used.
+a file of `resdet export` with ONNX Runtime instead of a checkpoint (as --weights model.onnx
+--backend onnxruntime); --weights model.xml --backend openvino an OpenVINO IR (or .onnx); without
+--config a checkpoint's stored config is used. --amp auto (the config's test.amp by default)
+runs bf16 where the CPU has native bf16 (AMX, AVX512-BF16), float32 elsewhere; --amp off forces
+float32.
 
 Written to the --output folder while the run goes on: detections.jsonl, one line per image or
 frame as soon as it is done, {"source": <file name, camera0 or stream>, "frame": <index, for
 videos>, "detections": [{"category_id", "category_name", "bbox": [x, y, w, h], "score"}, ...]}
-in original pixels (so memory stays flat and an interrupted run keeps every finished frame);
-each image with its detections drawn (same file name), each video, camera or stream as
-<name>.mp4, camera<i>.mp4, stream.mp4: H.264 in a fragmented MP4 that browsers play (needs
-PyAV: pip install -e ".[video]"; without it mp4v, said in the log). --no-draw writes the
-JSON lines only; --classes keeps the detections of some classes (names or category ids).
---save-coco FILE also writes the images' detections as a COCO results list (image_id,
-category_id, bbox xywh, score; pycocotools' COCO.loadRes reads it), the image ids looked up by
-file name in the --annotations json. An input that cannot be read is reported by name and
-skipped; the run then ends with `error: N input(s) skipped` (exit status 2). A camera or stream
-that cannot be opened stops the run with one error line (exit status 2).
+in original pixels (so memory stays flat and an interrupted run keeps every finished frame; a
+Mask R-CNN's entries carry their mask as "segmentation", COCO's compressed RLE); each image with
+its detections drawn (same file name; masks filled and translucent in the box colours), each
+video, camera or stream as <name>.mp4, camera<i>.mp4, stream.mp4: H.264 in a fragmented MP4 that
+browsers play (needs PyAV: pip install -e ".[video]"; without it mp4v, said in the log).
+--no-draw writes the JSON lines only; --classes keeps the detections of some classes (names or
+category ids). --save-coco FILE also writes the images' detections as a COCO results list
+(image_id, category_id, bbox xywh, score, segmentation; pycocotools' COCO.loadRes reads it), the
+image ids looked up by file name in the --annotations json. An input that cannot be read is
+reported by name and skipped; the run then ends with `error: N input(s) skipped` (exit status
+2). A camera or stream that cannot be opened stops the run with one error line (exit status 2).
 """
 from __future__ import annotations
 
@@ -63,7 +67,8 @@ def _out_name(path: Path, suffix: str, used: set[str]) -> str:
 def _draw(image: np.ndarray, result: dict, predictor: Predictor, thresh: float) -> np.ndarray:
     """RGB in, RGB out: ``image`` with the detections scoring at least ``thresh`` drawn."""
     return draw_detections(image, result["boxes"], result["scores"], result["labels"],
-                           predictor.category_names, score_thresh=thresh)
+                           predictor.category_names, score_thresh=thresh,
+                           masks=result.get("masks"))
 
 
 def keep_classes(result: dict, ids: Optional[set[int]]) -> dict:
@@ -71,9 +76,8 @@ def keep_classes(result: dict, ids: Optional[set[int]]) -> dict:
     if ids is None:
         return result
     keep = np.isin(result["labels"], sorted(ids))
-    return {"boxes": result["boxes"][keep], "scores": result["scores"][keep],
-            "labels": result["labels"][keep],
-            "class_names": [n for n, k in zip(result["class_names"], keep) if k]}
+    kept = {k: v[keep] for k, v in result.items() if k != "class_names"}  # masks too
+    return {**kept, "class_names": [n for n, k in zip(result["class_names"], keep) if k]}
 
 
 def class_ids(wanted: Optional[list[str]], classes: list[dict]) -> Optional[set[int]]:
@@ -200,11 +204,15 @@ def run_images(images: list[Path], stream: Stream, image_ids: Optional[dict[str,
 
 
 def _predictor(args: argparse.Namespace) -> Predictor:
-    if args.onnx:
-        return Predictor(weights=args.onnx, device=args.device, score_thresh=args.score_thr,
-                         batch_size=args.batch, backend="onnxruntime")
-    return Predictor(run_config(args.config, args.weights, args.set), weights=args.weights,
-                     device=args.device, score_thresh=args.score_thr, batch_size=args.batch)
+    common = dict(device=args.device, score_thresh=args.score_thr, batch_size=args.batch,
+                  backend=args.backend, amp=args.amp, threads=args.threads)
+    if args.backend != "torch":
+        predictor = Predictor(weights=args.onnx or args.weights, **common)
+    else:
+        predictor = Predictor(run_config(args.config, args.weights, args.set),
+                              weights=args.weights, **common)
+    print(f"backend {args.backend}: {predictor.precision}")
+    return predictor
 
 
 def run(args: argparse.Namespace) -> int:
@@ -260,7 +268,8 @@ def build_parser(prog: str | None = None) -> ArgumentParser:
     model = parser.add_mutually_exclusive_group(required=True)
     add_option(model, "--weights")
     model.add_argument("--onnx", metavar="FILE",
-                       help="a file of resdet export, run with ONNX Runtime")
+                       help="a file of resdet export, run with ONNX Runtime (the same as "
+                            "--weights FILE --backend onnxruntime)")
     add_config_options(parser, required=False)
     parser.add_argument("--input", nargs="+", required=True,
                         help="image / video files, folders, glob patterns, a camera index "
@@ -271,6 +280,9 @@ def build_parser(prog: str | None = None) -> ArgumentParser:
                         help="keep and draw detections scoring at least this (default: keep "
                              "what the model returns, draw those >= test.vis_score_thresh)")
     add_option(parser, "--device")
+    add_option(parser, "--backend")
+    add_option(parser, "--amp")
+    add_option(parser, "--threads")
     parser.add_argument("--batch", type=int, default=4,
                         help="images or frames per forward pass (default: 4)")
     parser.add_argument("--max-frames", type=int, help="stop each video, camera or stream "
@@ -295,9 +307,14 @@ def main(argv: Optional[list[str]] = None, prog: str | None = None) -> int:
         parser.error("--batch and --max-frames must be at least 1")
     if bool(args.save_coco) != bool(args.annotations):
         parser.error("--save-coco and --annotations go together (image ids come from the json)")
-    if args.onnx and (args.config or args.set or args.print_config):
-        parser.error("--config, --set and --print-config are for --weights: an .onnx file "
-                     "carries its own config")
+    if args.onnx:
+        if args.backend not in ("torch", "onnxruntime"):
+            parser.error("--onnx runs ONNX Runtime: for OpenVINO use --weights FILE --backend "
+                         "openvino")
+        args.backend = "onnxruntime"
+    if args.backend != "torch" and (args.config or args.set or args.print_config):
+        parser.error("--config, --set and --print-config are for a checkpoint: an exported "
+                     "file carries its own config")
     if args.print_config:
         from ..config import dump_config
 

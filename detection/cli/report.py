@@ -27,7 +27,7 @@ def build_parser(prog: str | None = None) -> ArgumentParser:
     p.add_argument("--num-images", type=int, default=6,
                    help="test images shown (default: 6)")
     add_option(p, "--score-thr")
-    add_option(p, "--backend")
+    add_option(p, "--evaluator")
     return p
 
 
@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     args = build_parser(prog).parse_args(argv)
     path = write_report(args.runs, args.output, annotations=args.annotations,
                         images=args.images, title=args.title, num_images=args.num_images,
-                        score_thresh=args.score_thr, backend=args.backend)
+                        score_thresh=args.score_thr, backend=args.evaluator)
     print(f"wrote {path} ({path.stat().st_size / 1024:.0f} KiB)")
     return 0
 

@@ -16,16 +16,17 @@ from ..resources import find_config
 from . import loader
 from .loader import (ConfigError, choice_field, config_to_dict, dump_config, existing_path,
                      list_field, save_config)
-from .schema import (INPUT_FORMAT_DEFAULTS, VARIANT_DEFAULTS, AnchorGeneratorConfig,
-                     BackboneConfig, Config, DataConfig, DatasetConfig, FPNConfig, InputConfig,
-                     ModelConfig, RoIHeadsConfig, RPNConfig, SolverConfig, SyntheticConfig,
-                     TestConfig)
+from .schema import (INPUT_FORMAT_DEFAULTS, MASK_VARIANT_DEFAULTS, VARIANT_DEFAULTS,
+                     AnchorGeneratorConfig, BackboneConfig, Config, DataConfig, DatasetConfig,
+                     FPNConfig, InputConfig, MaskHeadConfig, ModelConfig, RoIHeadsConfig,
+                     RPNConfig, SolverConfig, SyntheticConfig, TestConfig)
 
 __all__ = [
     "Config", "ConfigError", "load_config", "config_from_dict", "config_to_dict", "dump_config",
     "apply_overrides", "save_config", "existing_path", "checkpoint_config", "choice_field",
-    "list_field", "INPUT_FORMAT_DEFAULTS", "VARIANT_DEFAULTS", "AnchorGeneratorConfig",
-    "BackboneConfig", "DataConfig", "DatasetConfig", "FPNConfig", "InputConfig", "ModelConfig",
+    "list_field", "INPUT_FORMAT_DEFAULTS", "MASK_VARIANT_DEFAULTS", "VARIANT_DEFAULTS",
+    "AnchorGeneratorConfig", "BackboneConfig", "DataConfig", "DatasetConfig", "FPNConfig",
+    "InputConfig", "MaskHeadConfig", "ModelConfig",
     "RoIHeadsConfig", "RPNConfig", "SolverConfig", "SyntheticConfig", "TestConfig",
 ]
 

@@ -243,9 +243,14 @@ def _check(value: Any, hint: Any, dotted: str, source: str) -> Any:
     origin = typing.get_origin(hint)
     if origin is Union:
         args = [a for a in typing.get_args(hint) if a is not type(None)]
-        if value is None:
+        if value is None and len(args) < len(typing.get_args(hint)):
             return None
-        return _check(value, args[0], dotted, source)
+        for arg in args[:-1]:  # Union[bool, str]: the first type that fits
+            try:
+                return _check(value, arg, dotted, source)
+            except ConfigError:
+                pass
+        return _check(value, args[-1], dotted, source)
     if dataclasses.is_dataclass(hint):
         if value is None:  # an empty section (`solver:` with every key commented out)
             value = {}

@@ -16,15 +16,16 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 from .loader import choice_field, list_field
 
 __all__ = [
     "AnchorGeneratorConfig", "BackboneConfig", "Config", "DataConfig", "DatasetConfig",
-    "EarlyStopConfig", "FPNConfig", "INPUT_FORMAT_DEFAULTS", "InputConfig", "MLflowConfig",
-    "ModelConfig", "RPNConfig", "RoIHeadsConfig", "SolverConfig", "SyntheticConfig",
-    "TestConfig", "TrackersConfig", "VARIANT_DEFAULTS", "WandbConfig",
+    "EarlyStopConfig", "FPNConfig", "INPUT_FORMAT_DEFAULTS", "InputConfig",
+    "MASK_VARIANT_DEFAULTS", "MaskHeadConfig", "MLflowConfig", "ModelConfig", "RPNConfig",
+    "RoIHeadsConfig", "SolverConfig", "SyntheticConfig", "TestConfig", "TrackersConfig",
+    "VARIANT_DEFAULTS", "WandbConfig",
 ]
 
 
@@ -90,6 +91,22 @@ class RoIHeadsConfig:
     detections_per_img: int = 100
 
 
+# ------------------------------------------------------------------- masks (Mask R-CNN, issue 26)
+@dataclass
+class MaskHeadConfig:
+    """A mask branch beside the box head (``detection/mask_head.py``); masks of
+    ``2 x pooler_resolution`` cells (c4_res5: of the box head's res5 maps, 14x14)."""
+
+    enabled: bool = False
+    num_convs: Optional[int] = None  # None: derived from roi_heads.box_head (4; c4_res5: 0)
+    conv_dim: int = 256
+    # the mask pooler (c4_res5 has none: leave both null); null type: roi_heads.pooler_type
+    pooler_resolution: Optional[int] = None  # None: derived (14; c4_res5: none)
+    pooler_type: Optional[str] = choice_field("ROIAlign", "ROIAlignV2", "ROIPool", None,
+                                              default=None)
+    class_agnostic: bool = False  # one mask per RoI instead of one per class
+
+
 @dataclass
 class ModelConfig:
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
@@ -104,6 +121,7 @@ class ModelConfig:
     anchor_generator: AnchorGeneratorConfig = field(default_factory=AnchorGeneratorConfig)
     rpn: RPNConfig = field(default_factory=RPNConfig)
     roi_heads: RoIHeadsConfig = field(default_factory=RoIHeadsConfig)
+    mask_head: MaskHeadConfig = field(default_factory=MaskHeadConfig)  # Mask R-CNN
     # the whole detector from a checkpoint of this toolkit (or a converted torchvision one);
     # tensors matching by name and shape are loaded (detection/transfer.py); --resume wins
     weights: Optional[str] = None
@@ -116,6 +134,8 @@ class ModelConfig:
         ``roi_heads.box_head`` (see ``VARIANT_DEFAULTS``), and the pixel mean/std from
         ``input_format`` (``INPUT_FORMAT_DEFAULTS``); values set explicitly are kept."""
         derived = VARIANT_DEFAULTS[self.roi_heads.box_head]
+        if self.mask_head.enabled:
+            derived = {**derived, **MASK_VARIANT_DEFAULTS[self.roi_heads.box_head]}
         for dotted, value in derived.items():
             section, key = dotted.split(".")
             node = getattr(self, section)
@@ -149,6 +169,14 @@ VARIANT_DEFAULTS: dict[str, dict[str, Any]] = {
                 "roi_heads.pooler_resolution": 14},
     "vgg_fc": {**_SINGLE_LEVEL, "rpn.in_features": ["conv5"],
                "roi_heads.in_features": ["conv5"]},
+}
+
+
+#: What ``model.roi_heads.box_head`` implies for the mask head's keys left unset, when enabled.
+MASK_VARIANT_DEFAULTS: dict[str, dict[str, Any]] = {
+    "fpn_2fc": {"mask_head.num_convs": 4, "mask_head.pooler_resolution": 14},
+    "c4_res5": {"mask_head.num_convs": 0},
+    "vgg_fc": {"mask_head.num_convs": 4, "mask_head.pooler_resolution": 14},
 }
 
 
@@ -241,8 +269,12 @@ class SolverConfig:
     warmup_iters: int = 1000
     warmup_factor: float = 0.001
     clip_grad_norm: Optional[float] = None
-    amp: bool = False  # CUDA only
-    amp_dtype: str = choice_field("bf16", "fp16", default="bf16")
+    # reduced precision (detection/precision.py): false / off: float32; true: CUDA autocast to
+    # amp_dtype (as before); "bf16": bf16 autocast on any device; "auto": bf16 on a CPU with
+    # native bf16 (AMX / AVX512-BF16), float32 elsewhere and on CUDA (docs/speed.md: why it is
+    # not the default)
+    amp: Union[bool, str] = choice_field(False, True, "off", "bf16", "auto", default=False)
+    amp_dtype: str = choice_field("bf16", "fp16", default="bf16")  # CUDA's, with amp: true
     checkpoint_period: int = 5000
     # lengths in epochs (one pass over the training set at ims_per_batch images a step): a key
     # set here replaces its twin in iterations, converted when the run starts (and printed)
@@ -269,6 +301,10 @@ class TestConfig:
     use_07_metric: bool = True  # voc: mAP is the VOC2007 11-point AP (else all-point)
     # COCOEvaluator(backend=...): faster-coco-eval, or the reference pycocotools (same numbers)
     evaluator_backend: str = choice_field("faster", "pycocotools", default="faster")
+    # inference precision (detection/precision.py): "auto" = bf16 autocast on a CPU with native
+    # bf16 (AMX / AVX512-BF16), float32 elsewhere (CUDA: as solver.amp); off; "bf16" (YAML
+    # reads a bare off as false: both mean float32)
+    amp: Union[bool, str] = choice_field("auto", "off", False, "bf16", default="auto")
 
 
 # -------------------------------------------------------------------------------------- trackers

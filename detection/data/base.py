@@ -9,7 +9,8 @@ docs/ARCHITECTURE.md::
     {"image": uint8 Tensor (3, H, W) RGB after transforms,
      "boxes": float32 Tensor (n, 4) xyxy in transformed pixels,
      "labels": int64 Tensor (n,) in 1..K,
-     "image_id": int, "original_size": (h, w) before transforms, "file_name": str}
+     "image_id": int, "original_size": (h, w) before transforms, "file_name": str,
+     "masks": InstanceMasks (n objects; only from a dataset made with masks)}
 
 **Bad boxes** (:func:`bad_box_reasons`): a non-finite coordinate, a negative or zero width or
 height, or a box wholly outside its image. With ``on_bad_annotation="skip"`` (the default, as
@@ -33,6 +34,8 @@ from typing import Any
 import cv2
 import numpy as np
 import torch
+
+from ..masks import InstanceMasks
 
 # (image HxWx3 uint8 RGB, boxes (n, 4) float32 xyxy, labels (n,) int64) -> same, transformed
 Transform = Callable[[np.ndarray, np.ndarray, np.ndarray],
@@ -156,7 +159,8 @@ class DetectionDataset(torch.utils.data.Dataset):
                    rows: np.ndarray, boxes: np.ndarray, labels: np.ndarray,
                    ignored: np.ndarray, min_box_size: float, filter_empty: bool,
                    on_bad_annotation: str, source: str,
-                   box_name: Callable[[int], str]) -> tuple[np.ndarray, dict[str, int]]:
+                   box_name: Callable[[int], str], mask_problems: np.ndarray | None = None
+                   ) -> tuple[np.ndarray, dict[str, int]]:
         """Store the flat arrays; boxes are clipped to their image, and bad, tiny or ignored
         ones (crowd, difficult) left out of the targets.
 
@@ -169,14 +173,16 @@ class DetectionDataset(torch.utils.data.Dataset):
             on_bad_annotation: ``"skip"`` or ``"error"`` for bad boxes (module docstring).
             source: the annotation file(s), for messages.
             box_name: box ``j`` as the user finds it, e.g. ``"annotation id 17: bbox [...]"``.
+            mask_problems: (B,) str, why box ``j``'s mask is unusable (``""``: it is usable);
+                such a box is bad like one with a bad box (a dataset with masks).
 
         Returns the boolean (I,) mask of images kept and the counts ``images``,
         ``images_without_boxes``, ``boxes`` (kept), ``ignored``, ``dropped_boxes`` (tiny),
-        ``bad_boxes``, ``clipped_boxes``.
+        ``bad_boxes``, ``clipped_boxes``. ``self._box_rows`` gives each kept box's ``j``.
         """
         xyxy = np.array(boxes, dtype=np.float64).reshape(-1, 4)
         hw = sizes[rows].astype(np.float64)
-        bad = self._check_boxes(xyxy, hw, on_bad_annotation, source, box_name)
+        bad = self._check_boxes(xyxy, hw, on_bad_annotation, source, box_name, mask_problems)
         xyxy[bad] = 0.0
         clipped = xyxy.copy()
         clipped[:, 0::2] = np.clip(xyxy[:, 0::2], 0, hw[:, 1:2])
@@ -196,6 +202,7 @@ class DetectionDataset(torch.utils.data.Dataset):
         self._image_ids, self._sizes, self._file_names = (
             image_ids[selected], sizes[selected], file_names[selected])
         self._offsets = np.concatenate([[0], np.cumsum(counts[selected])])
+        self._box_rows = np.flatnonzero(keep)[by_image]
         self._boxes = xyxy[keep][by_image].astype(np.float32)
         self._labels = np.asarray(labels, dtype=np.int64)[keep][by_image]
         counts_out = {"images": len(image_ids), "images_without_boxes": int((counts == 0).sum()),
@@ -205,11 +212,14 @@ class DetectionDataset(torch.utils.data.Dataset):
         return selected, counts_out
 
     def _check_boxes(self, xyxy: np.ndarray, hw: np.ndarray, policy: str, source: str,
-                     box_name: Callable[[int], str]) -> np.ndarray:
-        """The (B,) mask of bad boxes; raises or warns as ``policy`` says."""
+                     box_name: Callable[[int], str],
+                     mask_problems: np.ndarray | None = None) -> np.ndarray:
+        """The (B,) mask of bad boxes (or masks); raises or warns as ``policy`` says."""
         if policy not in ON_BAD:
             raise ValueError(f'on_bad_annotation must be "skip" or "error", got {policy!r}')
         reasons = bad_box_reasons(xyxy, hw)
+        if mask_problems is not None:
+            reasons = np.where(reasons != "", reasons, mask_problems)
         bad = reasons != ""
         found = np.flatnonzero(bad)
         self.box_problems = [(box_name(j), str(reasons[j])) for j in found]
@@ -286,9 +296,12 @@ class DetectionDataset(torch.utils.data.Dataset):
                                f"{self._image_ids[idx]}")
         start, end = self._offsets[idx], self._offsets[idx + 1]
         boxes, labels = self._boxes[start:end], self._labels[start:end]
-        if self.transforms is not None:
+        masks = self._masks(start, end, h, w)
+        if self.transforms is not None and masks is not None:
+            image, boxes, labels, masks = self.transforms.with_masks(image, boxes, labels, masks)
+        elif self.transforms is not None:
             image, boxes, labels = self.transforms(image, boxes, labels)
-        return {
+        sample = {
             "image": torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))),
             "boxes": torch.from_numpy(np.array(boxes, dtype=np.float32).reshape(-1, 4)),
             "labels": torch.from_numpy(np.array(labels, dtype=np.int64)),
@@ -296,6 +309,13 @@ class DetectionDataset(torch.utils.data.Dataset):
             "original_size": (h, w),
             "file_name": str(self._file_names[idx]),
         }
+        if masks is not None:
+            sample["masks"] = masks
+        return sample
+
+    def _masks(self, start: int, end: int, height: int, width: int) -> InstanceMasks | None:
+        """The masks of kept boxes ``start .. end - 1`` (one image's); ``None``: no masks."""
+        return None
 
     def _note_bad(self, idx: int, error: DatasetError) -> None:
         self._num_bad += 1

@@ -25,9 +25,11 @@ from typing import Any
 import numpy as np
 from pycocotools.coco import COCO
 
+from ..masks import InstanceMasks
 from .base import (DatasetError, DetectionDataset, Transform, bad_box_reasons, decode_image,
                    ignored_regions)
 from .classes import classes_from_categories
+from .masks import SegmentationIndex, segmentation_problems
 
 __all__ = ["COCODataset", "DatasetError", "Transform", "decode_image", "load_coco",
            "read_coco_json"]
@@ -128,7 +130,7 @@ def coco_boxes(data: dict) -> tuple[np.ndarray, np.ndarray]:
     return xyxy, sizes
 
 
-def load_coco(path: str | os.PathLike) -> COCO:
+def load_coco(path: str | os.PathLike, *, masks: bool = False) -> COCO:
     """A pycocotools ``COCO`` index of a validated json, for evaluation (the file is untouched).
 
     ``area`` (w*h) and ``iscrowd`` (0) are filled in where missing, as COCOeval needs them. A
@@ -137,18 +139,36 @@ def load_coco(path: str | os.PathLike) -> COCO:
     miss, exactly as pycocotools treats a crowd region. The region is the box with a negative
     side turned around; a box with a non-finite coordinate has no region and matches nothing
     (``ignored_regions``). Valid boxes are evaluated as written, as pycocotools does.
+
+    ``masks`` (``segm`` evaluation): every annotation needs a ``segmentation`` (else
+    ``DatasetError`` naming it); a bad one (``segmentation_problems``), which training skips,
+    makes the annotation an ignored region too, its segmentation then the region's box.
     """
     data = read_coco_json(path)
+    anns = data["annotations"]
     xyxy, sizes = coco_boxes(data)
     bad = bad_box_reasons(xyxy, sizes) != ""
+    bad_mask = np.zeros(len(anns), dtype=bool)
+    if masks:
+        missing = [a["id"] for a in anns if a.get("segmentation") is None]
+        if missing:
+            raise DatasetError(f"{path}: annotation id {missing[0]} has no segmentation "
+                               f"({len(missing)} in all): mask evaluation needs one per object")
+        bad_mask = segmentation_problems([a["segmentation"] for a in anns],
+                                         sizes.astype(np.int64)) != ""
     regions = ignored_regions(xyxy)
-    for a, is_bad, (x0, y0, x1, y1) in zip(data["annotations"], bad, regions.tolist()):
+    for a, is_bad, mask_bad, (x0, y0, x1, y1) in zip(anns, bad, bad_mask, regions.tolist()):
         a.setdefault("iscrowd", 0)
         if is_bad:
             a["iscrowd"], a["bbox"], a["area"] = 1, [x0, y0, x1 - x0, y1 - y0], (x1 - x0) * (
                 y1 - y0)
         elif "area" not in a:
             a["area"] = float(a["bbox"][2]) * float(a["bbox"][3])
+        if is_bad or mask_bad:
+            a["iscrowd"] = 1
+            if masks:
+                x, y, w, h = a["bbox"]
+                a["segmentation"] = [[x, y, x + w, y, x + w, y + h, x, y + h]]
     coco = COCO()
     coco.dataset = data
     with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints "creating index..."
@@ -176,6 +196,10 @@ class COCODataset(DetectionDataset):
             an ``"error"`` naming the file and the annotation id (``detection/data/base.py``).
         min_box_size: boxes whose width or height after clipping to the image is <= this many
             pixels are dropped and counted in ``stats["dropped_boxes"]``.
+        masks: samples carry ``masks`` (``InstanceMasks``, one per box) from each annotation's
+            ``segmentation`` (polygons, or RLE); an annotation whose segmentation is missing or
+            bad (``detection.data.masks.segmentation_problems``) is a bad annotation (above).
+            ``transforms`` must then be built with ``masks=True``.
 
     Crowd boxes (``iscrowd=1``) never enter the targets; evaluation reads them from the json.
     """
@@ -183,16 +207,20 @@ class COCODataset(DetectionDataset):
     def __init__(self, *, images: str | os.PathLike, annotations: str | os.PathLike,
                  transforms: Transform | None = None, train: bool, filter_empty: bool = True,
                  on_bad_image: str = "skip", on_bad_annotation: str = "skip",
-                 min_box_size: float = 1.0) -> None:
+                 min_box_size: float = 1.0, masks: bool = False) -> None:
         super().__init__(transforms=transforms, train=train, on_bad_image=on_bad_image)
         self.images = os.fspath(images)
         self.annotations = os.fspath(annotations)
         if not os.path.isdir(self.images):
             raise DatasetError(f"image folder not found: {self.images}")
+        if masks and transforms is not None and not getattr(transforms, "masks", False):
+            raise ValueError("COCODataset(masks=True) needs transforms that move masks: "
+                             "build_transforms(..., masks=True)")
+        self._segments: SegmentationIndex | None = None
         data = read_coco_json(self.annotations)
         self.classes = classes_from_categories(data["categories"])
         self._index(data, min_box_size=min_box_size, filter_empty=train and filter_empty,
-                    on_bad_annotation=on_bad_annotation)
+                    on_bad_annotation=on_bad_annotation, masks=masks)
         self._check_not_empty(self.annotations)
         s = self.stats
         logger.info("%s: %d images used of %d, %d boxes, %d images without boxes, %d crowd "
@@ -205,8 +233,9 @@ class COCODataset(DetectionDataset):
                            self.annotations, s["dropped_boxes"], min_box_size)
 
     def _index(self, data: dict, *, min_box_size: float, filter_empty: bool,
-               on_bad_annotation: str) -> None:
-        """Validated image fields and xywh -> xyxy boxes into the shared flat index."""
+               on_bad_annotation: str, masks: bool) -> None:
+        """Validated image fields and xywh -> xyxy boxes (and segmentations) into the shared
+        flat index."""
         imgs, anns = data["images"], data["annotations"]
         for im in imgs:
             h, w = im["height"], im["width"]
@@ -215,9 +244,16 @@ class COCODataset(DetectionDataset):
                 raise DatasetError(f"{self.annotations}: image id {im['id']}: height/width must "
                                    f"be positive integers and file_name a string")
         img_ids = np.array([im["id"] for im in imgs], dtype=np.int64)
-        ann_xyxy, _ = coco_boxes(data)
+        ann_xyxy, ann_sizes = coco_boxes(data)
         order = np.argsort(img_ids)
         cat_ids = np.array([c["id"] for c in self.classes], dtype=np.int64)
+        crowd = np.array([bool(a.get("iscrowd", 0)) for a in anns], dtype=bool)
+        problems = None
+        if masks:  # crowd regions never enter the targets: their masks are not read
+            problems = segmentation_problems(
+                [None if c else a.get("segmentation") for a, c in zip(anns, crowd)],
+                ann_sizes.astype(np.int64))
+            problems[crowd] = ""
         _, counts = self._set_index(
             image_ids=img_ids,
             sizes=np.array([[im["height"], im["width"]] for im in imgs], np.int64).reshape(-1, 2),
@@ -225,15 +261,23 @@ class COCODataset(DetectionDataset):
             rows=order[np.searchsorted(img_ids[order], [a["image_id"] for a in anns])],
             boxes=ann_xyxy,
             labels=np.searchsorted(cat_ids, [a["category_id"] for a in anns]) + 1,
-            ignored=np.array([bool(a.get("iscrowd", 0)) for a in anns], dtype=bool),
-            min_box_size=min_box_size, filter_empty=filter_empty,
+            ignored=crowd, min_box_size=min_box_size, filter_empty=filter_empty,
             on_bad_annotation=on_bad_annotation, source=self.annotations,
-            box_name=lambda j: f"annotation id {anns[j]['id']}: bbox {anns[j]['bbox']}")
+            box_name=lambda j: f"annotation id {anns[j]['id']}: bbox {anns[j]['bbox']}",
+            mask_problems=problems)
+        if masks:
+            self._segments = SegmentationIndex([anns[j]["segmentation"]
+                                                for j in self._box_rows])
         self.stats = {"images": counts["images"],
                       "images_without_boxes": counts["images_without_boxes"],
                       "boxes": counts["boxes"], "crowd_boxes": counts["ignored"],
                       "dropped_boxes": counts["dropped_boxes"], "bad_boxes": counts["bad_boxes"],
                       "clipped_boxes": counts["clipped_boxes"]}
+
+    def _masks(self, start: int, end: int, height: int, width: int) -> InstanceMasks | None:
+        if self._segments is None:
+            return None
+        return self._segments.instance_masks(start, end, height, width)
 
     def _image_path(self, idx: int) -> str:
         return os.path.join(self.images, str(self._file_names[idx]))

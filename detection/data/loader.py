@@ -45,6 +45,9 @@ def move_batch(batch: list[dict], device: torch.device, *, with_targets: bool = 
         return images, None
     targets = [{"boxes": s["boxes"].to(device, non_blocking=True),
                 "labels": s["labels"].to(device, non_blocking=True)} for s in batch]
+    for target, sample in zip(targets, batch):
+        if "masks" in sample:  # InstanceMasks (Mask R-CNN)
+            target["masks"] = sample["masks"].to(device, non_blocking=True)
     return images, targets
 
 

@@ -4,8 +4,8 @@ A task's build layer (``detection.setup.build_trainer``, ``detection.pretrain.se
 build_pretrainer``) reads its own config into a model, data and an evaluation, then calls
 :func:`assemble_trainer`, which reads only the run keys every schema shares::
 
-    solver.max_iter  solver.checkpoint_period  solver.amp  solver.amp_dtype
-    solver.clip_grad_norm  test.eval_period  log_period  tensorboard  seed  output_dir
+    solver.max_iter  solver.checkpoint_period  solver.clip_grad_norm  test.eval_period
+    log_period  tensorboard  seed  output_dir
 
 so that seeding, the metrics writer, the ``Trainer(...)`` call and a resume are written once.
 """
@@ -91,12 +91,14 @@ def assemble_trainer(cfg: Any, *, model: nn.Module, optimizer: torch.optim.Optim
                      evaluate: Optional[Callable[[nn.Module], Any]],
                      prepare_batch: Callable[[Any, torch.device], tuple],
                      ckpt: Optional[Mapping[str, Any]], extra_state: Mapping[str, Any],
-                     best_metric: str = "mAP",
+                     amp: Mapping[str, Any], best_metric: str = "mAP",
                      data_stats: Optional[Mapping[str, Mapping[str, Any]]] = None) -> Trainer:
     """The :class:`Trainer` of a run whose parts are built: seeds this process's sampling
     noise (``seed + rank``), opens ``metrics.jsonl`` (main process; truncated after the resumed
     iteration, one ``data`` record per split of ``data_stats``), builds the training loader
-    ``train_loader(start_iter)`` and continues from ``ckpt`` (:func:`read_resume`) if given."""
+    ``train_loader(start_iter)`` and continues from ``ckpt`` (:func:`read_resume`) if given.
+    ``amp``: the Trainer's ``amp`` and ``amp_dtype``, as the task resolved them from its config
+    and the hardware (``detection.precision``)."""
     start = int(ckpt["iteration"]) if ckpt else 0
     seed_all(cfg.seed + du.get_rank())  # each process's own sampling noise
     writer = None
@@ -110,9 +112,9 @@ def assemble_trainer(cfg: Any, *, model: nn.Module, optimizer: torch.optim.Optim
         model=model, optimizer=optimizer, scheduler=scheduler,
         data_loader=train_loader(start), max_iter=s.max_iter, output_dir=cfg.output_dir,
         device=device, evaluate=evaluate, checkpoint_period=s.checkpoint_period,
-        eval_period=cfg.test.eval_period, log_period=cfg.log_period, amp=s.amp,
-        amp_dtype=s.amp_dtype, clip_grad_norm=s.clip_grad_norm, writer=writer,
-        best_metric=best_metric, extra_state=extra_state, prepare_batch=prepare_batch)
+        eval_period=cfg.test.eval_period, log_period=cfg.log_period, **amp,
+        clip_grad_norm=s.clip_grad_norm, writer=writer, best_metric=best_metric,
+        extra_state=extra_state, prepare_batch=prepare_batch)
     if ckpt is not None:
         trainer.load_state_dict(ckpt)
     return trainer

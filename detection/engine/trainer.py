@@ -77,10 +77,12 @@ class Trainer:
         self.evaluate_fn = evaluate
         self.checkpoint_period, self.eval_period = checkpoint_period, eval_period
         self.log_period = max(1, log_period)
-        self.amp = bool(amp) and device.type == "cuda"
-        if amp and not self.amp:
-            logger.info("solver.amp is for CUDA only; training in float32 on %s", device)
         self.amp_dtype = AMP_DTYPES[amp_dtype]
+        # amp: autocast to amp_dtype, resolved by the caller (detection/precision.py); a CPU
+        # autocasts to bf16 only
+        self.amp = bool(amp) and (device.type == "cuda" or self.amp_dtype == torch.bfloat16)
+        if amp and not self.amp:
+            logger.info("fp16 autocast is for CUDA only; training in float32 on %s", device)
         self.scaler = torch.amp.GradScaler(
             "cuda", enabled=self.amp and self.amp_dtype == torch.float16)
         self.clip_grad_norm = clip_grad_norm

@@ -19,7 +19,9 @@ categories that have ground truth (in that area range), as COCOeval's summary do
 and C50 overall values equal the run's mAP75 and mAP50 (as fractions).
 
 :func:`analyze_run` adds per-class PR curves at IoU .5 and .75 (the C50 and C75 curves), a
-confusion matrix and the worst false positives / missed objects (``errors.py``).
+confusion matrix and the worst false positives / missed objects (``errors.py``). For a Mask
+R-CNN's results (RLE ``segmentation``) the same breakdown of the masks (iouType ``segm``, COCO's
+``analyze`` takes it alike) is under ``"segm"``: ``{"ap", "per_category"}``.
 """
 from __future__ import annotations
 
@@ -50,8 +52,10 @@ def _curves(gt: Any, dt: Any, img_ids: list[int], backend: str, **kwargs) -> np.
 
 
 def error_breakdown(ground_truth: dict, results: Sequence[dict], *, backend: str = "faster",
-                    img_ids: Optional[Sequence[int]] = None) -> dict[str, Any]:
-    """The COCO error analysis of ``results`` on ``ground_truth`` (see the module docstring).
+                    img_ids: Optional[Sequence[int]] = None, iou_type: str = "bbox"
+                    ) -> dict[str, Any]:
+    """The COCO error analysis of ``results`` on ``ground_truth`` (see the module docstring),
+    of the boxes or (``iou_type="segm"``) of the masks.
 
     Returns ``{"types", "areas", "recall": (R,), "categories": [{"id", "name"}],
     "precision": (7, R, K, A) array, "has_gt": (K, A) bool array, "ap": {area: {type: AP}},
@@ -63,8 +67,9 @@ def error_breakdown(ground_truth: dict, results: Sequence[dict], *, backend: str
     img_ids = sorted(gt.getImgIds() if img_ids is None else img_ids)
     cats = sorted(ground_truth["categories"], key=lambda c: c["id"])
     cat_ids = [c["id"] for c in cats]
-    base = _curves(gt, results_index(gt, results, backend), img_ids, backend, cat_ids=cat_ids,
-                   iou_thrs=[_COCO_IOUS[5], _COCO_IOUS[0], 0.1])
+    base = _curves(gt, results_index(gt, results, backend, iou_type), img_ids, backend,
+                   cat_ids=cat_ids, iou_thrs=[_COCO_IOUS[5], _COCO_IOUS[0], 0.1],
+                   iou_type=iou_type)
     has_gt = base[0, 0] > -1  # (K, A)
     ps = np.zeros((len(ERROR_TYPES), *base.shape[1:]))
     ps[:3] = base
@@ -83,7 +88,7 @@ def error_breakdown(ground_truth: dict, results: Sequence[dict], *, backend: str
     for k, cat in enumerate(cat_ids):
         if not has_gt[k, 0]:
             continue
-        dt = results_index(gt, dets_of[cat], backend)
+        dt = results_index(gt, dets_of[cat], backend, iou_type)
         # only images with this class's objects or detections can change its curve
         imgs = sorted({a["image_id"] for a in anns_of[cat]} |
                       {r["image_id"] for r in dets_of[cat] if r["image_id"] in wanted})
@@ -91,7 +96,7 @@ def error_breakdown(ground_truth: dict, results: Sequence[dict], *, backend: str
         similar = [c for c in others if supers[c] == supers[cat]]
         for row, index, ignore in ((3, sim_gt[supers[cat]], similar), (4, gt, others)):
             ps[row, :, k, :] = _curves(
-                index, dt, imgs, backend, iou_thrs=[0.1], use_cats=False,
+                index, dt, imgs, backend, iou_thrs=[0.1], use_cats=False, iou_type=iou_type,
                 ignore_ids=[a["id"] for c in ignore for a in anns_of[c]])[0, :, 0, :]
     ps[ps == -1] = 0
     ps[5] = ps[4] > 0
@@ -150,7 +155,8 @@ def read_run(run: str | Path, *, annotations: Optional[str] = None,
     if annotations is None:
         annotations, config_images = _test_data(run, evaluation)
         images = images if images is not None else config_images
-    ground_truth = load_coco(annotations).dataset
+    masks = bool(results) and "segmentation" in results[0]  # a Mask R-CNN's results
+    ground_truth = load_coco(annotations, masks=masks).dataset
     known = {im["id"] for im in ground_truth["images"]}
     unknown = sorted({r["image_id"] for r in results} - known)
     if unknown:
@@ -184,6 +190,9 @@ def analyze_run(run: dict[str, Any], *, backend: str = "faster", score_thresh: f
     kinds = {k: sum(f["kind"] == k for f in false_positives)
              for k in ("dup", "loc", "sim", "oth", "bg")}
     names = {c["id"]: c["name"] for c in gt["categories"]}
+    if results and "segmentation" in results[0]:
+        segm = error_breakdown(gt, results, backend=backend, iou_type="segm")
+        breakdown["segm"] = {"ap": segm["ap"], "per_category": segm["per_category"]}
     return {**breakdown, "backend": backend,
             "confusion": confusion_matrix(gt, results, score_thresh=score_thresh),
             "false_positive_kinds": kinds, "num_missed": len(missed),

@@ -1,4 +1,4 @@
-"""One call for COCO box evaluation on either backend: ``faster`` or ``pycocotools``.
+"""One call for COCO box (or mask) evaluation on either backend: ``faster`` or ``pycocotools``.
 
 ``faster`` is faster-coco-eval's ``COCOeval_faster`` (per-image matching and accumulation in
 C++); ``pycocotools`` is the reference implementation. Both take the same parameters and fill the
@@ -15,12 +15,17 @@ from __future__ import annotations
 
 import contextlib
 import io
+import warnings
 from collections.abc import Iterable, Sequence
 from typing import Any, Optional
 
-import faster_coco_eval
 import pycocotools.coco
 import pycocotools.cocoeval
+
+try:  # optional at run time: a bare image may lack it; pycocotools gives the same numbers
+    import faster_coco_eval
+except ImportError:
+    faster_coco_eval = None
 
 __all__ = ["BACKENDS", "check_backend", "coco_index", "results_index", "evaluate_boxes"]
 
@@ -28,9 +33,22 @@ BACKENDS = ("faster", "pycocotools")
 
 
 def check_backend(backend: str) -> str:
+    """``backend``, or ``pycocotools`` for ``faster`` where faster-coco-eval is not installed
+    (one warning per process: the numbers are the same, the evaluation slower)."""
     if backend not in BACKENDS:
         raise ValueError(f"evaluator backend must be one of {list(BACKENDS)}, got {backend!r}")
+    if backend == "faster" and faster_coco_eval is None:
+        global _WARNED
+        if not _WARNED:
+            warnings.warn("faster-coco-eval is not installed: COCO evaluation runs on "
+                          "pycocotools (the same numbers, slower); pip install faster-coco-eval",
+                          stacklevel=2)
+            _WARNED = True
+        return "pycocotools"
     return backend
+
+
+_WARNED = False
 
 
 class _IgnoreMixin:
@@ -49,11 +67,12 @@ class _PycocoEval(_IgnoreMixin, pycocotools.cocoeval.COCOeval):
     pass
 
 
-class _FasterEval(_IgnoreMixin, faster_coco_eval.COCOeval_faster):
-    pass
+_COCO = {"pycocotools": pycocotools.coco.COCO}
+if faster_coco_eval is not None:
+    class _FasterEval(_IgnoreMixin, faster_coco_eval.COCOeval_faster):
+        pass
 
-
-_COCO = {"faster": faster_coco_eval.COCO, "pycocotools": pycocotools.coco.COCO}
+    _COCO["faster"] = faster_coco_eval.COCO
 
 
 def coco_index(dataset: dict, backend: str) -> Any:
@@ -65,11 +84,24 @@ def coco_index(dataset: dict, backend: str) -> Any:
     return coco
 
 
-def results_index(gt: Any, results: Sequence[dict], backend: str) -> Any:
+def results_index(gt: Any, results: Sequence[dict], backend: str, iou_type: str = "bbox"
+                  ) -> Any:
     """What ``COCO.loadRes`` builds for box results (ids 1.., ``area`` = w*h, not crowd), also
-    for an empty list, and without copying ``results``' polygons (boxes only)."""
-    annotations = [dict(r, id=i, area=r["bbox"][2] * r["bbox"][3], iscrowd=0)
-                   for i, r in enumerate(results, start=1)]
+    for an empty list, and without copying ``results``' polygons (boxes only).
+
+    ``iou_type="segm"``: mask results (RLE ``segmentation``), ``area`` the mask's and ``bbox``
+    its extent, as ``loadRes`` makes them for results without a ``bbox`` (Detectron2 drops the
+    boxes for this reason: with them, ``loadRes`` would take the box area for the size ranges).
+    """
+    if iou_type == "segm":
+        from pycocotools import mask as mask_utils
+
+        annotations = [dict(r, id=i, iscrowd=0, area=float(mask_utils.area(r["segmentation"])),
+                            bbox=mask_utils.toBbox(r["segmentation"]).tolist())
+                       for i, r in enumerate(results, start=1)]
+    else:
+        annotations = [dict(r, id=i, area=r["bbox"][2] * r["bbox"][3], iscrowd=0)
+                       for i, r in enumerate(results, start=1)]
     return coco_index({"images": gt.dataset["images"], "categories": gt.dataset["categories"],
                        "annotations": annotations}, backend)
 
@@ -78,21 +110,24 @@ def evaluate_boxes(gt: Any, dt: Any, *, backend: str, img_ids: Iterable[int],
                    cat_ids: Optional[Iterable[int]] = None, iou_thrs: Optional[Sequence] = None,
                    max_dets: Optional[Sequence[int]] = None, use_cats: bool = True,
                    ignore_ids: Iterable[int] = (), summarize: bool = True,
-                   verbose: bool = False) -> Any:
-    """Run COCOeval (``iouType="bbox"``) of ``dt`` against ``gt`` (indexes of ``backend``) and
-    return it, evaluated and accumulated (and summarised: ``stats``).
+                   verbose: bool = False, iou_type: str = "bbox") -> Any:
+    """Run COCOeval (``iouType="bbox"``, or ``"segm"`` for masks) of ``dt`` against ``gt``
+    (indexes of ``backend``) and return it, evaluated and accumulated (and summarised:
+    ``stats``).
 
     ``None`` keeps COCO's defaults (all categories, IoU .50:.05:.95, max dets 1/10/100);
     ``verbose`` prints the backend's progress and summary lines.
     """
     import numpy as np
 
-    check_backend(backend)
+    backend = check_backend(backend)
     say = print if verbose else (lambda *args, **kwargs: None)
+    if iou_type not in ("bbox", "segm"):
+        raise ValueError(f"iou_type must be 'bbox' or 'segm', got {iou_type!r}")
     if backend == "faster":
-        ev = _FasterEval(gt, dt, "bbox", print_function=say)
+        ev = _FasterEval(gt, dt, iou_type, print_function=say)
     else:
-        ev = _PycocoEval(gt, dt, "bbox")
+        ev = _PycocoEval(gt, dt, iou_type)
     ev.ignore_ids = frozenset(ignore_ids)
     p = ev.params
     p.imgIds = sorted(int(i) for i in img_ids)

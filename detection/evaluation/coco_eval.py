@@ -15,6 +15,12 @@ on every rank, percentages::
 ``"pycocotools"`` runs the reference implementation. Both give the same numbers (tests hold every
 summary number and per-category AP equal within 1e-9); see ``backends.py``.
 
+With ``masks`` (a Mask R-CNN) the outputs' ``masks`` (D, 1, M, M) are pasted into each original
+image (``detection.masks.paste_masks``), stored as RLE ``segmentation`` beside each detection's
+``bbox`` in ``coco_results.json``, and evaluated a second time with iouType ``segm`` (areas from
+the masks, ``results_index``); the result gains the same numbers prefixed ``segm_``
+(``segm_mAP``, ``segm_mAP50``, ..., ``segm_per_category``), the box numbers keeping their names.
+
 A value COCOeval cannot define (its -1: no ground truth in that area range, or a category
 without ground truth in the evaluated images) is reported as ``nan``. Images without detections
 count (their ground truth is missed); no detections at all gives zeros where ground truth exists.
@@ -35,10 +41,11 @@ import numpy as np
 import torch
 
 from detection.data.coco import DatasetError, load_coco
+from detection.data.masks import encode_masks
+from detection.masks import paste_masks
 
 from .backends import check_backend, coco_index, evaluate_boxes, results_index
-
-from .common import PerImageEvaluator
+from .common import PerImageEvaluator, gather_by_image
 
 __all__ = ["COCOEvaluator", "format_table", "headline", "is_voc_result"]
 
@@ -60,14 +67,16 @@ class COCOEvaluator(PerImageEvaluator):
         output_dir: where ``coco_results.json`` is written (rank 0); ``None``: not written.
         verbose: print COCOeval's summary and the per-category table.
         backend: ``"faster"`` (faster-coco-eval) or ``"pycocotools"``; the same numbers.
+        masks: evaluate the outputs' ``masks`` too (iouType ``segm``; module docstring).
     """
 
     def __init__(self, *, annotations: str | os.PathLike, classes: Sequence[dict],
                  output_dir: str | os.PathLike | None = None, verbose: bool = True,
-                 backend: str = "faster") -> None:
+                 backend: str = "faster", masks: bool = False) -> None:
         self.annotations = os.fspath(annotations)
         self.backend = check_backend(backend)
-        self.coco_gt = load_coco(self.annotations)  # validated; pycocotools' index
+        self.masks = masks
+        self.coco_gt = load_coco(self.annotations, masks=masks)  # validated; pycocotools' index
         self._gt_index = {"pycocotools": self.coco_gt}
         known = set(self.coco_gt.getCatIds())
         missing = [c["id"] for c in classes if c["id"] not in known]
@@ -76,6 +85,28 @@ class COCOEvaluator(PerImageEvaluator):
                                f"are not among its categories {sorted(known)}")
         super().__init__(classes=classes, output_dir=output_dir, verbose=verbose)
         self._category_ids = torch.tensor([c["id"] for c in self.classes], dtype=torch.float64)
+
+    def reset(self) -> None:
+        super().reset()
+        self._segmentations: dict[int, list[dict]] = {}
+
+    def process(self, samples: Sequence[dict], outputs: Sequence[dict]) -> None:
+        """As ``PerImageEvaluator.process``; with ``masks``, each output's ``masks`` (D, 1, M,
+        M) are pasted into the sample's ``original_size`` and kept as RLE."""
+        super().process(samples, outputs)
+        if not self.masks:
+            return
+        for sample, output in zip(samples, outputs):
+            if "masks" not in output:
+                raise ValueError(f"image id {sample['image_id']}: the output has no 'masks' "
+                                 "(mask evaluation needs a model with a mask head)")
+            self._segmentations[int(sample["image_id"])] = encode_masks(paste_masks(
+                output["masks"].detach().cpu(), output["boxes"].detach().cpu(),
+                tuple(sample["original_size"])))
+
+    def evaluate(self) -> dict[str, Any]:
+        self._all_segmentations = gather_by_image(self._segmentations) if self.masks else {}
+        return super().evaluate()
 
     def _rows(self, boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor
               ) -> torch.Tensor:
@@ -89,29 +120,38 @@ class COCOEvaluator(PerImageEvaluator):
         if unknown:
             raise DatasetError(f"{self.annotations}: processed image ids {unknown[:10]} are not "
                                "in this file")
-        results = self._coco_results(predictions)
+        results = self._coco_results(predictions, self._all_segmentations)
         if self.output_dir is not None:
             os.makedirs(self.output_dir, exist_ok=True)
             with open(os.path.join(self.output_dir, "coco_results.json"), "w") as f:
                 json.dump(results, f)
-        gt = self._gt(self.backend)
-        coco_eval = evaluate_boxes(gt, results_index(gt, results, self.backend),
-                                   backend=self.backend, img_ids=predictions,
-                                   cat_ids=[c["id"] for c in self.classes], verbose=self.verbose)
-        result = {key: _percent(coco_eval.stats[i]) for key, i in _SUMMARY}
-        result["per_category"] = self._per_category(coco_eval)
+        result: dict[str, Any] = {}
+        for iou_type, prefix in (("bbox", ""), ("segm", "segm_"))[:2 if self.masks else 1]:
+            gt = self._gt(self.backend)
+            coco_eval = evaluate_boxes(gt, results_index(gt, results, self.backend, iou_type),
+                                       backend=self.backend, img_ids=predictions,
+                                       cat_ids=[c["id"] for c in self.classes],
+                                       verbose=self.verbose, iou_type=iou_type)
+            result.update({prefix + key: _percent(coco_eval.stats[i]) for key, i in _SUMMARY})
+            result[prefix + "per_category"] = self._per_category(coco_eval)
         if self.verbose:
             print(format_table(result))
         return result
 
     @staticmethod
-    def _coco_results(predictions: dict[int, np.ndarray]) -> list[dict]:
-        """``[{"image_id", "category_id", "bbox" xywh, "score"}]`` in image id order."""
+    def _coco_results(predictions: dict[int, np.ndarray],
+                      segmentations: dict[int, list[dict]]) -> list[dict]:
+        """``[{"image_id", "category_id", "bbox" xywh, "score"[, "segmentation" RLE]}]`` in
+        image id order."""
         results = []
         for image_id in sorted(predictions):
-            for x, y, w, h, score, category_id in predictions[image_id].tolist():
+            masks = segmentations.get(image_id)
+            for k, (x, y, w, h, score, category_id) in enumerate(
+                    predictions[image_id].tolist()):
                 results.append({"image_id": image_id, "category_id": int(category_id),
                                 "bbox": [x, y, w, h], "score": score})
+                if masks is not None:
+                    results[-1]["segmentation"] = masks[k]
         return results
 
     def _gt(self, backend: str) -> Any:
@@ -142,12 +182,17 @@ def is_voc_result(result: dict[str, Any]) -> bool:
 
 
 def headline(result: dict[str, Any]) -> str:
-    """The one line the tools print: COCO's mAP@.5 and mAP@[.5,.95], or VOC's mAP@.5 with both
-    of its AP variants (``mAP`` is the one ``test.use_07_metric`` chose)."""
+    """The one line the tools print: COCO's mAP@.5 and mAP@[.5,.95] (of boxes, and of masks
+    for a Mask R-CNN), or VOC's mAP@.5 with both of its AP variants (``mAP`` is the one
+    ``test.use_07_metric`` chose)."""
     if is_voc_result(result):
         return (f"VOC mAP@.5 = {result['mAP']:.1f}   (11-point {result['mAP_11point']:.1f}, "
                 f"all-point {result['mAP_allpoint']:.1f})")
-    return f"mAP@.5 = {result['mAP50']:.1f}   mAP@[.5,.95] = {result['mAP']:.1f}"
+    line = f"mAP@.5 = {result['mAP50']:.1f}   mAP@[.5,.95] = {result['mAP']:.1f}"
+    if "segm_mAP" in result:
+        line = (f"box {line}   mask mAP@.5 = {result['segm_mAP50']:.1f}   "
+                f"mAP@[.5,.95] = {result['segm_mAP']:.1f}")
+    return line
 
 
 def format_table(result: dict[str, Any], columns: int = 3,
@@ -157,16 +202,22 @@ def format_table(result: dict[str, Any], columns: int = 3,
     def fmt(v: float) -> str:
         return "  nan" if math.isnan(v) else f"{v:5.2f}"
 
-    if keys is None:
-        keys = _VOC_KEYS if is_voc_result(result) else [key for key, _ in _SUMMARY]
-    lines = ["  ".join(f"{key} {fmt(result[key])}" for key in keys)]
-    items = list(result.get("per_category", {}).items())
-    if items:
-        width = max(8, *(len(name) for name, _ in items))
-        header = " | ".join(f"{'category':<{width}} {'AP':>6}" for _ in range(min(columns,
-                                                                              len(items))))
-        lines += [header, "-" * len(header)]
-        for start in range(0, len(items), columns):
-            lines.append(" | ".join(f"{name:<{width}} {fmt(ap):>6}"
-                                    for name, ap in items[start:start + columns]))
+    lines = []
+    prefixes = ("", "segm_") if "segm_mAP" in result and keys is None else ("",)
+    for prefix in prefixes:
+        summary = keys if keys is not None else (
+            _VOC_KEYS if is_voc_result(result) else [key for key, _ in _SUMMARY])
+        what = {"": "box  " if len(prefixes) > 1 else "", "segm_": "mask "}[prefix]
+        lines.append(what + "  ".join(f"{key} {fmt(result[prefix + key])}" for key in summary))
+        items = list(result.get(prefix + "per_category", {}).items())
+        if items:
+            width = max(8, *(len(name) for name, _ in items))
+            ap = f"{what.strip()} AP" if what else "AP"
+            col = max(6, len(ap))
+            header = " | ".join(f"{'category':<{width}} {ap:>{col}}"
+                                for _ in range(min(columns, len(items))))
+            lines += [header, "-" * len(header)]
+            for start in range(0, len(items), columns):
+                lines.append(" | ".join(f"{name:<{width}} {fmt(v):>{col}}"
+                                        for name, v in items[start:start + columns]))
     return "\n".join(lines)

@@ -50,11 +50,13 @@ def save_visualizations(kept: list[tuple[dict, dict]], folder: str | Path, *,
     """Draw each kept output on its (transformed) test image into ``folder``; returns the files.
 
     Outputs are in original-image pixels; they are scaled to the transformed image by
-    ``(W' / W, H' / H)`` before drawing. Images whose longer side is under ``min_size`` are
-    enlarged to it first, so that the tags can be read.
+    ``(W' / W, H' / H)`` before drawing (masks pasted there, as Mask R-CNN's outputs carry
+    them). Images whose longer side is under ``min_size`` are enlarged to it first, so that the
+    tags can be read.
     """
     import cv2
 
+    from ..masks import paste_masks
     from ..visualize import draw_detections
 
     folder = Path(folder)
@@ -65,9 +67,11 @@ def save_visualizations(kept: list[tuple[dict, dict]], folder: str | Path, *,
         image = sample["image"].permute(1, 2, 0).contiguous().numpy()  # (3, H, W) -> (H, W, 3)
         (h0, w0), (h, w) = sample["original_size"], image.shape[:2]
         scale = torch.tensor([w / w0, h / h0, w / w0, h / h0])
-        canvas = draw_detections(image, pred["boxes"] * scale, pred["scores"], pred["labels"],
+        boxes = pred["boxes"] * scale
+        masks = paste_masks(pred["masks"], boxes, (h, w)) if "masks" in pred else None
+        canvas = draw_detections(image, boxes, pred["scores"], pred["labels"],
                                  class_names=names, score_thresh=score_thresh,
-                                 min_size=min_size)
+                                 min_size=min_size, masks=masks)
         path = folder / f"{Path(sample['file_name']).stem}.jpg"
         cv2.imwrite(str(path), canvas[:, :, ::-1])  # RGB -> BGR for OpenCV
         written.append(path)
@@ -90,7 +94,7 @@ def inference_on_dataset(model: nn.Module, data_loader: Iterable[list[dict]], ev
     model.eval()
     evaluator.reset()
     kept = []
-    use_amp = amp and device.type == "cuda"
+    use_amp = amp and (device.type == "cuda" or amp_dtype == "bf16")  # resolved by the caller
     total = len(data_loader) if hasattr(data_loader, "__len__") else None
     progress = Progress("inference", total, period_s=log_period_s,
                         enabled=du.is_main_process())

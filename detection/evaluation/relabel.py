@@ -33,6 +33,8 @@ class Relabelled:
             keep = labels > 0
             mapped.append({"boxes": out["boxes"][keep], "scores": out["scores"][keep],
                            "labels": labels[keep]})
+            if "masks" in out:  # a Mask R-CNN's
+                mapped[-1]["masks"] = out["masks"][keep]
         self.evaluator.process(samples, mapped)
 
     def evaluate(self) -> dict:

@@ -9,6 +9,10 @@ the test annotations and images its config names; see ``analysis.read_run``):
   drawn by the page's script from the embedded JSON);
 - the worst false positives and missed objects (JPEG grids) and a grid of test images with the
   ground truth and each run's detections side by side (score threshold on a slider).
+
+A Mask R-CNN's run (its ``eval.json`` has ``segm_*`` numbers, its results RLE
+``segmentation``) adds mask AP rows to the table, a mask AP per category chart, and draws the
+masks in the image grid, filled and translucent (outlines traced from the RLE, ``_outlines``).
 """
 from __future__ import annotations
 
@@ -29,6 +33,7 @@ PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8
 SUMMARY = (("mAP@.5", "mAP50"), ("mAP@[.5, .95]", "mAP"), ("mAP@.75", "mAP75"),
            ("AP small", "mAP_s"), ("AP medium", "mAP_m"), ("AP large", "mAP_l"),
            ("AR@100", "AR100"))
+MASK_SUMMARY = tuple((f"mask {label}", f"segm_{key}") for label, key in SUMMARY)
 _TEMPLATE = Path(__file__).with_name("report_template.html")
 
 
@@ -73,8 +78,33 @@ def _series(records: list[dict], kind: str, max_points: int = 400) -> dict[str, 
     return out
 
 
-def _images(run: dict, num_images: int, max_side: int) -> tuple[list[dict], dict[int, float]]:
-    """The first ``num_images`` test images (by id) with objects, shrunk to ``max_side``."""
+def _outlines(segmentation: Any, scale: float, height: int, width: int) -> list[list[float]]:
+    """A COCO segmentation (polygons or RLE) as outline polygons ``[[x0, y0, x1, y1, ...]]``
+    in the shown image's pixels (``scale`` of the original), simplified to half a pixel."""
+    import cv2
+    from pycocotools import mask as mask_utils
+
+    if isinstance(segmentation, list):
+        rle = mask_utils.merge(mask_utils.frPyObjects(segmentation, height, width))
+    else:
+        counts = segmentation["counts"]
+        rle = {**segmentation, "counts": counts.encode() if isinstance(counts, str) else counts}
+        if not isinstance(counts, (str, bytes)):  # uncompressed
+            rle = mask_utils.frPyObjects(segmentation, height, width)
+    bitmap = mask_utils.decode(rle)
+    contours, _ = cv2.findContours(bitmap, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    out = []
+    for c in contours:
+        c = cv2.approxPolyDP(c, 0.5 / max(scale, 1e-6), True).reshape(-1, 2) * scale
+        if len(c) >= 3:
+            out.append([round(float(v), 1) for v in c.reshape(-1)])
+    return out
+
+
+def _images(run: dict, num_images: int, max_side: int, masks: bool = False
+            ) -> tuple[list[dict], dict[int, float]]:
+    """The first ``num_images`` test images (by id) with objects, shrunk to ``max_side``;
+    ``masks``: each object with its mask's outlines."""
     import cv2
 
     from detection.data.coco import decode_image
@@ -94,17 +124,21 @@ def _images(run: dict, num_images: int, max_side: int) -> tuple[list[dict], dict
         s = min(1.0, max_side / max(image.shape[:2]))
         image = cv2.resize(image, None, fx=s, fy=s, interpolation=cv2.INTER_AREA)
         scales[im["id"]] = s
+        gt_boxes = [[*(round(v * s, 1) for v in a["bbox"]), k_of[a["category_id"]]]
+                    for a in objects[im["id"]] if not a.get("iscrowd", 0)]
+        if masks:
+            for row, a in zip(gt_boxes, (a for a in objects[im["id"]] if not a.get("iscrowd"))):
+                row.append(_outlines(a["segmentation"], s, im["height"], im["width"]))
         out.append({"id": im["id"], "file_name": im["file_name"], "src": _jpeg(image),
-                    "width": image.shape[1], "height": image.shape[0],
-                    "gt": [[*(round(v * s, 1) for v in a["bbox"]), k_of[a["category_id"]]]
-                           for a in objects[im["id"]] if not a.get("iscrowd", 0)]})
+                    "width": image.shape[1], "height": image.shape[0], "gt": gt_boxes})
         if len(out) == num_images:
             break
     return out, scales
 
 
 def _detections(run: dict, scales: dict[int, float], categories: list[str]) -> dict:
-    """Per shown image, up to 50 detections scoring >= 0.05: ``[x, y, w, h, score, k]``."""
+    """Per shown image, up to 50 detections scoring >= 0.05: ``[x, y, w, h, score, k]`` (and
+    the outlines of its mask, for results with a ``segmentation``)."""
     k_of = {c["id"]: categories.index(c["name"]) for c in run["ground_truth"]["categories"]
             if c["name"] in categories}
     out: dict[int, list] = {i: [] for i in scales}
@@ -113,6 +147,9 @@ def _detections(run: dict, scales: dict[int, float], categories: list[str]) -> d
         if i in out and r["score"] >= 0.05 and len(out[i]) < 50 and r["category_id"] in k_of:
             out[i].append([*(round(v * scales[i], 1) for v in r["bbox"]), round(r["score"], 3),
                            k_of[r["category_id"]]])
+            if "segmentation" in r:
+                h, w = r["segmentation"]["size"]
+                out[i][-1].append(_outlines(r["segmentation"], scales[i], h, w))
     return out
 
 
@@ -123,8 +160,10 @@ def _table(runs: Sequence[dict], names: list[str]) -> str:
 
     head = "".join(f'<th><span class="swatch" style="background:{PALETTE[i % len(PALETTE)]}">'
                    f"</span>{html.escape(n)}</th>" for i, n in enumerate(names))
+    masks = any("segm_mAP" in r["eval"] for r in runs)
     rows = [f"<tr><td>{label}</td>" + "".join(f"<td>{cell(r['eval'].get(key))}</td>"
-                                              for r in runs) + "</tr>" for label, key in SUMMARY]
+                                              for r in runs) + "</tr>"
+            for label, key in SUMMARY + (MASK_SUMMARY if masks else ())]
     rows.append("<tr><td>iteration</td>" + "".join(
         f"<td>{html.escape(str(r['eval'].get('iteration', '-')))}</td>" for r in runs) + "</tr>")
     return f"<table><tr><th>metric</th>{head}</tr>{''.join(rows)}</table>"
@@ -162,13 +201,15 @@ def build_report(runs: Sequence[dict], *, analyses: Optional[Sequence[dict]] = N
              for n, s, r in zip(names, same, runs)]
     categories = [c["name"] for c in sorted(runs[0]["ground_truth"]["categories"],
                                             key=lambda c: c["id"])]
-    shown, scales = _images(runs[0], num_images, max_side)
+    masks = any("segm_mAP" in r["eval"] for r in runs)
+    shown, scales = _images(runs[0], num_images, max_side, masks=masks)
     data = {"error_types": list(ERROR_TYPES), "recall": analyses[0]["recall"],
             "categories": categories, "images": shown, "runs": []}
     for i, (run, analysis, name, s) in enumerate(zip(runs, analyses, names, same)):
         data["runs"].append({
             "name": name, "color": PALETTE[i % len(PALETTE)],
             "per_category": run["eval"].get("per_category") or {},
+            "segm_per_category": run["eval"].get("segm_per_category"),
             "train": _series(run["metrics"], "train"), "evals": _series(run["metrics"], "eval"),
             "analysis": {k: analysis[k] for k in ("ap", "curves", "pr", "confusion",
                                                   "false_positive_kinds")},

@@ -1,7 +1,9 @@
-"""Deployment: the detector as one ONNX graph (``exporter``), run by ONNX Runtime (``runtime``).
+"""Deployment: the detector as one ONNX graph (``exporter``), run by ONNX Runtime (``runtime``)
+or OpenVINO (``openvino``, IR files; INT8 by NNCF in ``quantize``).
 
-``onnx`` and ``onnxruntime`` come with the ``export`` extra (``pip install -e ".[export]"``, and
-in ``.[dev]``); this package imports them only when a function needs them.
+``onnx`` and ``onnxruntime`` come with the ``export`` extra (``pip install -e ".[export]"``),
+``openvino`` and ``nncf`` with the ``openvino`` extra; all in ``.[dev]``. This package imports
+them only when a function needs them.
 """
 from __future__ import annotations
 
@@ -12,8 +14,12 @@ from .. import errors
 __all__ = ["require"]
 
 
-def require(module: str) -> ModuleType:
-    """Import ``module`` (``onnx``, ``onnxruntime``), or raise ``MissingExtraError`` (an
-    ``ImportError`` that tools print as one ``error:`` line) saying which extra installs it."""
-    return errors.require(module, extra="export",
-                          purpose="ONNX export and ONNX Runtime inference")
+_EXTRAS = {"export": "ONNX export and ONNX Runtime inference",
+           "openvino": "the OpenVINO backend and INT8 export"}
+
+
+def require(module: str, *, extra: str = "export") -> ModuleType:
+    """Import ``module`` (``onnx``, ``onnxruntime``, ``openvino``, ``nncf``), or raise
+    ``MissingExtraError`` (an ``ImportError`` that tools print as one ``error:`` line) saying
+    which extra installs it."""
+    return errors.require(module, extra=extra, purpose=_EXTRAS[extra])

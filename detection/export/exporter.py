@@ -7,7 +7,9 @@ exporter (``torch.onnx.export(..., dynamo=False)``), opset 17 by default:
 - inputs ``images`` uint8 ``(N, 3, H, W)`` RGB, ``H, W`` multiples of ``size_divisibility``;
   ``image_sizes`` int64 ``(N, 2)``, each image's ``(h, w)`` inside the batch;
 - outputs ``boxes`` float32 ``(D, 4)`` xyxy in input pixels, ``scores`` ``(D,)``, ``labels``
-  int64 ``(D,)`` in ``1..K``, ``batch_index`` int64 ``(D,)``, ordered by image, then score.
+  int64 ``(D,)`` in ``1..K``, ``batch_index`` int64 ``(D,)``, ordered by image, then score; a
+  Mask R-CNN adds ``masks`` float32 ``(D, 1, M, M)`` (probabilities over each box; pasted into
+  the image outside the graph), a plain output like the others, for any ONNX runtime.
 
 Why not the dynamo exporter (``torch.export``, the default of ``torch.onnx.export``): with torch
 2.14 it fails to translate the range checks it inserts for the data-dependent sizes of
@@ -44,7 +46,7 @@ import torch
 from ..config import Config, config_from_dict, config_to_dict
 from ..faster_rcnn import FasterRCNN
 from . import require
-from .graph import INPUT_NAMES, OUTPUT_NAMES, DetectorGraph
+from .graph import INPUT_NAMES, DetectorGraph, output_names
 
 __all__ = ["export_onnx", "read_metadata", "DEFAULT_OPSET"]
 
@@ -79,8 +81,9 @@ def export_onnx(model: FasterRCNN, path: PathLike, *, cfg: Config, classes: list
                          f"{model.roi_heads.box_predictor.num_classes}")
     graph = DetectorGraph(model)
     images, sizes = example_inputs(model.size_divisibility)
+    outputs = output_names(model)
     dynamic = {"images": {0: "N", 2: "H", 3: "W"}, "image_sizes": {0: "N"},
-               **{name: {0: "D"} for name in OUTPUT_NAMES}}
+               **{name: {0: "D"} for name in outputs}}
     with warnings.catch_warnings():
         # the legacy-exporter notice, and tracer notes on torchvision's shape asserts and on
         # constants (eps, anchors): the equality tests at several sizes are the real check
@@ -88,7 +91,7 @@ def export_onnx(model: FasterRCNN, path: PathLike, *, cfg: Config, classes: list
         buffer = io.BytesIO()
         torch.onnx.export(graph, (images, sizes), buffer, dynamo=False,
                           opset_version=opset, input_names=list(INPUT_NAMES),
-                          output_names=list(OUTPUT_NAMES), dynamic_axes=dynamic,
+                          output_names=list(outputs), dynamic_axes=dynamic,
                           do_constant_folding=True)
     metadata = {
         "classes": json.dumps([{"id": int(c["id"]), "name": str(c["name"])} for c in classes]),
@@ -102,7 +105,8 @@ def export_onnx(model: FasterRCNN, path: PathLike, *, cfg: Config, classes: list
     for key, value in metadata.items():
         proto.metadata_props.add(key=key, value=value)
     proto.doc_string = ("resdet Faster R-CNN: images uint8 (N, 3, H, W) RGB + image_sizes int64 "
-                        "(N, 2) -> boxes xyxy, scores, labels 1..K, batch_index")
+                        "(N, 2) -> boxes xyxy, scores, labels 1..K, batch_index"
+                        + (", masks (D, 1, M, M)" if "masks" in outputs else ""))
     onnx.checker.check_model(proto)
     tmp = f"{os.fspath(path)}.tmp"
     onnx.save(proto, tmp)

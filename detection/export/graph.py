@@ -15,7 +15,10 @@ number of proposals and detections) stays symbolic when traced:
   image's ``(h, w)``;
 - outputs: ``boxes`` float32 ``(D, 4)`` xyxy in the input image's pixels, ``scores`` ``(D,)``,
   ``labels`` int64 ``(D,)`` in ``1..K``, ``batch_index`` int64 ``(D,)``: the detections of
-  image 0 first, each image's in decreasing score order (the model's order).
+  image 0 first, each image's in decreasing score order (the model's order); for a model with a
+  mask head also ``masks`` float32 ``(D, 1, M, M)``, each detection's mask probabilities over its
+  box (the model's ``masks``; pasting into the image happens outside the graph,
+  ``detection.masks.paste_masks``).
 
 What differs from the model's own code, and why:
 
@@ -37,13 +40,18 @@ from torch.nn import functional as F
 from torchvision.ops import nms, roi_align, roi_pool
 
 from ..faster_rcnn import FasterRCNN
-from ..poolers import assign_fpn_levels
+from ..poolers import RoIPooler, assign_fpn_levels
 from ..rpn import clip_boxes
 
-__all__ = ["DetectorGraph", "INPUT_NAMES", "OUTPUT_NAMES"]
+__all__ = ["DetectorGraph", "INPUT_NAMES", "OUTPUT_NAMES", "output_names"]
 
 INPUT_NAMES = ("images", "image_sizes")
 OUTPUT_NAMES = ("boxes", "scores", "labels", "batch_index")
+
+
+def output_names(model: FasterRCNN) -> tuple[str, ...]:
+    """The graph's outputs: ``OUTPUT_NAMES``, and ``masks`` for a model with a mask head."""
+    return OUTPUT_NAMES + (("masks",) if model.roi_heads.mask_head is not None else ())
 
 
 def _top_count(available: Tensor | int, k: int) -> Tensor | int:
@@ -98,12 +106,15 @@ class DetectorGraph(nn.Module):
         self.model = model
         self.eval()  # inference only: the model's training branches are never traced
 
-    def forward(self, images: Tensor, image_sizes: Tensor
-                ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    def forward(self, images: Tensor, image_sizes: Tensor) -> tuple[Tensor, ...]:
         batch = self.normalize(images, image_sizes)
         features = self.model.backbone(batch)
         proposals, proposal_images = self.propose(features, image_sizes, batch.shape[-2:])
-        return self.detect(features, proposals, proposal_images, image_sizes)
+        detections = self.detect(features, proposals, proposal_images, image_sizes)
+        if self.model.roi_heads.mask_head is None:
+            return detections
+        boxes, _, labels, image_ids = detections
+        return (*detections, self.segment(features, boxes, labels, image_ids))
 
     def normalize(self, images: Tensor, image_sizes: Tensor) -> Tensor:
         """``(x - mean) / std`` inside each image, 0 in its padding: ``model.preprocess``."""
@@ -172,13 +183,43 @@ class DetectorGraph(nn.Module):
                   for lv, (fmap, scale) in enumerate(zip(maps, pooler.scales))]
         return torch.cat(pooled), boxes, image_ids
 
-    def _pool(self, feature: Tensor, boxes: Tensor, image_ids: Tensor, scale: float) -> Tensor:
-        pooler = self.model.roi_heads.pooler
+    def _pool(self, feature: Tensor, boxes: Tensor, image_ids: Tensor, scale: float,
+              pooler: RoIPooler | None = None) -> Tensor:
+        pooler = pooler or self.model.roi_heads.pooler
         rois = torch.cat([image_ids[:, None].to(boxes.dtype), boxes], dim=1)  # (R, 5)
         if pooler.pooler_type == "ROIPool":
             return roi_pool(feature, rois, pooler.output_size, scale)
         return roi_align(feature, rois, pooler.output_size, scale, pooler.sampling_ratio,
                          aligned=pooler.pooler_type == "ROIAlignV2")  # V2: Detectron2's
+
+    def pool_in_order(self, pooler: RoIPooler, features: dict[str, Tensor], boxes: Tensor,
+                      image_ids: Tensor) -> Tensor:
+        """Pooled features (D, C, S, S) of ``boxes`` (D, 4) in their own order (the levels'
+        rows put back with the inverse of the level order)."""
+        maps = [features[f] for f in self.model.roi_heads.in_features]
+        if len(maps) == 1:
+            return self._pool(maps[0], boxes, image_ids, pooler.scales[0], pooler)
+        levels = assign_fpn_levels(boxes, min_level=pooler.min_level, max_level=pooler.max_level)
+        order = torch.cat([torch.nonzero(levels == lv).squeeze(1) for lv in range(len(maps))])
+        pooled = torch.cat([self._pool(fmap, boxes[levels == lv], image_ids[levels == lv],
+                                       scale, pooler)
+                            for lv, (fmap, scale) in enumerate(zip(maps, pooler.scales))])
+        position = torch.zeros_like(order).scatter(0, order, torch.arange(
+            order.shape[0], device=order.device))  # row of detection d in `pooled`
+        return pooled[position]
+
+    @torch.no_grad()
+    def segment(self, features: dict[str, Tensor], boxes: Tensor, labels: Tensor,
+                image_ids: Tensor) -> Tensor:
+        """Masks (D, 1, M, M) of the detections: ``RoIHeads.predict_masks`` over flat
+        tensors."""
+        heads = self.model.roi_heads
+        if heads.mask_pooler is None:  # C4: res5 on the detections' pooled res4 maps
+            x = heads.box_head.features(self.pool_in_order(heads.pooler, features, boxes,
+                                                           image_ids))
+        else:
+            x = self.pool_in_order(heads.mask_pooler, features, boxes, image_ids)
+        return heads.mask_head.probabilities(heads.mask_head(x), labels)
 
     @torch.no_grad()
     def detect(self, features: dict[str, Tensor], proposals: Tensor, proposal_images: Tensor,

@@ -26,6 +26,7 @@ from ..engine.run import assemble_trainer, images_per_process, read_resume
 from ..engine.runlog import LOGGER_NAME
 from ..engine.schedule import WarmupLRScheduler
 from ..engine.trainer import Trainer
+from ..precision import training_precision
 from ..setup import build_optimizer
 from .config import PretrainConfig
 from .data import ArrayDataset, ImageFolderDataset, read_cifar10
@@ -143,6 +144,7 @@ def build_pretrainer(cfg: PretrainConfig, *, device: torch.device, resume: bool 
     seed_all(cfg.seed)  # the same initial weights on every process
     model = build_classifier(cfg, num_classes=cfg.model.num_classes).to(device)
     s = cfg.solver
+    amp = training_precision(s.amp, s.amp_dtype, device)  # solver.amp: bool, "bf16", "auto"
     optimizer = build_optimizer(cfg, model)  # solver.optimizer: SGD or AdamW, as for detection
     scheduler = WarmupLRScheduler(optimizer, max_iter=s.max_iter, schedule=s.lr_schedule,
                                   steps=s.steps, gamma=s.gamma, warmup_iters=s.warmup_iters,
@@ -151,7 +153,7 @@ def build_pretrainer(cfg: PretrainConfig, *, device: torch.device, resume: bool 
         val_set, batch_size=images_per_process(cfg.test.ims_per_batch, "test.ims_per_batch"),
         num_workers=cfg.data.num_workers)
     evaluate = ClassificationInference(
-        data_loader=test_loader, device=device, amp=s.amp, amp_dtype=s.amp_dtype,
+        data_loader=test_loader, device=device, **amp.trainer_args(),
         evaluator=ClassificationEvaluator(num_classes=cfg.model.num_classes))
     if du.is_main_process():
         save_config(cfg, Path(cfg.output_dir) / "config.yaml")
@@ -163,7 +165,7 @@ def build_pretrainer(cfg: PretrainConfig, *, device: torch.device, resume: bool 
             start_iter=start, aspect_grouping=False),
         device=device, evaluate=evaluate, prepare_batch=classification_inputs, ckpt=ckpt,
         extra_state={"config": config_to_dict(cfg), "classes": train_set.classes},
-        best_metric=cfg.solver.best_metric)
+        amp=amp.trainer_args(), best_metric=cfg.solver.best_metric)
     return trainer, cfg
 
 

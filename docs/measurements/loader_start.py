@@ -2,7 +2,9 @@
 (fork while OpenCV's pool is shut down) vs the 'spawn' and 'forkserver' start methods.
 Time from iter(loader) to the first batch; each start in a fresh loader, median of 5.
 
-    python docs/measurements/loader_start.py     # from the repository root; docs/benchmarks.md, "Data loading"
+    python docs/measurements/loader_start.py   # from the repository root
+
+(docs/benchmarks.md, "Data loading")
 """
 import statistics
 import sys

@@ -96,7 +96,7 @@ def test_override_errors_name_the_override_not_the_file(tmp_path):
 def test_wrong_types_and_choices_in_file(tmp_path):
     cases = {
         "solver: {max_iter: 1.5}": "'solver.max_iter' must be of type int",
-        "solver: {amp: 'yes'}": "'solver.amp' must be of type bool",
+        "solver: {amp: 'yes'}": "'solver.amp' must be one of",
         "solver: {steps: 5}": "'solver.steps' must be a list",
         "model: {backbone: {norm: BatchNorm}}": "'model.backbone.norm' must be one of",
         "model: resnet50": "'model' must be a mapping",
@@ -176,6 +176,7 @@ COCO_DATA = ("datasets/coco/annotations/instances_train2017.json", "datasets/coc
 D2_ZOO = ("R_50_C4_1x", "R_50_C4_3x", "R_50_FPN_1x", "R_50_FPN_3x", "R_101_C4_3x",
           "R_101_FPN_3x")
 SCHEDULES = {"1x": (90000, [60000, 80000]), "3x": (270000, [210000, 250000])}
+MASK_ZOO = ("R_50_FPN_1x", "R_50_FPN_3x", "R_50_C4_1x", "R_101_FPN_3x")
 
 
 def test_every_leaf_config_writes_apart():
@@ -191,6 +192,7 @@ def test_coco_configs_are_detectron2_recipes():
     wanted = {f"configs/coco/faster_rcnn_{v}.yaml" for v in (
         *D2_ZOO, "R_101_C4_1x", "R_152_C4_1x", "R_101_FPN_1x", "VGG16_1x")}
     wanted |= {f"configs/coco/msra/faster_rcnn_{v}.yaml" for v in D2_ZOO}
+    wanted |= {f"configs/coco/mask_rcnn_{v}.yaml" for v in MASK_ZOO}
     recipes = {p for p in LEAF_CONFIGS if re.fullmatch(r"configs/coco/.*_[13]x\.yaml", p)}
     assert wanted == recipes
     for name in sorted(recipes):

@@ -81,6 +81,49 @@ def test_training_step_of_every_variant(name):
     assert all(v > 0 for v in groups.values()), groups
 
 
+@pytest.mark.parametrize("name", ["R-50-C4", "R-18-FPN", "VGG-16"])
+def test_mask_rcnn_of_every_variant_trains_and_predicts_masks(name):
+    """The mask head on each box head: a finite loss_mask whose gradient reaches the mask head
+    and the layers under it (C4: res5, shared with the box head), and masks of each detection
+    at the variant's resolution (FPN, VGG-16: 28x28 from 14x14 RoIAlign; C4: 14x14 from the 7x7
+    res5 maps)."""
+    from detection.benchmark import instance_masks
+
+    torch.manual_seed(0)
+    extra = ["model.mask_head.enabled=true", "model.mask_head.conv_dim=16",
+             "model.rpn.post_nms_topk_test=50", "model.roi_heads.detections_per_img=10"]
+    if name == "VGG-16":
+        extra.append("model.mask_head.pooler_type=ROIAlign")  # VGG's box pooler is RoIPool
+    model = build_model(_config(name, extra), num_classes=3).train()
+    images = [torch.randint(0, 256, (3, 96, 128), dtype=torch.uint8),
+              torch.randint(0, 256, (3, 112, 80), dtype=torch.uint8)]
+    targets = _targets()
+    for t, (h, w) in zip(targets, ((96, 128), (112, 80))):
+        x1, y1, x2, y2 = t["boxes"].round().long().T.tolist() or ([], [], [], [])
+        bitmaps = torch.zeros(len(t["boxes"]), h, w, dtype=torch.uint8)
+        for k in range(len(bitmaps)):
+            bitmaps[k, y1[k]:y2[k], x1[k]:(x1[k] + x2[k]) // 2] = 1  # the box's left half
+        t["masks"] = instance_masks(bitmaps)
+    losses = model(images, targets)
+    assert set(losses) == {"loss_rpn_cls", "loss_rpn_box", "loss_cls", "loss_box", "loss_mask"}
+    model.zero_grad()
+    losses["loss_mask"].backward()
+    assert 0 < float(losses["loss_mask"]) < 10
+    under = "roi_heads.box_head.res5" if name.endswith("C4") else "backbone"
+    for part in ("roi_heads.mask_head.", under):
+        grads = [p.grad for n, p in model.named_parameters() if n.startswith(part)]
+        assert any(g is not None and g.abs().sum() > 0 for g in grads), part
+    with pytest.raises(ValueError, match="target 0 needs 'masks'"):
+        model(images, _targets())
+    model.eval()
+    with torch.no_grad():
+        detections = model(images)
+    size = 14 if name.endswith("C4") else 28
+    for det in detections:
+        assert det["masks"].shape == (len(det["boxes"]), 1, size, size)
+        assert ((det["masks"] >= 0) & (det["masks"] <= 1)).all()
+
+
 def test_c4_res5_is_the_box_head():
     model = build_model(_config("R-50-C4"), num_classes=3)
     assert model.backbone.out_features == ["res4"] and model.backbone.layer4 is None

@@ -40,7 +40,7 @@ def _image(seed, h=96, w=150):
 
 
 def test_matches_raw_model_with_ids_and_original_pixels(tiny):
-    predictor = Predictor(tiny["config"], weights=tiny["weights"])
+    predictor = Predictor(tiny["config"], weights=tiny["weights"], amp="off")  # float32
     image = _image(0)
     result = predictor(image)
     # the test-time resize: 96x150 -> shorter side 64, longer side 100 (cap wins: scale 2/3)
@@ -64,7 +64,7 @@ def test_matches_raw_model_with_ids_and_original_pixels(tiny):
 
 
 def test_list_input_is_batched_and_equal_to_single_calls(tiny):
-    predictor = Predictor(tiny["config"], weights=tiny["weights"], batch_size=2)
+    predictor = Predictor(tiny["config"], weights=tiny["weights"], batch_size=2, amp="off")
     images = [_image(1), _image(2), _image(3, 80, 60)]
     batched = predictor(images)
     assert isinstance(batched, list) and len(batched) == 3
@@ -137,7 +137,7 @@ def test_pil_images_are_converted_to_rgb(tiny):
 
 def test_onnxruntime_backend_gives_the_same_results(exported, tmp_path, one_thread):
     ex = exported("fpn")
-    torch_pred = Predictor(None, weights=ex.weights)
+    torch_pred = Predictor(None, weights=ex.weights, amp="off")  # ONNX Runtime: float32
     ort_pred = Predictor(weights=ex.onnx, backend="onnxruntime", threads=1)
     assert ort_pred.classes == torch_pred.classes == ex.classes
     assert ort_pred.category_names == torch_pred.category_names
@@ -159,3 +159,41 @@ def test_onnxruntime_backend_gives_the_same_results(exported, tmp_path, one_thre
         Predictor(weights=ex.onnx)
     with pytest.raises(ValueError, match="backend must be one of"):
         Predictor(weights=ex.weights, backend="tensorrt")
+
+
+def test_amp_bf16_matches_float32_and_says_why(exported, one_thread, detection_log):
+    """``amp="bf16"`` (what ``auto`` picks on a CPU with native bf16): >= 90 % of the float32
+    detections above 0.3 matched (same label, IoU > 0.9, score within 0.05)."""
+    from detection.export.runtime import REDUCED_PRECISION_MATCH
+
+    ex = exported("fpn")
+    f32 = Predictor(None, weights=ex.weights, amp="off")
+    bf16 = Predictor(None, weights=ex.weights, amp="bf16")
+    assert f32.precision == "float32 (amp off)"
+    assert bf16.precision.startswith("bf16 autocast, channels-last (amp bf16 asked")
+    assert any(m.startswith("Predictor (torch): bf16 autocast") for m in detection_log)
+    images = [_image(5, 300, 200), _image(6, 90, 140), _image(7, 128, 128)]
+    stats = compare_detections(f32(images), bf16(images), **REDUCED_PRECISION_MATCH)
+    assert stats["matched"] >= 0.9 and stats["detections"] >= 30, stats
+    with pytest.raises(ValueError, match="amp must be one of"):
+        Predictor(None, weights=ex.weights, amp="fp16")
+
+
+def test_masks_come_pasted_into_the_original_image(exported, one_thread):
+    """A Mask R-CNN checkpoint: ``masks`` bool (D, H, W) in the original pixels, the model's RoI
+    masks pasted with its boxes rescaled to the original size."""
+    from detection.masks import paste_masks
+
+    ex = exported("fpn_mask")
+    image = _image(3, h=90, w=200)  # resized to 128 x 284 -> 72 x 160 (max size 160)
+    predictor = Predictor(weights=ex.weights, amp="off")  # against the float32 model
+    result = predictor(image)
+    assert result["masks"].dtype == bool and result["masks"].shape == (len(result["boxes"]),
+                                                                        90, 200)
+    tensor = predictor._prepare(image)
+    with torch.no_grad():
+        (raw,) = ex.model([tensor], original_sizes=[(90, 200)])
+    assert len(raw["boxes"]) == len(result["boxes"]) > 10
+    expected = paste_masks(raw["masks"], raw["boxes"], (90, 200)).numpy()
+    assert np.array_equal(result["masks"], expected)
+    assert 0 < result["masks"].sum(axis=(1, 2)).min()  # every detection has mask pixels

@@ -213,3 +213,42 @@ def test_resume_wins_over_model_weights(source_run, tmp_path, detection_log):
     assert all(torch.equal(v, resumed[k]) for k, v in trainer.model.state_dict().items())
     assert any("--resume: continuing from last.pth, model.weights" in m and "not used" in m
                for m in detection_log)
+
+
+def _mask_model(tiny_model_config, num_classes: int):
+    tree = _model_config(tiny_model_config)
+    tree["model"]["mask_head"] = {"enabled": True, "num_convs": 1, "conv_dim": 8}
+    return build_model(config_from_dict(tree), num_classes=num_classes)
+
+
+def test_a_mask_rcnn_from_a_faster_rcnn_keeps_its_mask_head(tiny, tiny_model_config):
+    """A Faster R-CNN checkpoint into a Mask R-CNN: every box tensor loaded, the mask head kept
+    at its initialisation and reported so."""
+    torch.manual_seed(0)
+    faster = tiny(5).state_dict()
+    model = _mask_model(tiny_model_config, 5)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    report = transfer_weights(model, {"model": faster, "classes": FIVE}, classes=FIVE)
+    state = model.state_dict()
+    mask_keys = sorted(k for k in state if k.startswith("roi_heads.mask_head."))
+    assert sorted(report.reinitialised) == mask_keys and len(mask_keys) == 6
+    assert all(torch.equal(state[k], before[k]) for k in mask_keys)
+    assert all(torch.equal(state[k], v) for k, v in faster.items())
+    assert "no mask head" in report.note
+
+
+def test_mask_predictor_channels_follow_the_classes_by_name(tiny_model_config):
+    """Class-specific masks: channel k of label k, copied by name with the box rows; the mask
+    head's trunk loaded as is."""
+    torch.manual_seed(1)
+    source = _mask_model(tiny_model_config, 5).state_dict()
+    model = _mask_model(tiny_model_config, 3)
+    report = transfer_weights(model, {"model": source, "classes": FIVE}, classes=THREE)
+    state = model.state_dict()
+    weight, bias = (f"roi_heads.mask_head.mask_fcn_logits.{p}" for p in ("weight", "bias"))
+    assert {weight, bias} <= set(report.reinitialised)
+    for label, source_label in ((0, 0), (1, 2), (2, 4), (3, 5)):  # background, green, ...
+        assert torch.equal(state[weight][label], source[weight][source_label])
+        assert torch.equal(state[bias][label], source[bias][source_label])
+    trunk = "roi_heads.mask_head.mask_fcn1.weight"
+    assert torch.equal(state[trunk], source[trunk]) and trunk in report.loaded

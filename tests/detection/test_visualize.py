@@ -126,3 +126,38 @@ def test_a_tag_wider_than_the_image_is_shrunk_to_fit():
     text, scale, tw, th = _tag_size("a very long class name 0.90", 0.5, 1, 60)
     assert tw <= 60 and scale == 0.3 and text.endswith(".. 0.90") and text.startswith("a ve")
     assert cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.3, 1)[0][0] <= 60
+
+
+def test_masks_are_filled_translucent_under_boxes_in_their_class_colour():
+    """Pixel-wise: inside a drawn mask (away from its box and tag) the image blended with the
+    label's colour at MASK_ALPHA; a mask below the threshold and pixels outside unchanged; where
+    two overlap the best-scoring one is blended last (on top); an enlarged image enlarges its
+    masks."""
+    from detection.visualize import MASK_ALPHA
+
+    image = np.full((120, 160, 3), 100, np.uint8)
+    masks = np.zeros((3, 120, 160), bool)
+    masks[0, 60:100, 20:60] = True
+    masks[1, 80:110, 40:90] = True  # overlaps mask 0, scores higher
+    masks[2, 10:30, 120:150] = True  # below the threshold
+    boxes = [[18, 58, 62, 102], [38, 78, 92, 112], [118, 8, 152, 32]]
+    out = draw_detections(image, boxes, [0.6, 0.9, 0.2], [1, 2, 3], score_thresh=0.5,
+                          masks=masks)
+    def blend(label, under=100.0):
+        return np.round(under * (1 - MASK_ALPHA) + np.array(color_for_label(label)) * MASK_ALPHA)
+
+    assert out[75, 30].tolist() == blend(1).tolist()  # mask 0 only
+    assert out[95, 50].tolist() == blend(2, under=blend(1)).tolist()  # the better one on top
+    assert out[20, 135].tolist() == [100, 100, 100]  # below the threshold: not drawn
+    assert out[5, 5].tolist() == [100, 100, 100]
+    small = np.zeros((1, 60, 80), bool)
+    small[0, 30:60, 10:30] = True
+    big = draw_detections(image[:60, :80], [[8, 28, 32, 60]], [0.6], [1], masks=small,
+                          min_size=320)  # 4x: the mask covers rows 120..239, columns 40..119
+    assert big.shape == (240, 320, 3) and big[200, 80].tolist() == blend(1).tolist()
+    assert big[200, 130].tolist() == [100, 100, 100]
+    none = draw_detections(image[:60, :80], np.zeros((0, 4)), [], [], masks=np.zeros(
+        (0, 60, 80), bool), min_size=320)  # an image without detections, enlarged
+    assert none.shape == (240, 320, 3) and (none == 100).all()
+    with pytest.raises(ValueError, match="2 masks for 3 boxes"):
+        draw_detections(image, boxes, [0.6, 0.9, 0.2], [1, 2, 3], masks=masks[:2])

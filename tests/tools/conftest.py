@@ -35,3 +35,27 @@ def tiny_runs(synthetic_coco, tmp_path_factory, tiny_config):
         logger.propagate = saved[2]
         torch.set_num_threads(saved[3])
     return runs
+
+
+@pytest.fixture(scope="session")
+def tiny_mask_run(synthetic_coco, tmp_path_factory, tiny_config):
+    """The output folder of a tiny Mask R-CNN run of tools/train.py (R-18-FPN with a 1-conv
+    mask head of 8 channels, 4 iterations on the synthetic shapes' polygons, evaluated at the
+    end), trained in this process."""
+    train = load_tool("train")
+    logger = logging.getLogger(LOGGER_NAME)
+    saved = (list(logger.handlers), logger.level, logger.propagate, torch.get_num_threads())
+    torch.set_num_threads(1)
+    folder = tmp_path_factory.mktemp("mask_run")
+    try:
+        config = tiny_config(folder, synthetic_coco, output_dir=str(folder / "mask"),
+                             model={"mask_head": {"enabled": True, "num_convs": 1,
+                                                  "conv_dim": 8}},
+                             test={"eval_period": 0, "vis_images": 2})
+        assert train.main(["--config", str(config)]) == 0
+    finally:
+        logger.handlers[:] = saved[0]
+        logger.setLevel(saved[1])
+        logger.propagate = saved[2]
+        torch.set_num_threads(saved[3])
+    return folder / "mask"

@@ -55,3 +55,20 @@ def test_analyze_errors_name_the_file(tiny_runs, tmp_path, capsys):
     (tmp_path / "coco_results.json").write_text("[")
     assert analyze.main([str(tmp_path)]) == 2
     assert "coco_results.json is not valid JSON" in capsys.readouterr().err
+
+
+def test_analyze_a_mask_run_breaks_down_the_masks_too(tiny_mask_run, tmp_path, capsys):
+    """A Mask R-CNN's run: the breakdown of the masks beside the boxes' (its C75 / C50 the
+    run's segm_mAP75 / segm_mAP50), both printed."""
+    run = tiny_mask_run
+    assert load_tool("analyze").main([str(run), "--output", str(tmp_path)]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0].split() == ["boxes", *ERROR_TYPES]
+    assert ["masks", *ERROR_TYPES] in [line.split() for line in printed]
+    analysis = json.loads((tmp_path / "analysis.json").read_text())
+    evaluation = json.loads((run / "eval.json").read_text())
+    masks = analysis["segm"]["ap"]["all"]
+    assert 100 * masks["C75"] == pytest.approx(evaluation["segm_mAP75"], abs=1e-9)
+    assert 100 * masks["C50"] == pytest.approx(evaluation["segm_mAP50"], abs=1e-9)
+    assert 100 * analysis["ap"]["all"]["C50"] == pytest.approx(evaluation["mAP50"], abs=1e-9)
+    assert set(analysis["segm"]["per_category"]) == set(evaluation["segm_per_category"])

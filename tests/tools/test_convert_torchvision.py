@@ -74,3 +74,37 @@ def test_a_converted_coco_detector_fine_tunes_to_classes_of_the_same_names(tv_st
     fpn = "backbone.fpn.inner_blocks.0.0.weight"
     assert torch.equal(state[fpn], tv_state[fpn])
     assert len(report.loaded) == len(state) - 4 and report.ignored == []
+
+
+def test_converts_a_published_maskrcnn_checkpoint(tmp_path, capsys):
+    """maskrcnn_resnet50_fpn as published (MaskRCNNHeads' keys from before its version 2:
+    mask_fcn1..4) converts with the Mask R-CNN config, chosen from the checkpoint, and loads."""
+    from torchvision.models.detection import maskrcnn_resnet50_fpn
+
+    from detection.build import build_model
+    from detection.config import config_from_dict
+
+    torch.manual_seed(0)
+    state = maskrcnn_resnet50_fpn(weights=None, weights_backbone=None).state_dict()
+    published = {k.replace("roi_heads.mask_head.2.0.", "roi_heads.mask_head.mask_fcn3."): v
+                 for k, v in state.items()}  # one block in the old names, the rest today's
+    src, dst = tmp_path / "maskrcnn.pth", tmp_path / "ours.pth"
+    torch.save(published, src)
+    assert tool.main([str(src), str(dst)]) == 0
+    converted = torch.load(dst, weights_only=True)
+    assert converted["config"]["model"]["mask_head"]["enabled"]
+    ours = converted["model"]
+    for tv_key, key in (("roi_heads.mask_head.0.0.weight", "roi_heads.mask_head.mask_fcn1.weight"),
+                        ("roi_heads.mask_head.2.0.bias", "roi_heads.mask_head.mask_fcn3.bias"),
+                        ("roi_heads.mask_predictor.conv5_mask.weight",
+                         "roi_heads.mask_head.conv5_mask.weight"),
+                        ("roi_heads.mask_predictor.mask_fcn_logits.weight",
+                         "roi_heads.mask_head.mask_fcn_logits.weight")):
+        assert torch.equal(ours[key], state[tv_key]), key
+    model = build_model(config_from_dict(converted["config"]))
+    model.load_state_dict(ours)  # strict: every tensor has its place
+    assert model.roi_heads.mask_head.num_masks == 91
+    faster = tmp_path / "faster.yaml"  # a Mask R-CNN checkpoint with a box-only config
+    faster.write_text("_base_: " + str(tool.DEFAULT_CONFIG) + "\n")
+    assert tool.main([str(src), str(dst), "--config", str(faster)]) == 2
+    assert "model.mask_head.enabled" in capsys.readouterr().err

@@ -38,3 +38,47 @@ def test_bad_inputs_are_one_line_errors(exported, tmp_path, capsys, args, words)
     err = capsys.readouterr().err
     assert err.startswith(words) and err.count("\n") == 1
     assert not (tmp_path / "m.onnx").exists()
+
+
+def test_export_openvino_ir_with_the_same_metadata(exported, tmp_path, capsys):
+    ov = pytest.importorskip("openvino", reason='the OpenVINO backend needs the openvino '
+                                                'extra: pip install -e ".[openvino]"')
+    from detection.export.openvino import read_openvino_metadata
+
+    ex = exported("fpn")
+    target = tmp_path / "out" / "m.xml"
+    assert export.main(["--weights", str(ex.weights), "--format", "openvino",
+                        "--output", str(target)]) == 0
+    assert capsys.readouterr().out.startswith(f"wrote {target} (")
+    assert target.with_suffix(".bin").is_file() and target.with_suffix(".onnx").is_file()
+    meta = read_openvino_metadata(ov.Core().read_model(str(target)), str(target))
+    assert meta["classes"] == ex.classes and meta["config"] == ex.cfg
+    assert export.main(["--weights", str(ex.weights), "--int8", "--output", "m.onnx"]) == 2
+    assert "--int8 is for --format openvino" in capsys.readouterr().err
+    assert export.main(["--weights", str(ex.weights), "--format", "openvino",
+                        "--output", str(tmp_path / "m.onnx")]) == 2
+    assert "--output must end in .xml" in capsys.readouterr().err
+
+
+def test_export_a_mask_rcnn_checkpoint(exported, tmp_path, capsys, one_thread):
+    """The tool on a Mask R-CNN checkpoint: the file has a plain ``masks`` output (RoI
+    resolution), and Predictor on it gives the PyTorch Predictor's pasted masks."""
+    import numpy as np
+
+    from detection.export.runtime import mask_iou
+    from detection.predictor import Predictor
+
+    ex = exported("fpn_mask")
+    out = tmp_path / "mask.onnx"
+    assert export.main(["--weights", str(ex.weights), "--output", str(out)]) == 0
+    assert "resnet18 fpn_2fc with masks, 10 classes" in capsys.readouterr().out
+    onnx = OnnxDetector(out, threads=1)
+    assert onnx.output_names == ["boxes", "scores", "labels", "batch_index", "masks"]
+    image = np.random.default_rng(5).integers(0, 256, (90, 150, 3), dtype=np.uint8)
+    expected = Predictor(weights=ex.weights, amp="off")(image)  # ONNX Runtime: float32
+    got = Predictor(weights=out, backend="onnxruntime", threads=1)(image)
+    assert got["masks"].shape == expected["masks"].shape == (len(got["boxes"]), 90, 150)
+    assert len(got["boxes"]) > 10
+    np.testing.assert_allclose(got["boxes"], expected["boxes"], atol=1e-3)
+    ious = mask_iou(torch.from_numpy(got["masks"]), torch.from_numpy(expected["masks"]))
+    assert float(ious.min()) > 0.99

@@ -266,3 +266,49 @@ def test_without_pyav_the_video_is_mp4v_and_says_so(checkpoint, tmp_path, capsys
     with av.open(str(tmp_path / "out" / "clip.mp4")) as container:
         assert container.streams.video[0].codec_context.name == "mpeg4"  # MPEG-4 Part 2: mp4v
     assert len(_read_frames(tmp_path / "out" / "clip.mp4")) == 3
+
+
+def test_masks_are_drawn_translucent_and_written_as_rle(exported, tmp_path, one_thread):
+    """A Mask R-CNN checkpoint: detections.jsonl and the COCO results carry each detection's
+    mask as compressed RLE (the Predictor's pasted mask), and the drawn image has the masks
+    filled in: inside a drawn mask, away from boxes and tags, a pixel is the blend of the
+    image and the class colour."""
+    from pycocotools import mask as mask_utils
+
+    from detection.visualize import MASK_ALPHA
+
+    ex = exported("fpn_mask")
+    (image,) = _images(tmp_path / "in", 1, size=(96, 128))
+    coco_json = tmp_path / "images.json"
+    coco_json.write_text(json.dumps({"images": [{"id": 7, "file_name": "img0.png",
+                                                 "height": 96, "width": 128}]}))
+    results = tmp_path / "out" / "results.json"
+    assert infer.main(["--weights", str(ex.weights), "--input", str(tmp_path / "in"),
+                       "--output", str(tmp_path / "out"), "--score-thr", "0.3",
+                       "--save-coco", str(results), "--annotations", str(coco_json)]) == 0
+    predictor = Predictor(weights=ex.weights, score_thresh=0.3)
+    expected = predictor(image)
+    assert expected["masks"].shape == (len(expected["boxes"]), 96, 128)
+    entries = _results(tmp_path / "out")["img0.png"]
+    assert len(entries) == len(expected["boxes"]) > 3
+    decoded = mask_utils.decode([{**e["segmentation"], "counts": e["segmentation"]["counts"]
+                                  .encode()} for e in entries]).transpose(2, 0, 1)
+    assert np.array_equal(decoded.astype(bool), expected["masks"])
+    coco = json.loads(results.read_text())
+    assert [e["segmentation"] for e in coco] == [e["segmentation"] for e in entries]
+    drawn = _read_rgb(tmp_path / "out" / "img0.png")
+    from detection.visualize import draw_detections
+
+    boxes_only = draw_detections(image, expected["boxes"], expected["scores"],
+                                 expected["labels"], predictor.category_names, score_thresh=0.3)
+    untouched = (boxes_only == image).all(2)  # no box outline or tag there
+    masks = expected["masks"]
+    assert not (drawn != boxes_only).any(2)[~masks.any(0)].any()  # nothing outside the masks
+    checked = 0
+    for k, mask in enumerate(masks):  # pixels only mask k covers: image and colour blended
+        only = mask & (masks.sum(0) == 1) & untouched
+        color = np.array(color_for_label(int(expected["labels"][k])), dtype=float)
+        blend = np.round(image[only] * (1 - MASK_ALPHA) + color * MASK_ALPHA)
+        assert np.array_equal(drawn[only], blend.astype(np.uint8))
+        checked += int(only.sum())
+    assert checked > 100

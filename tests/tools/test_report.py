@@ -103,3 +103,50 @@ def test_report_renders_in_headless_chromium(report, tmp_path):
     for color in RUN_COLORS:  # each run's curves were drawn (beyond the table's swatches)
         assert _pixels(image, color) - _pixels(still, color) > 300, color
     shutil.rmtree(tmp_path / "profile", ignore_errors=True)
+
+
+def test_report_of_a_mask_run_shows_mask_ap_and_masks(tiny_mask_run, tmp_path):
+    """Mask AP rows and per-category values from eval.json, and each shown detection's mask as
+    outline polygons inside its box (ground truth: the objects' polygons)."""
+    out = tmp_path / "report.html"
+    assert load_tool("report").main([str(tiny_mask_run), "--output", str(out),
+                                     "--score-thr", "0.0", "--num-images", "2"]) == 0
+    page = out.read_text()
+    evaluation = json.loads((tiny_mask_run / "eval.json").read_text())
+    assert "<td>mask mAP@.5</td>" in page and f"<td>{evaluation['segm_mAP50']:.1f}</td>" in page
+    data = _data(page)
+    (shown,) = data["runs"]
+    assert shown["segm_per_category"] == pytest.approx(evaluation["segm_per_category"],
+                                                       nan_ok=True)
+    outlines = 0
+    for image in data["images"]:
+        assert all(len(row) == 6 and row[5] for row in image["gt"])  # every object outlined
+        for x, y, w, h, score, k, *polygons in shown["detections"][str(image["id"])]:
+            for polygon in polygons[0] if polygons else []:
+                xs, ys = np.array(polygon[0::2]), np.array(polygon[1::2])
+                assert xs.min() >= x - 2 and xs.max() <= x + w + 2  # the mask in its box
+                assert ys.min() >= y - 2 and ys.max() <= y + h + 2
+                outlines += 1
+    assert outlines > 0
+
+
+@pytest.mark.skipif(not Path(CHROMIUM).exists(),
+                    reason=f"{CHROMIUM} not installed (Debian: apt-get install -y chromium)")
+def test_mask_report_draws_every_mask_outline_in_headless_chromium(tiny_mask_run, tmp_path):
+    """The page's script draws each shown object's and detection's mask as a polygon and the
+    mask AP per category chart beside the box one."""
+    out = tmp_path / "mask.html"
+    assert load_tool("report").main([str(tiny_mask_run), "--output", str(out),
+                                     "--score-thr", "0.0", "--num-images", "2"]) == 0
+    _, dom = _render(out, tmp_path)
+    data = _data(out.read_text())
+    outlines = sum(len(row[5]) for im in data["images"] for row in im["gt"])
+    outlines += sum(len(row[6]) for v in data["runs"][0]["detections"].values() for row in v
+                    if len(row) > 6)
+    assert outlines > 0 and dom.count('class="mask"') == outlines
+    # one chart more than a box run's: the mask AP bars, titled like the box AP bars
+    assert dom.count(">mask AP per category (%)<") == dom.count(">AP per category (%)<") == 1
+    train_keys = {k for k in data["runs"][0]["train"] if k != "iteration"}
+    charts = 2 + len(train_keys) + 2 + 2 + 1
+    assert f'data-charts="{charts}"' in dom
+    shutil.rmtree(tmp_path / "profile", ignore_errors=True)

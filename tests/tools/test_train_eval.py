@@ -243,3 +243,32 @@ def test_train_logs_progress_and_writes_tensorboard_scalars(trained):
     assert {f"train/{k}" for k in (*LOSSES, "loss", "lr", "time")} <= set(scalars)
     assert {"eval/mAP", "eval/mAP50", "eval/per_category/circle"} <= set(scalars)
     assert checked >= 4 * 9 + 2 * (7 + 5)
+
+
+def test_a_mask_run_writes_box_and_mask_ap_and_eval_reproduces_both(tiny_mask_run, tmp_path):
+    """Mask R-CNN through the same tools: loss_mask logged, eval.json with box and mask AP
+    (segm_*), coco_results.json with an RLE mask per detection, masks drawn in vis/, and
+    tools/eval.py gives the same numbers from last.pth."""
+    from pycocotools import mask as mask_utils
+
+    run = tiny_mask_run
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert all("loss_mask" in r for r in records if r["type"] == "train")
+    result = json.loads((run / "eval.json").read_text())
+    assert EVAL_KEYS <= set(result)
+    segm = {f"segm_{k}" for k in ("mAP", "mAP50", "mAP75", "mAP_s", "mAP_m", "mAP_l", "AR100",
+                                  "per_category")}
+    assert segm <= set(result) and set(result["segm_per_category"]) == set(result["per_category"])
+    results = json.loads((run / "coco_results.json").read_text())
+    test = json.loads(Path(load_config(run / "config.yaml").data.test.annotations).read_text())
+    sizes = {im["id"]: [im["height"], im["width"]] for im in test["images"]}
+    assert results and all(r["segmentation"]["size"] == sizes[r["image_id"]] for r in results)
+    area = mask_utils.area([{**r["segmentation"], "counts": r["segmentation"]["counts"].encode()}
+                            for r in results])
+    assert (area > 0).any()
+    assert len(list((run / "vis").glob("*.jpg"))) == 2
+    eval_tool = load_tool("eval")
+    assert eval_tool.main(["--weights", str(run / "last.pth"), "--output", str(tmp_path)]) == 0
+    again = json.loads((tmp_path / "eval.json").read_text())
+    for key in ("mAP", "mAP50", "segm_mAP", "segm_mAP50", "segm_per_category"):
+        assert again[key] == result[key], key

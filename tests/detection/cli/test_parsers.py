@@ -32,6 +32,8 @@ PER_COMMAND = {
     "--root": "convert dataset: a VOC root; data synthetic: where to write",
     "--seed": "data synthetic: the set; data browse: which images",
     "--split": "convert dataset: a VOC split file; data browse: train or test",
+    "--backend": "benchmark: a comma-separated list of runtimes timed side by side; infer and "
+                 "eval share one (OPTIONS)",
 }
 
 
@@ -97,6 +99,12 @@ def test_shared_options_are_equal_everywhere():
     # analyze and report read finished runs: their threshold is the shared one
     for name in ("resdet analyze", "resdet report"):
         assert _options(PARSERS[name])["--score-thr"].help == OPTIONS["--score-thr"]["help"]
+    # what runs the model: infer and eval share it; precision and threads wherever a model runs
+    for name in ("resdet infer", "resdet eval"):
+        assert _options(PARSERS[name])["--backend"].help == OPTIONS["--backend"]["help"]
+    for name in ("resdet infer", "resdet eval", "resdet benchmark"):
+        for flag in ("--amp", "--threads"):
+            assert _options(PARSERS[name])[flag].help == OPTIONS[flag]["help"], (name, flag)
 
 
 def test_one_spelling_of_the_score_threshold_and_the_device():

@@ -1,10 +1,15 @@
 """faster-coco-eval against pycocotools (the reference): equal numbers on edge-case result sets."""
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import math
+from pathlib import Path
 
 import numpy as np
+import pycocotools.coco
+import pycocotools.cocoeval
 import pytest
 import torch
 
@@ -82,10 +87,11 @@ RESULT_SETS = {"crowd_and_empty": _crowd_and_empty, "max_dets_and_ties": _max_de
                "sizes": _sizes, "random": _random}
 
 
-def _run(gt, dts, backend, **kwargs):
+def _run(gt, dts, backend, iou_type="bbox", **kwargs):
     index = coco_index(json.loads(json.dumps(gt)), backend)  # each backend its own copy
-    return evaluate_boxes(index, results_index(index, dts, backend), backend=backend,
-                          img_ids=[im["id"] for im in gt["images"]], **kwargs)
+    return evaluate_boxes(index, results_index(index, dts, backend, iou_type), backend=backend,
+                          img_ids=[im["id"] for im in gt["images"]], iou_type=iou_type,
+                          **kwargs)
 
 
 @pytest.mark.parametrize("name", sorted(RESULT_SETS))
@@ -159,3 +165,123 @@ def test_compare_backends_reports_times_and_agreement():
 def test_unknown_backend():
     with pytest.raises(ValueError, match="one of \\['faster', 'pycocotools'\\], got 'fast'"):
         check_backend("fast")
+
+
+def test_pycocotools_alone_when_faster_coco_eval_is_missing(tmp_path):
+    """A bare image without faster-coco-eval: the default backend evaluates with pycocotools
+    (the same numbers) after one warning, instead of failing at import."""
+    import subprocess
+    import sys
+
+    gt, dts = _crowd_and_empty()
+    (tmp_path / "gt.json").write_text(json.dumps(gt))
+    (tmp_path / "dt.json").write_text(json.dumps(dts))
+    script = f"""
+import json, sys, warnings
+sys.modules["faster_coco_eval"] = None  # import faster_coco_eval raises ImportError
+from detection.evaluation.backends import check_backend, coco_index, evaluate_boxes, results_index
+gt = json.load(open({str(tmp_path / "gt.json")!r}))
+dts = json.load(open({str(tmp_path / "dt.json")!r}))
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    stats = []
+    for backend in ("faster", "faster", "pycocotools"):
+        g = coco_index(gt, backend)
+        ev = evaluate_boxes(g, results_index(g, dts, backend), backend=backend,
+                            img_ids=[i["id"] for i in gt["images"]])
+        stats.append(list(ev.stats))
+print(json.dumps({{"stats": stats, "warnings": [str(w.message) for w in caught]}}))
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         check=True, cwd=str(Path(__file__).resolve().parents[3])).stdout
+    result = json.loads(out.splitlines()[-1])
+    assert result["stats"][0] == result["stats"][1] == result["stats"][2]
+    assert len(result["warnings"]) == 1
+    assert result["warnings"][0].startswith("faster-coco-eval is not installed: COCO evaluation "
+                                            "runs on pycocotools")
+
+
+def _rle(bitmap: np.ndarray) -> dict:
+    from pycocotools import mask as mask_utils
+
+    rle = mask_utils.encode(np.asfortranarray(bitmap.astype(np.uint8)))
+    return {"size": rle["size"], "counts": rle["counts"].decode("ascii")}
+
+
+def _segm_set():
+    """Masks: polygon objects (one in two parts) of two categories on 5 images of 80x100, a
+    crowd region as compressed RLE; detections as RLE: shifted and eroded copies of the objects
+    (IoU spread over .5 .. .95), blobs on the background, several on the crowd region, and an
+    image with objects but no detection."""
+    import cv2
+    from pycocotools import mask as mask_utils
+
+    rng = np.random.default_rng(4)
+    h, w = 80, 100
+    anns, dts = [], []
+    for image_id in range(1, 6):
+        for k in range(3):
+            cx, cy, r = rng.uniform(20, 80), rng.uniform(20, 60), rng.uniform(6, 18)
+            t = np.sort(rng.uniform(0, 2 * np.pi, 7))
+            poly = np.stack([cx + r * np.cos(t) * rng.uniform(0.6, 1, 7),
+                             cy + r * np.sin(t) * rng.uniform(0.6, 1, 7)], 1)
+            parts = [poly.round(2).reshape(-1).tolist()]
+            if k == 2:  # a second part
+                parts.append([cx - r - 6, cy, cx - r - 2, cy - 4, cx - r - 2, cy + 4])
+            rle = mask_utils.merge(mask_utils.frPyObjects(parts, h, w))
+            category = 1 + 3 * (k % 2)
+            anns.append((image_id, category, mask_utils.toBbox(rle).tolist(), 0, parts))
+            if image_id == 5:
+                continue
+            bitmap = mask_utils.decode(rle)
+            shifted = np.roll(bitmap, (int(rng.integers(-2, 3)), int(rng.integers(-3, 4))),
+                              axis=(0, 1))
+            if k == 1:
+                shifted = cv2.erode(shifted, np.ones((3, 3), np.uint8))
+            dts.append({"image_id": image_id, "category_id": category,
+                        "segmentation": _rle(shifted), "score": round(float(rng.random()), 5)})
+        blob = np.zeros((h, w), np.uint8)
+        cv2.circle(blob, (int(rng.integers(10, 90)), 70), 6, 1, -1)
+        dts.append({"image_id": image_id, "category_id": 1, "segmentation": _rle(blob),
+                    "score": round(float(rng.random()), 5)})
+    crowd = np.zeros((h, w), np.uint8)
+    crowd[2:20, 60:98] = 1
+    for j in range(3):
+        piece = np.zeros((h, w), np.uint8)
+        piece[4 + 5 * j:9 + 5 * j, 62:80] = 1
+        dts.append({"image_id": 1, "category_id": 1, "segmentation": _rle(piece),
+                    "score": 0.5 + 0.1 * j})
+    gt = _gt([(i, c, b, z) for i, c, b, z, _ in anns] + [(1, 1, [60, 2, 38, 18], 1)])
+    for a, (*_, parts) in zip(gt["annotations"], anns):
+        a["segmentation"] = parts
+    gt["annotations"][-1]["segmentation"] = _rle(crowd)
+    gt["images"] = [dict(im, width=w, height=h) for im in gt["images"]][:5]
+    return gt, dts
+
+
+def test_segm_numbers_equal_pycocotools():
+    """iouType segm: every summary number and every precision / recall value equal within
+    1e-9 between the backends; and the same as pycocotools' own loadRes path."""
+    gt, dts = _segm_set()
+    ref, fast = (_run(gt, dts, b, iou_type="segm") for b in ("pycocotools", "faster"))
+    np.testing.assert_allclose(fast.stats[:12], ref.stats, rtol=0, atol=1e-9)
+    assert np.any((ref.stats > 0) & (ref.stats < 1))
+    for key in ("precision", "recall"):
+        np.testing.assert_allclose(fast.eval[key], ref.eval[key], rtol=0, atol=1e-9)
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco = pycocotools.coco.COCO()
+        coco.dataset = json.loads(json.dumps(gt))
+        coco.createIndex()
+        direct = pycocotools.cocoeval.COCOeval(coco, coco.loadRes(json.loads(json.dumps(dts))),
+                                               "segm")
+        direct.evaluate(), direct.accumulate(), direct.summarize()
+    np.testing.assert_allclose(ref.stats, direct.stats, rtol=0, atol=1e-12)
+    boxes = _run(gt, [dict(d, bbox=mask_utils_bbox(d)) for d in dts], "pycocotools")
+    assert not np.allclose(boxes.stats, ref.stats)  # masks, not their boxes, were compared
+
+
+def mask_utils_bbox(result: dict) -> list[float]:
+    from pycocotools import mask as mask_utils
+
+    return mask_utils.toBbox({**result["segmentation"],
+                              "counts": result["segmentation"]["counts"].encode()}).tolist()

@@ -32,6 +32,46 @@ def test_onnxruntime_detections_equal_pytorch(variant, exported, one_thread):
             assert o["boxes"].dtype == torch.float32 and o["labels"].dtype == torch.int64
 
 
+@pytest.mark.parametrize("variant", ["fpn_mask", "c4_mask"])
+def test_onnxruntime_masks_equal_pytorch(variant, exported, one_thread):
+    """A Mask R-CNN's file: the same detections (same rule as above) and, on every matched
+    detection, the same mask at RoI resolution (IoU > 0.99 thresholded at 0.5)."""
+    ex = exported(variant)
+    detector = OnnxDetector(ex.onnx, threads=1)
+    assert detector.output_names[-1] == "masks"
+    images = _images(seed=3)
+    size = 28 if variant == "fpn_mask" else 8  # C4 here: res5 on 8x8 pooled maps, 4x4 -> 8x8
+    for batch in ([images[0]], images) if variant == "fpn_mask" else (images,):
+        with torch.inference_mode():
+            ref = ex.model(batch)
+        out = detector(batch)
+        stats = compare_detections(ref, out)
+        assert stats["matched"] >= 0.95 and stats["max_count_diff"] <= 2, (variant, stats)
+        assert stats["detections"] >= 20 * len(batch), (variant, stats)
+        assert stats["mask_matched"] == 1.0 and stats["mask_iou_min"] > 0.99, stats
+        for r, o in zip(ref, out):
+            assert o["masks"].shape == (len(o["boxes"]), 1, size, size)
+            on = (r["masks"] > 0.5).float().mean()
+            assert 0.1 < float(on) < 0.9  # masks with shape, not all on or off
+    high = OnnxDetector(ex.onnx, threads=1, score_thresh=0.5)(images[:1])[0]
+    assert 0 < len(high["boxes"]) < len(out[0]["boxes"])  # the masks filtered with the boxes
+    assert high["masks"].shape == (len(high["boxes"]), 1, size, size)
+
+
+def test_no_detection_gives_no_mask(exported, tmp_path, one_thread):
+    """An image without detections (a score threshold no RoI passes, inside the graph)."""
+    from detection.export.exporter import export_onnx
+
+    ex = exported("fpn_mask")
+    ex.model.roi_heads.score_thresh = 1.0
+    try:
+        export_onnx(ex.model, tmp_path / "none.onnx", cfg=ex.cfg, classes=ex.classes)
+    finally:
+        ex.model.roi_heads.score_thresh = ex.cfg.model.roi_heads.score_thresh
+    (out,) = OnnxDetector(tmp_path / "none.onnx", threads=1)(_images(seed=3)[:1])
+    assert out["boxes"].shape == (0, 4) and out["masks"].shape == (0, 1, 28, 28)
+
+
 def test_original_sizes_and_a_higher_score_threshold_are_exact(exported, one_thread):
     ex = exported("fpn")
     images = _images(seed=3)
