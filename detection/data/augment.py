@@ -20,10 +20,10 @@ before any data is read: an unknown name or argument, or a value albumentations 
   shorter side to a size drawn from ``sizes`` (``data.input.min_size_train``) with the longer
   side at most ``max_size`` (``max_size_train``), a horizontal flip with ``flip_prob``
   (``data.input.flip_prob``), and colour jitter when ``photometric`` (``data.input.photometric``).
-- ``lsj``, large-scale jitter (Ghiasi et al. 2021; Detectron2's new baselines): the image
-  resized to fit a ``size`` x ``size`` square times a scale drawn from ``[min_scale, max_scale]``
-  (0.1 to 2.0), then a random ``size`` x ``size`` crop, padded at the bottom and right with
-  ``fill`` (128) where the image is smaller, and a horizontal flip with ``flip_prob``. ``size``
+- ``lsj``, large-scale jitter (Ghiasi et al. 2021; Detectron2's new baselines): a horizontal
+  flip with ``flip_prob``, the image resized to fit a ``size`` x ``size`` square times a scale
+  drawn from ``[min_scale, max_scale]`` (0.1 to 2.0), then a random ``size`` x ``size`` crop,
+  padded at the bottom and right with ``fill`` (128) where the image is smaller. ``size``
   defaults to ``data.input.min_size_test``.
 
 **Boxes** follow every geometric transform (albumentations moves them); after a crop a box is
@@ -125,13 +125,12 @@ def _resize_flip(*, sizes: int | Sequence[int], max_size: int, flip_prob: float 
 
 def _lsj(*, size: int, min_scale: float = 0.1, max_scale: float = 2.0, flip_prob: float = 0.5,
          fill: float = 128.0) -> list[dict]:
-    out = [{"name": "ResizeScale", "min_scale": min_scale, "max_scale": max_scale,
-            "height": size, "width": size},
-           {"name": "RandomCrop", "height": size, "width": size, "pad_if_needed": True,
-            "pad_position": "top_left", "fill": fill}]
-    if flip_prob > 0:
-        out.append({"name": "HorizontalFlip", "p": flip_prob})
-    return out
+    # the flip first, so that the padding is always at the bottom and right (as the batch's)
+    out = [{"name": "HorizontalFlip", "p": flip_prob}] if flip_prob > 0 else []
+    return out + [{"name": "ResizeScale", "min_scale": min_scale, "max_scale": max_scale,
+                   "height": size, "width": size},
+                  {"name": "RandomCrop", "height": size, "width": size, "pad_if_needed": True,
+                   "pad_position": "top_left", "fill": fill}]
 
 
 #: preset name -> a function of its arguments giving the entries it stands for

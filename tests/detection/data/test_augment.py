@@ -54,7 +54,7 @@ def test_a_model_with_masks_refuses_what_masks_cannot_follow():
     ops = _build([{"name": "lsj"}, {"name": "resize_flip"}, {"name": "ColorJitter"}],
                  masks=True)
     assert [type(op).__name__ for op in ops] == [
-        "ResizeScale", "RandomCrop", "HorizontalFlip", "ResizeShortestEdge", "HorizontalFlip",
+        "HorizontalFlip", "ResizeScale", "RandomCrop", "ResizeShortestEdge", "HorizontalFlip",
         "ColorJitter"]
     assert {"ResizeScale", "RandomCrop", "HorizontalFlip"} <= MASK_SAFE
     assert type(_build([{"name": "Rotate"}])[0]).__name__ == "Rotate"
@@ -67,9 +67,10 @@ def test_presets_expand_with_the_config_defaults_and_their_own_arguments():
     assert flip == {"name": "HorizontalFlip", "p": 0.25}
     entries = [e for _, e in expand([{"name": "lsj", "size": 32, "max_scale": 1.5}],
                                     defaults=DEFAULTS)]
-    assert entries[0] == {"name": "ResizeScale", "min_scale": 0.1, "max_scale": 1.5,
+    assert entries[0] == {"name": "HorizontalFlip", "p": 0.5}
+    assert entries[1] == {"name": "ResizeScale", "min_scale": 0.1, "max_scale": 1.5,
                           "height": 32, "width": 32}
-    assert entries[1]["height"] == entries[1]["width"] == 32 and entries[1]["pad_if_needed"]
+    assert entries[2]["height"] == entries[2]["width"] == 32 and entries[2]["pad_if_needed"]
 
 
 # ------------------------------------------------------------------------------- boxes
@@ -128,6 +129,17 @@ def test_lsj_keeps_each_box_on_its_object_through_resize_crop_pad_and_flip():
     tf = DetectionTransform(_build([{"name": "lsj", "size": 64}]))
     sizes = _check_boxes_on_objects(tf, range(40))
     assert sizes == {(64, 64)}  # every output is the fixed size (cropped or padded)
+    image, boxes, labels = _painted()
+    for seed in range(40):  # padding (grey) only ever at the bottom and right, as Detectron2's
+        tf.set_random_seed(seed)
+        out = tf(image, boxes, labels)[0]
+        grey = (out == 128).all(-1)
+        rows, cols = grey.all(1), grey.all(0)
+        assert not rows[0] and not cols[0]  # the first row and column hold image
+        if rows.any():
+            assert rows[rows.argmax():].all()  # once a row is padding, all below are
+        if cols.any():
+            assert cols[cols.argmax():].all()
 
 
 def test_resize_flip_keeps_each_box_on_its_object():
