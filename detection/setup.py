@@ -372,5 +372,6 @@ def build_trainer(cfg: Config, *, device: torch.device, resume: bool = False
         train_loader=lambda start: build_train_loader(cfg, train_set, start_iter=start),
         device=device, evaluate=inference, prepare_batch=move_batch, ckpt=ckpt,
         extra_state={"config": config_to_dict(cfg), "classes": train_set.classes},
-        amp=amp.trainer_args(), best_metric=cfg.solver.best_metric, data_stats=stats)
+        amp=amp.trainer_args(), best_metric=cfg.solver.best_metric, data_stats=stats,
+        val_loader=inference.data_loader if inference is not None else None)
     return trainer, cfg

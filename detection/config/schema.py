@@ -350,7 +350,7 @@ class Config:
     seed: int = 0
     device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1", ...
     log_period: int = 20
-    tensorboard: bool = True  # MetricsWriter(tensorboard=...): scalars in <output_dir>/tensorboard
+    tensorboard: bool = True  # scalars of metrics.jsonl in <output_dir>/tensorboard (a hook)
     trackers: TrackersConfig = field(default_factory=TrackersConfig)
     # your own training hooks: [{class: my_package.MyHook, <its keyword arguments>}], imported
     # from this config only, never from a checkpoint's (docs/training.md)

@@ -1,4 +1,4 @@
-"""Experiment trackers as hooks: MLflow and Weights & Biases see what ``metrics.jsonl`` holds.
+"""Trackers as hooks: TensorBoard, MLflow and Weights & Biases see what ``metrics.jsonl`` holds.
 
 Each tracker is a :class:`~.hooks.HookBase` that also receives every record the run's
 :class:`~.runlog.MetricsWriter` writes (``attach(writer)``: it becomes one of the writer's
@@ -13,6 +13,8 @@ tracker deletes points).
 
 Each package is an optional extra, imported only when enabled: without it, one warning names
 the extra (``pip install -e ".[mlflow]"``) and the run goes on without the tracker.
+TensorBoard (``tensorboard: true``, the default) writes its event files to
+``<output_dir>/tensorboard`` and keeps no state: a resumed run appends to them.
 """
 from __future__ import annotations
 
@@ -27,15 +29,18 @@ from typing import Any, Optional
 from .hooks import HookBase
 from .runlog import LOGGER_NAME, MetricsWriter, scalar_tags
 
-__all__ = ["MLflowTracker", "WandbTracker", "build_trackers", "flat_params"]
+__all__ = ["MLflowTracker", "TensorBoardTracker", "WandbTracker", "build_trackers",
+           "flat_params"]
 
 logger = logging.getLogger(LOGGER_NAME)
 
 
 def missing_extra(package: str, key: str) -> str:
-    return (f"{key}.enabled, but the {package} package is not installed; the run is not "
+    """The one warning of a tracker whose package is missing (``key``: its config switch)."""
+    switch = key if key == "tensorboard" else f"{key}.enabled"
+    return (f"{switch}: true, but the {package} package is not installed; the run is not "
             f"logged to {package}. Install the extra: pip install -e \".[{package}]\" (or set "
-            f"{key}.enabled: false)")
+            f"{switch}: false)")
 
 
 def flat_params(tree: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
@@ -101,6 +106,32 @@ class _Tracker(HookBase):
 
     def _finish(self, status: str) -> None:
         raise NotImplementedError
+
+
+class TensorBoardTracker(_Tracker):
+    """The log's numbers as TensorBoard scalars in ``<output_dir>/tensorboard``."""
+
+    name = "tensorboard"
+
+    def __init__(self, *, output_dir: str | Path):
+        super().__init__(config={}, output_dir=output_dir, run_name=None)
+        from torch.utils.tensorboard import SummaryWriter
+
+        self._writer_class, self.writer = SummaryWriter, None
+
+    def _start(self, *, resumed: bool) -> None:
+        self.writer = self._writer_class(log_dir=str(self.output_dir / "tensorboard"),
+                                         flush_secs=10)
+
+    def _log(self, tags: dict[str, float], step: int) -> None:
+        for tag, value in tags.items():
+            self.writer.add_scalar(tag, value, step)
+
+    def _finish(self, status: str) -> None:
+        self.writer.close()
+
+    def state_dict(self) -> None:
+        return None
 
 
 class MLflowTracker(_Tracker):
@@ -183,15 +214,15 @@ class WandbTracker(_Tracker):
         self.run = None
 
 
-def build_trackers(trackers: Any, *, config: Mapping[str, Any],
-                   output_dir: str | Path) -> list[_Tracker]:
-    """The trackers ``trackers`` (a config's ``trackers`` section) enables; a missing package
-    is one warning naming its extra, and that tracker is left out."""
+def build_trackers(trackers: Any, *, config: Mapping[str, Any], output_dir: str | Path,
+                   tensorboard: bool = False) -> list[_Tracker]:
+    """TensorBoard (``tensorboard``) and the trackers ``trackers`` (a config's ``trackers``
+    section) enables; a missing package is one warning naming its extra, and that tracker is
+    left out."""
     out: list[_Tracker] = []
-    if trackers is None:
-        return out
     m, w = trackers.mlflow, trackers.wandb
     for enabled, package, build in (
+            (tensorboard, "tensorboard", lambda: TensorBoardTracker(output_dir=output_dir)),
             (m.enabled, "mlflow", lambda: MLflowTracker(
                 config=config, output_dir=output_dir, tracking_uri=m.tracking_uri,
                 experiment=m.experiment, run_name=m.run_name, artifacts=m.artifacts)),
@@ -203,5 +234,6 @@ def build_trackers(trackers: Any, *, config: Mapping[str, Any],
         try:
             out.append(build())
         except ImportError:
-            logger.warning(missing_extra(package, f"trackers.{package}"))
+            logger.warning(missing_extra(package, package if package == "tensorboard"
+                                         else f"trackers.{package}"))
     return out

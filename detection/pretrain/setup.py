@@ -165,7 +165,7 @@ def build_pretrainer(cfg: PretrainConfig, *, device: torch.device, resume: bool 
             start_iter=start, aspect_grouping=False),
         device=device, evaluate=evaluate, prepare_batch=classification_inputs, ckpt=ckpt,
         extra_state={"config": config_to_dict(cfg), "classes": train_set.classes},
-        amp=amp.trainer_args(), best_metric=cfg.solver.best_metric)
+        amp=amp.trainer_args(), best_metric=cfg.solver.best_metric, val_loader=test_loader)
     return trainer, cfg
 
 

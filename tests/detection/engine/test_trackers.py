@@ -31,7 +31,7 @@ def _trackers(mlflow=None, wandb=None):
 
 def _run(tracker, out):
     """Records through a MetricsWriter with ``tracker`` attached, as a training run does."""
-    with MetricsWriter(out, tensorboard=False) as writer:
+    with MetricsWriter(out) as writer:
         tracker.attach(writer)
         tracker.before_train()
         for record in RECORDS:
@@ -47,6 +47,37 @@ def _history(lines) -> dict[str, list[tuple[int, float]]]:
         for tag, value in scalar_tags(record).items():
             out.setdefault(tag, []).append((record["iteration"], value))
     return out
+
+
+def test_tensorboard_scalars_read_back_equal_to_metrics_jsonl(tmp_path, detection_log):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    (tracker,) = build_trackers(_trackers(), config=CONFIG, output_dir=tmp_path,
+                                tensorboard=True)
+    lines = _run(tracker, tmp_path)
+    acc = EventAccumulator(str(tmp_path / "tensorboard"))
+    acc.Reload()
+    scalars = {tag: [(e.step, e.value) for e in acc.Scalars(tag)]
+               for tag in acc.Tags()["scalars"]}
+    expected = _history(lines)
+    assert set(scalars) == set(expected)
+    for tag, points in expected.items():
+        assert scalars[tag] == [(i, pytest.approx(v, rel=1e-6)) for i, v in points], tag
+    assert "eval/mAP_l" not in scalars and scalars["eval/per_category/circle"] == [(2, 10.0)]
+    assert detection_log == []  # no warning
+
+
+def test_missing_tensorboard_warns_once_naming_the_extra(tmp_path, monkeypatch, detection_log):
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # import -> ImportError
+    assert build_trackers(_trackers(), config=CONFIG, output_dir=tmp_path,
+                          tensorboard=True) == []
+    assert detection_log == [
+        'tensorboard: true, but the tensorboard package is not installed; the run is not logged '
+        'to tensorboard. Install the extra: pip install -e ".[tensorboard]" (or set '
+        'tensorboard: false)']
+    assert build_trackers(_trackers(), config=CONFIG, output_dir=tmp_path) == []  # not asked
+    assert len(detection_log) == 1 and not (tmp_path / "tensorboard").exists()
 
 
 def test_an_mlflow_run_reads_back_equal_to_metrics_jsonl(tmp_path, monkeypatch):
@@ -76,7 +107,7 @@ def test_an_mlflow_run_reads_back_equal_to_metrics_jsonl(tmp_path, monkeypatch):
         "enabled": True, "tracking_uri": uri, "experiment": "test", "run_name": None,
         "artifacts": False}), config=CONFIG, output_dir=tmp_path / "run")
     again.load_state_dict(state)
-    with MetricsWriter(tmp_path / "run", tensorboard=False) as writer:
+    with MetricsWriter(tmp_path / "run") as writer:
         again.attach(writer)
         writer.write({"type": "train", "iteration": 4, "loss": 1.0})
         again.after_train()
@@ -109,6 +140,6 @@ def test_a_missing_package_is_one_warning_naming_the_extra(tmp_path, monkeypatch
         "artifacts": True}), config=CONFIG, output_dir=tmp_path)
     assert trackers == []
     assert detection_log == [
-        'trackers.mlflow.enabled, but the mlflow package is not installed; the run is not '
-        'logged to mlflow. Install the extra: pip install -e ".[mlflow]" (or set '
+        'trackers.mlflow.enabled: true, but the mlflow package is not installed; the run is '
+        'not logged to mlflow. Install the extra: pip install -e ".[mlflow]" (or set '
         'trackers.mlflow.enabled: false)']
