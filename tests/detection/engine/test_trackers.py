@@ -23,6 +23,13 @@ RECORDS = [
 ]
 
 
+@pytest.fixture(scope="module")
+def mlflow_uri(tmp_path_factory):
+    """One SQLite store for the module's MLflow tests (creating its tables takes seconds)."""
+    pytest.importorskip("mlflow", reason='the mlflow extra: pip install -e ".[mlflow]"')
+    return f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
+
+
 def _trackers(mlflow=None, wandb=None):
     off = {"enabled": False}
     return SimpleNamespace(mlflow=SimpleNamespace(**(mlflow or off)),
@@ -80,10 +87,12 @@ def test_missing_tensorboard_warns_once_naming_the_extra(tmp_path, monkeypatch, 
     assert len(detection_log) == 1 and not (tmp_path / "tensorboard").exists()
 
 
-def test_an_mlflow_run_reads_back_equal_to_metrics_jsonl(tmp_path, monkeypatch):
-    mlflow = pytest.importorskip("mlflow", reason='the mlflow extra: pip install -e ".[mlflow]"')
+def test_an_mlflow_run_reads_back_equal_to_metrics_jsonl_and_resumes(tmp_path, monkeypatch,
+                                                                     mlflow_uri):
+    import mlflow
+
     monkeypatch.chdir(tmp_path)  # a SQLite store keeps artifacts in ./mlruns
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = mlflow_uri
     (tracker,) = build_trackers(_trackers(mlflow={
         "enabled": True, "tracking_uri": uri, "experiment": "test", "run_name": None,
         "artifacts": True}), config=CONFIG, output_dir=tmp_path / "run")
@@ -115,22 +124,6 @@ def test_an_mlflow_run_reads_back_equal_to_metrics_jsonl(tmp_path, monkeypatch):
         2.5, 2.0, 1.5, 1.0]
 
 
-def test_wandb_offline_files_appear_with_the_config_and_history(tmp_path, monkeypatch):
-    wandb = pytest.importorskip("wandb", reason='the wandb extra: pip install -e ".[wandb]"')
-    monkeypatch.setenv("WANDB_SILENT", "true")
-    (tracker,) = build_trackers(_trackers(wandb={
-        "enabled": True, "project": "test", "entity": None, "mode": "offline",
-        "run_name": None}), config=CONFIG, output_dir=tmp_path / "run")
-    lines = _run(tracker, tmp_path / "run")
-    runs = list((tmp_path / "run" / "wandb").glob("offline-run-*"))
-    assert len(runs) == 1 and (runs[0] / f"run-{tracker.run_id}.wandb").is_file()
-    assert wandb.run is None  # finished
-    # the run file (protobuf records, for `wandb sync`) holds every tag and the config's keys
-    data = (runs[0] / f"run-{tracker.run_id}.wandb").read_bytes()
-    assert all(tag.encode() in data for tag in _history(lines))
-    assert b"base_lr" in data and b"backbone" in data
-
-
 def test_a_missing_package_is_one_warning_naming_the_extra(tmp_path, monkeypatch,
                                                           detection_log):
     monkeypatch.setitem(sys.modules, "mlflow", None)  # import mlflow raises ImportError
@@ -143,3 +136,53 @@ def test_a_missing_package_is_one_warning_naming_the_extra(tmp_path, monkeypatch
         'trackers.mlflow.enabled: true, but the mlflow package is not installed; the run is '
         'not logged to mlflow. Install the extra: pip install -e ".[mlflow]" (or set '
         'trackers.mlflow.enabled: false)']
+
+
+def test_a_training_run_logs_to_mlflow_and_wandb_what_metrics_jsonl_holds(
+        synthetic_coco, tiny_config, tmp_path, monkeypatch, mlflow_uri):
+    """End to end: a tiny detector trained with both trackers on; MLflow read back with its own
+    client (params = the resolved config, every metric's history = metrics.jsonl, the run
+    folder as artifacts); W&B's offline run (no account) holds every tag and the config."""
+    import mlflow
+    pytest.importorskip("wandb", reason='the wandb extra: pip install -e ".[wandb]"')
+    import torch
+
+    from detection.config import config_to_dict, load_config
+    from detection.setup import build_trainer
+
+    monkeypatch.chdir(tmp_path)  # a SQLite store keeps artifacts in ./mlruns
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    uri = mlflow_uri
+    config = tiny_config(tmp_path, synthetic_coco, solver={"max_iter": 2, "steps": [1]},
+                         test={"eval_period": 1, "vis_images": 0, "val_loss": True},
+                         trackers={"mlflow": {"enabled": True, "tracking_uri": uri},
+                                   "wandb": {"enabled": True}}, tensorboard=False)
+    trainer, cfg = build_trainer(load_config(config), device=torch.device("cpu"))
+    trainer.train()
+    lines = [json.loads(x) for x in (tmp_path / "out" / "metrics.jsonl").read_text().splitlines()]
+    assert {r["type"] for r in lines} == {"data", "train", "eval"}
+    assert all("val_loss" in r for r in lines if r["type"] == "eval")
+
+    mlflow_hook, wandb_hook = [h for h in trainer.hooks if h.name in ("MLflowTracker",
+                                                                       "WandbTracker")]
+    client = mlflow.tracking.MlflowClient(tracking_uri=uri)
+    run = client.get_run(mlflow_hook.run_id)
+    assert run.info.status == "FINISHED" and run.info.run_name == "out"
+    assert run.data.params == flat_params(config_to_dict(cfg))
+    expected = _history(lines)
+    assert {"eval/val_loss", "eval/mAP", "data/train/images", "train/loss_cls"} <= set(expected)
+    assert set(run.data.metrics) == set(expected)
+    for tag, points in expected.items():
+        got = [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, tag)]
+        assert sorted(got) == sorted(points), tag
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"metrics.jsonl", "last.pth", "best.pth", "config.yaml"} <= artifacts
+    (offline,) = (tmp_path / "out" / "wandb").glob("offline-run-*")
+    assert wandb_hook.run is None  # finished
+    data = (offline / f"run-{wandb_hook.run_id}.wandb").read_bytes()
+    assert all(tag.encode() in data for tag in expected)  # protobuf records: names as bytes
+    assert b"base_lr" in data and b"backbone" in data  # the config
+    # the run ids are in the checkpoint: a --resume continues both runs
+    hooks = torch.load(tmp_path / "out" / "last.pth", weights_only=True)["hooks"]
+    assert hooks["MLflowTracker"] == {"run_id": run.info.run_id}
+    assert hooks["WandbTracker"] == {"run_id": wandb_hook.run_id}
