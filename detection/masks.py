@@ -90,6 +90,20 @@ class InstanceMasks:
                         self.num_runs.to(device, non_blocking=non_blocking), self.size,
                         self.affine.to(device, non_blocking=non_blocking))
 
+    def select(self, objects: Sequence[int] | Tensor) -> InstanceMasks:
+        """The masks of ``objects`` (indices into these, in that order), e.g. of the boxes a
+        crop kept; the same ``size`` and ``affine``."""
+        objects = torch.as_tensor(objects, dtype=torch.int64, device=self.device).reshape(-1)
+        area = self.size[0] * self.size[1]
+        num = self.num_runs[objects]  # (m,)
+        starts = torch.repeat_interleave(self.first_run[objects], num)  # (C',) a run's object
+        within = torch.arange(int(num.sum()), device=self.device) - torch.repeat_interleave(
+            num.cumsum(0) - num, num)  # (C',) the run's place in its object
+        # object o's runs move from slot o to slot i of the selection: shift by (i - o) * area
+        shift = torch.repeat_interleave(
+            (torch.arange(len(objects), device=self.device) - objects) * area, num)
+        return self._of(self.run_ends[starts + within] + shift, num, self.size, self.affine)
+
     def with_affine(self, affine: Sequence[float] | Tensor) -> InstanceMasks:
         """The same masks seen from another image: ``affine`` maps its pixels to ``size``'s."""
         affine = torch.as_tensor(affine, dtype=torch.float64, device=self.device).reshape(4)

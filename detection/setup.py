@@ -20,6 +20,8 @@ from .config import Config, config_to_dict, existing_path, save_config
 from .data.loader import move_batch
 from .engine import distributed as du
 from .engine.checkpoint import seed_all
+from .engine.epochs import convert_epochs
+from .engine.epochs import describe as describe_epochs
 from .engine.run import assemble_trainer, images_per_process, read_resume
 from .engine.runlog import LOGGER_NAME
 from .engine.schedule import WarmupLRScheduler, param_groups
@@ -32,7 +34,7 @@ __all__ = [
     "build_test_dataset", "build_split_for_test", "with_num_classes", "build_train_sampler",
     "build_train_loader", "build_test_loader", "build_optimizer", "build_lr_scheduler",
     "build_evaluator", "build_model_for_training", "build_trainer", "check_before_data",
-    "check_data_paths",
+    "check_data_paths", "build_augment_transforms",
 ]
 
 
@@ -118,6 +120,25 @@ def check_data_paths(cfg: Config, split: str) -> None:
         existing_path(split.annotations, f"{key}.annotations")
 
 
+def build_augment_transforms(cfg: Config):
+    """The training transforms of ``data.augment`` (``detection.data.augment``: presets,
+    albumentations transforms by name), or ``None`` when the list is empty (``data.input``'s
+    resize and flip, :func:`~detection.data.transforms.build_transforms`). Every entry is
+    checked here, before any data is read; the error names ``data.augment[i]``."""
+    from .data.augment import build_augment
+    from .data.transforms import DetectionTransform
+
+    d, inp = cfg.data, cfg.data.input
+    if not d.augment:
+        return None
+    defaults = {"resize_flip": {"sizes": inp.min_size_train, "max_size": inp.max_size_train,
+                                "flip_prob": inp.flip_prob, "photometric": inp.photometric},
+                "lsj": {"size": inp.min_size_test, "flip_prob": inp.flip_prob}}
+    masks = cfg.model.mask_head.enabled  # compact masks follow axis-aligned maps only
+    ops = build_augment(d.augment, defaults=defaults, masks=masks)
+    return DetectionTransform(ops, masks=masks, min_visibility=d.box_min_visibility)
+
+
 def _dataset(cfg: Config, *, train: bool):
     from .data.coco import COCODataset
     from .data.transforms import build_transforms
@@ -127,10 +148,12 @@ def _dataset(cfg: Config, *, train: bool):
     split = d.train if train else d.test
     check_data_paths(cfg, "train" if train else "test")
     masks = train and cfg.model.mask_head.enabled  # evaluation reads the json's masks itself
-    transforms = build_transforms(
-        train=train, min_size=inp.min_size_train if train else inp.min_size_test,
-        max_size=inp.max_size_train if train else inp.max_size_test,
-        flip_prob=inp.flip_prob, photometric=inp.photometric, masks=masks)
+    transforms = build_augment_transforms(cfg) if train else None
+    if transforms is None:
+        transforms = build_transforms(
+            train=train, min_size=inp.min_size_train if train else inp.min_size_test,
+            max_size=inp.max_size_train if train else inp.max_size_test,
+            flip_prob=inp.flip_prob, photometric=inp.photometric, masks=masks)
     if d.format == "voc" and cfg.model.mask_head.enabled:
         raise ValueError("model.mask_head.enabled needs instance masks: data.format coco (a "
                          "COCO json with segmentation); VOC's XML files have none")
@@ -310,6 +333,7 @@ def check_before_data(cfg: Config) -> None:
     if b.weights is not None:
         resolve_weights(b.weights, arch=b.name)
     check_trainable_norm(cfg)
+    build_augment_transforms(cfg)  # data.augment's entries, each checked by name
 
 
 def build_trainer(cfg: Config, *, device: torch.device, resume: bool = False
@@ -327,6 +351,10 @@ def build_trainer(cfg: Config, *, device: torch.device, resume: bool = False
         check_data_paths(cfg, split)
     train_set = build_train_dataset(cfg)
     cfg = with_num_classes(cfg, train_set.classes)
+    cfg = convert_epochs(cfg, images=len(train_set))  # lengths in epochs -> iterations
+    line = describe_epochs(cfg, images=len(train_set))
+    if line:
+        logging.getLogger(LOGGER_NAME).info("%s", line)
     seed_all(cfg.seed)  # the same initial weights on every process
     model = build_model_for_training(cfg, train_set.classes, resuming=ckpt is not None)
     model = model.to(device)
@@ -344,5 +372,6 @@ def build_trainer(cfg: Config, *, device: torch.device, resume: bool = False
         train_loader=lambda start: build_train_loader(cfg, train_set, start_iter=start),
         device=device, evaluate=inference, prepare_batch=move_batch, ckpt=ckpt,
         extra_state={"config": config_to_dict(cfg), "classes": train_set.classes},
-        amp=amp.trainer_args(), data_stats=stats)
+        amp=amp.trainer_args(), best_metric=cfg.solver.best_metric, data_stats=stats,
+        val_loader=inference.data_loader if inference is not None else None)
     return trainer, cfg

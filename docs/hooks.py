@@ -7,6 +7,8 @@ A page holds a marker line, ``<!-- generated: NAME -->``, which the build replac
   so the reference cannot drift from the code;
 - ``model-zoo``: the reference numbers of the shipped configs (``docs/results/references.yaml``);
 - ``quickstart-results``: the quick start's measured results (``docs/results/quickstart.yaml``);
+- ``augmentation-results``: LSJ against the quick start's augmentation
+  (``docs/results/augmentation.yaml``);
 - ``commands``: the ``resdet`` subcommands and their one-line summaries.
 
 Figures are never copied into the Markdown: the data files are their one home.
@@ -162,6 +164,31 @@ def quickstart_results() -> str:
     return "\n".join(lines)
 
 
+def augmentation_results() -> str:
+    """LSJ against the quick start's resize and flip on the same budget, from augmentation.yaml."""
+    from detection.resources import read_results
+
+    a = read_results("augmentation.yaml")
+    names = list(a["configs"])
+    head = " | ".join(f"{n}: mAP@.5 / mAP@[.5,.95]" for n in names)
+    lines = [f"Machine: {a['machine']} ({a['date']}). {' '.join(a['budget'].split())}", "",
+             *(f"- **{n}**: `{c['config']}` ({' '.join(c['augmentation'].split())})"
+               for n, c in a["configs"].items()), "",
+             f"Each seed's pair side by side, {a['threads']} thread each: "
+             f"`{' '.join(a['command'].split())}`", "",
+             f"| seed | {head} | step time {names[1]} / {names[0]} |",
+             "| --- | " + " | ".join("---" for _ in names) + " | --- |"]
+    for r in a["runs"]:
+        cells = " | ".join(f"{r[n]['mAP50']} / {r[n]['mAP']}" for n in names)
+        lines.append(f"| {r['seed']} | {cells} | "
+                     f"{r[names[1]]['step_s'] / r[names[0]]['step_s']:.2f}x |")
+    means = " | ".join(
+        f"**{sum(r[n]['mAP50'] for r in a['runs']) / len(a['runs']):.1f} / "
+        f"{sum(r[n]['mAP'] for r in a['runs']) / len(a['runs']):.1f}**" for n in names)
+    lines += [f"| mean | {means} | |", "", " ".join(a["reading"].split())]
+    return "\n".join(lines)
+
+
 def commands() -> str:
     """The ``resdet`` subcommands, from the one table of them."""
     from detection.cli.main import COMMANDS, summary
@@ -171,7 +198,8 @@ def commands() -> str:
 
 
 GENERATORS = {"config-reference": config_reference, "model-zoo": model_zoo,
-              "quickstart-results": quickstart_results, "commands": commands}
+              "quickstart-results": quickstart_results, "commands": commands,
+              "augmentation-results": augmentation_results}
 
 
 def on_page_markdown(markdown: str, **kwargs) -> str:

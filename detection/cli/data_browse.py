@@ -2,8 +2,9 @@
 
     resdet data browse --config my_data.yaml --output browse/ [--num 20] [--split test]
 
-Each image goes through the same dataset and transforms as in a training run (resize to a
-training scale, flip, photometric changes when the config has them) and is written with its
+Each image goes through the same dataset and transforms as in a training run (data.augment's
+transforms, such as LSJ's crops, or else a resize to a training scale, flip and photometric
+changes as data.input says) and is written with its
 ground-truth boxes and class names drawn (tagged with score 1.00), so a box that moved wrongly
 under augmentation, a class mix-up or a bad annotation shows before any training. Images are
 drawn at random (--seed), named <index>_<image id>_<file name>.jpg; --split test shows the test

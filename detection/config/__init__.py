@@ -18,16 +18,18 @@ from .loader import (ConfigError, choice_field, config_to_dict, dump_config, exi
                      list_field, save_config)
 from .schema import (INPUT_FORMAT_DEFAULTS, MASK_VARIANT_DEFAULTS, VARIANT_DEFAULTS,
                      AnchorGeneratorConfig, BackboneConfig, Config, DataConfig, DatasetConfig,
-                     FPNConfig, InputConfig, MaskHeadConfig, ModelConfig, RoIHeadsConfig,
-                     RPNConfig, SolverConfig, SyntheticConfig, TestConfig)
+                     EarlyStopConfig, FPNConfig, InputConfig, MaskHeadConfig, ModelConfig,
+                     RoIHeadsConfig, RPNConfig, SolverConfig, SyntheticConfig, TestConfig,
+                     TrackersConfig)
 
 __all__ = [
     "Config", "ConfigError", "load_config", "config_from_dict", "config_to_dict", "dump_config",
     "apply_overrides", "save_config", "existing_path", "checkpoint_config", "choice_field",
     "list_field", "INPUT_FORMAT_DEFAULTS", "MASK_VARIANT_DEFAULTS", "VARIANT_DEFAULTS",
-    "AnchorGeneratorConfig", "BackboneConfig", "DataConfig", "DatasetConfig", "FPNConfig",
-    "InputConfig", "MaskHeadConfig", "ModelConfig",
+    "AnchorGeneratorConfig", "BackboneConfig", "DataConfig", "DatasetConfig",
+    "EarlyStopConfig", "FPNConfig", "InputConfig", "MaskHeadConfig", "ModelConfig",
     "RoIHeadsConfig", "RPNConfig", "SolverConfig", "SyntheticConfig", "TestConfig",
+    "TrackersConfig",
 ]
 
 
@@ -59,5 +61,6 @@ def checkpoint_config(ckpt: Mapping[str, Any], path: Union[str, os.PathLike],
     if not isinstance(ckpt.get("config"), dict):
         raise CheckpointError(f"checkpoint {path} holds no config: pass the config file the "
                               "model was trained with (--config)")
-    tree = apply_overrides(ckpt["config"], list(overrides))
+    # a stored config's hooks are never imported: a checkpoint is data, not code to run
+    tree = apply_overrides({**ckpt["config"], "hooks": []}, list(overrides))
     return config_from_dict(tree, source=f"{path} (stored config)")

@@ -262,6 +262,13 @@ def _check(value: Any, hint: Any, dotted: str, source: str) -> Any:
             raise ConfigError(f"{source}: '{dotted}' must be a list, got {value!r}")
         (item_hint,) = typing.get_args(hint)
         return [_check(v, item_hint, f"{dotted}[{i}]", source) for i, v in enumerate(value)]
+    if hint is Any:
+        return value
+    if hint is dict or origin is dict:  # a free mapping (an augmentation's or hook's arguments)
+        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+            raise ConfigError(f"{source}: '{dotted}' must be a mapping with string keys, got "
+                              f"{value!r}")
+        return dict(value)
     if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
     if hint is float and isinstance(value, str):  # YAML 1.1 reads `1e-4` (no dot) as a string

@@ -22,9 +22,10 @@ from .loader import choice_field, list_field
 
 __all__ = [
     "AnchorGeneratorConfig", "BackboneConfig", "Config", "DataConfig", "DatasetConfig",
-    "FPNConfig", "INPUT_FORMAT_DEFAULTS", "InputConfig", "MASK_VARIANT_DEFAULTS",
-    "MaskHeadConfig", "ModelConfig", "RPNConfig",
-    "RoIHeadsConfig", "SolverConfig", "SyntheticConfig", "TestConfig", "VARIANT_DEFAULTS",
+    "EarlyStopConfig", "FPNConfig", "INPUT_FORMAT_DEFAULTS", "InputConfig",
+    "MASK_VARIANT_DEFAULTS", "MaskHeadConfig", "MLflowConfig", "ModelConfig", "RPNConfig",
+    "RoIHeadsConfig", "SolverConfig", "SyntheticConfig", "TestConfig", "TrackersConfig",
+    "VARIANT_DEFAULTS", "WandbConfig",
 ]
 
 
@@ -231,9 +232,27 @@ class DataConfig:
     # 2019): r(image) = max over its classes c of max(1, sqrt(repeat_threshold / f(c)))
     sampler: str = choice_field("uniform", "repeat_factor", default="uniform")
     repeat_threshold: float = 0.001
+    # training augmentations (docs/training.md): albumentations transforms by class name with
+    # their arguments, ours (ResizeShortestEdge, ResizeScale) and the presets resize_flip
+    # (data.input's resize, flip and colour jitter: what an empty list means) and lsj
+    # (large-scale jitter); e.g. [{name: lsj, size: 1024}]
+    augment: list[dict[str, Any]] = list_field()
+    # after a crop, a box keeping less than this fraction of its area is dropped, the others
+    # are clipped to the image (0: only boxes left wholly outside are dropped)
+    box_min_visibility: float = 0.0
 
 
 # ---------------------------------------------------------------------------------------- solver
+@dataclass
+class EarlyStopConfig:
+    """Stop training when the evaluation's ``metric`` has not improved by more than
+    ``min_delta`` for ``patience`` evaluations in a row; needs a periodic evaluation."""
+
+    patience: int = 0  # evaluations without improvement before stopping; 0: never stop early
+    metric: Optional[str] = None  # null: solver.best_metric
+    min_delta: float = 0.0  # an improvement must exceed this, in the metric's units
+
+
 @dataclass
 class SolverConfig:
     max_iter: int = 90000
@@ -257,11 +276,25 @@ class SolverConfig:
     amp: Union[bool, str] = choice_field(False, True, "off", "bf16", "auto", default=False)
     amp_dtype: str = choice_field("bf16", "fp16", default="bf16")  # CUDA's, with amp: true
     checkpoint_period: int = 5000
+    # lengths in epochs (one pass over the training set at ims_per_batch images a step): a key
+    # set here replaces its twin in iterations, converted when the run starts (and printed)
+    max_epochs: Optional[float] = None  # replaces max_iter
+    step_epochs: Optional[list[float]] = None  # replaces steps
+    warmup_epochs: Optional[float] = None  # replaces warmup_iters
+    checkpoint_period_epochs: Optional[float] = None  # replaces checkpoint_period
+    # best.pth keeps the evaluation with the best value of this result key (a key naming a
+    # loss or an error, holding "loss" or "err", e.g. val_loss, is minimised, others maximised)
+    best_metric: str = "mAP"
+    early_stop: EarlyStopConfig = field(default_factory=EarlyStopConfig)
 
 
 @dataclass
 class TestConfig:
     eval_period: int = 0  # 0: evaluate only at the end
+    eval_period_epochs: Optional[float] = None  # replaces eval_period (solver's epoch keys)
+    # at each evaluation, the training loss terms on the test set (val_loss, val_loss_cls, ...)
+    # with norm layers and dropout in inference mode
+    val_loss: bool = False
     ims_per_batch: int = 1
     vis_images: int = 4  # images drawn with detections into <output_dir>/vis
     vis_score_thresh: float = 0.5
@@ -274,6 +307,39 @@ class TestConfig:
     amp: Union[bool, str] = choice_field("auto", "off", False, "bf16", default="auto")
 
 
+# -------------------------------------------------------------------------------------- trackers
+@dataclass
+class MLflowConfig:
+    """Log the run to MLflow (the ``mlflow`` extra): params = the resolved config, metrics =
+    what metrics.jsonl holds, the run folder as artifacts at the end."""
+
+    enabled: bool = False
+    # null: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db in the current folder (where
+    # `mlflow ui` looks); a team's server: http://host:5000
+    tracking_uri: Optional[str] = None
+    experiment: str = "resdet"
+    run_name: Optional[str] = None  # null: the output folder's name
+    artifacts: bool = True  # upload the run folder (checkpoints included) when training ends
+
+
+@dataclass
+class WandbConfig:
+    """Log the run to Weights & Biases (the ``wandb`` extra): config and metrics.jsonl's numbers."""
+
+    enabled: bool = False
+    project: str = "resdet"
+    entity: Optional[str] = None  # null: your default W&B entity
+    # offline: files under <output_dir>/wandb, no account needed (`wandb sync` uploads them)
+    mode: str = choice_field("offline", "online", default="offline")
+    run_name: Optional[str] = None  # null: the output folder's name
+
+
+@dataclass
+class TrackersConfig:
+    mlflow: MLflowConfig = field(default_factory=MLflowConfig)
+    wandb: WandbConfig = field(default_factory=WandbConfig)
+
+
 @dataclass
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -284,4 +350,8 @@ class Config:
     seed: int = 0
     device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1", ...
     log_period: int = 20
-    tensorboard: bool = True  # MetricsWriter(tensorboard=...): scalars in <output_dir>/tensorboard
+    tensorboard: bool = True  # scalars of metrics.jsonl in <output_dir>/tensorboard (a hook)
+    trackers: TrackersConfig = field(default_factory=TrackersConfig)
+    # your own training hooks: [{class: my_package.MyHook, <its keyword arguments>}], imported
+    # from this config only, never from a checkpoint's (docs/training.md)
+    hooks: list[dict[str, Any]] = list_field()

@@ -83,23 +83,40 @@ class ResizeShortestEdge(A.DualTransform):
 
 
 class DetectionTransform:
-    """An albumentations pipeline behind the ``(image, boxes, labels)`` call of the datasets."""
+    """An albumentations pipeline behind the ``(image, boxes, labels)`` call of the datasets.
 
-    def __init__(self, transforms: Sequence[A.BasicTransform], *, masks: bool = False) -> None:
-        # no box filtering: resize and flip keep every box, so labels stay aligned with the json
+    Boxes are clipped to the image after each transform; one left with no width or height
+    (1e-5 px, wholly cropped away) or with less than ``min_visibility`` of its area (after a
+    crop) is dropped with its label (and its mask). Resizes and flips keep every box.
+    """
+
+    def __init__(self, transforms: Sequence[A.BasicTransform], *, masks: bool = False,
+                 min_visibility: float = 0.0) -> None:
+        if not 0.0 <= min_visibility <= 1.0:
+            raise ValueError(f"box min_visibility must be in [0, 1], got {min_visibility}")
         self.masks = masks
         keypoints = A.KeypointParams(format="xy", remove_invisible=False) if masks else None
         self.compose = A.Compose(
             list(transforms),
-            bbox_params=A.BboxParams(format="pascal_voc", label_fields=["labels"], clip=True),
+            bbox_params=A.BboxParams(format="pascal_voc", label_fields=["labels", "index"],
+                                     clip=True, min_visibility=min_visibility,
+                                     min_width=1e-5, min_height=1e-5),
             keypoint_params=keypoints,
         )
 
     def __call__(self, image: np.ndarray, boxes: np.ndarray, labels: np.ndarray
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        out = self.compose(image=image, bboxes=boxes, labels=labels)
+        return self.apply(image, boxes, labels)[:3]
+
+    def apply(self, image: np.ndarray, boxes: np.ndarray, labels: np.ndarray, **targets: Any
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict]:
+        """``(image, boxes, labels, kept, out)``: ``kept`` (m,) the input rows of the boxes
+        left, ``out`` albumentations' whole result (``targets``, e.g. ``keypoints``, moved)."""
+        index = np.arange(len(boxes), dtype=np.int64)
+        out = self.compose(image=image, bboxes=boxes, labels=labels, index=index, **targets)
         boxes = np.asarray(out["bboxes"], dtype=np.float32).reshape(-1, 4)
-        return out["image"], boxes, np.asarray(out["labels"], dtype=np.int64)
+        return (out["image"], boxes, np.asarray(out["labels"], dtype=np.int64),
+                np.asarray(out["index"], dtype=np.int64), out)
 
     def with_masks(self, image: np.ndarray, boxes: np.ndarray, labels: np.ndarray,
                    masks: InstanceMasks
@@ -109,15 +126,13 @@ class DetectionTransform:
             raise ValueError("this DetectionTransform was built without masks=True")
         h, w = image.shape[:2]
         corners = np.array([[-0.5, -0.5], [w - 0.5, h - 0.5]])  # (0, 0), (w, h) as centres
-        out = self.compose(image=image, bboxes=boxes, labels=labels, keypoints=corners)
+        image, boxes, labels, kept, out = self.apply(image, boxes, labels, keypoints=corners)
         (x0, y0), (x1, y1) = np.asarray(out["keypoints"], dtype=np.float64)[:, :2] + 0.5
         # the new image's x0 .. x1 is the old 0 .. w: x_old = (x - x0) * w / (x1 - x0)
         sx, sy = w / (x1 - x0), h / (y1 - y0)
         ax, bx, ay, by = masks.affine.tolist()  # old image -> annotated
         affine = (ax * sx, bx - ax * sx * x0, ay * sy, by - ay * sy * y0)
-        boxes = np.asarray(out["bboxes"], dtype=np.float32).reshape(-1, 4)
-        return (out["image"], boxes, np.asarray(out["labels"], dtype=np.int64),
-                masks.with_affine(affine))
+        return image, boxes, labels, masks.select(kept).with_affine(affine)
 
     def set_random_seed(self, seed: int | None) -> None:
         """Reseed the augmentation RNG (albumentations ignores the global numpy/random seeds)."""

@@ -1,10 +1,9 @@
-"""Run logs: the console logger, progress lines, ``metrics.jsonl``, TensorBoard, ``eval.json``.
+"""Run logs: the console logger, progress lines, ``metrics.jsonl``, ``eval.json``.
 
 ``metrics.jsonl`` holds one JSON object a line (``{"type": "train" | "eval", "iteration": ...}``,
-see docs/ARCHITECTURE.md). With ``tensorboard=True`` every number of those records is also a
-TensorBoard scalar under ``<output_dir>/tensorboard`` (``train/loss_cls``, ``train/lr``,
-``train/time``, ``eval/mAP``, ``eval/per_category/<name>``, ...); when the ``tensorboard``
-package is missing, one warning names the extra to install and the run goes on without it.
+see docs/ARCHITECTURE.md). :class:`MetricsWriter` writes it and hands each record to its
+``sinks``: TensorBoard and the experiment trackers (``trackers.py``), which show the record's
+numbers under the tags of :func:`scalar_tags`.
 """
 from __future__ import annotations
 
@@ -15,7 +14,7 @@ import os
 import resource
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Optional, Union
 
@@ -23,14 +22,11 @@ import torch
 
 __all__ = [
     "setup_logger", "MetricsWriter", "Progress", "format_eta", "memory_mb", "peak_rss_mb",
-    "read_metrics",
+    "read_metrics", "scalar_tags",
     "write_eval_json",
 ]
 
 LOGGER_NAME = "detection"
-TENSORBOARD_MISSING = ('tensorboard: true, but the tensorboard package is not installed; no '
-                       'TensorBoard events are written. Install the extra: pip install -e '
-                       '".[tensorboard]" (or set tensorboard: false)')
 
 
 class _StdoutHandler(logging.StreamHandler):
@@ -130,31 +126,40 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
+def scalar_tags(record: Mapping[str, Any]) -> dict[str, float]:
+    """The numbers of a metrics record by tag, as TensorBoard and the trackers show them:
+    ``<type>/<key>`` (``train/loss_cls``), a nested dict's entries as ``<type>/<key>/<name>``
+    (``eval/per_category/cat``), data lines as ``data/<split>/<key>``; ``iteration`` (the
+    step), strings, booleans and non-finite numbers (strings in the JSON) left out."""
+    kind = record.get("type", "train")
+    if "split" in record:  # data lines, one per split: data/train/images, ...
+        kind = f"{kind}/{record['split']}"
+    out = {}
+    for key, value in record.items():
+        items = value.items() if isinstance(value, Mapping) else [(None, value)]
+        for name, v in items:
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and key != "iteration" \
+                    and math.isfinite(v):
+                out[f"{kind}/{key}" if name is None else f"{kind}/{key}/{name}"] = v
+    return out
+
+
 class MetricsWriter:
-    """Appends records to ``<output_dir>/metrics.jsonl`` and, with ``tensorboard``, writes their
-    numbers as TensorBoard scalars to ``<output_dir>/tensorboard`` (tag ``<type>/<key>``, a
-    nested dict's entries as ``<type>/<key>/<name>``; step = ``iteration``).
+    """Appends records to ``<output_dir>/metrics.jsonl`` (one JSON line each, flushed).
 
     ``truncate_after``: on resume, drop lines of iterations past the checkpoint so the log does
-    not repeat the iterations the interrupted run did after its last save.
+    not repeat the iterations the interrupted run did after its last save. ``sinks``: callables
+    handed every record as written (experiment trackers); more with ``sinks.append``.
     """
 
-    def __init__(self, output_dir: Union[str, os.PathLike], *, truncate_after: Optional[int] = None,
-                 tensorboard: bool = True):
+    def __init__(self, output_dir: Union[str, os.PathLike], *,
+                 truncate_after: Optional[int] = None):
         self.path = Path(output_dir) / "metrics.jsonl"
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if truncate_after is not None and self.path.is_file():
             self._truncate(truncate_after)
         self._file = open(self.path, "a", encoding="utf-8")
-        self._tb = None
-        if tensorboard:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-            except ImportError:  # the optional extra is not installed
-                logging.getLogger(LOGGER_NAME).warning(TENSORBOARD_MISSING)
-            else:
-                self._tb = SummaryWriter(log_dir=str(Path(output_dir) / "tensorboard"),
-                                         flush_secs=10)
+        self.sinks: list[Callable[[Mapping[str, Any]], None]] = []
 
     def _truncate(self, iteration: int) -> None:
         kept = []
@@ -169,27 +174,15 @@ class MetricsWriter:
         os.replace(tmp, self.path)
 
     def write(self, record: Mapping[str, Any]) -> None:
-        """Append ``record`` as one JSON line (flushed); numbers also go to TensorBoard."""
+        """Append ``record`` as one JSON line (flushed), then hand it to every sink."""
         record = _jsonable(record)
         self._file.write(json.dumps(record) + "\n")
         self._file.flush()
-        if self._tb is not None:
-            step = int(record.get("iteration", 0))
-            kind = record.get("type", "train")
-            if "split" in record:  # data lines, one per split: data/train/images, ...
-                kind = f"{kind}/{record['split']}"
-            for key, value in record.items():
-                items = value.items() if isinstance(value, Mapping) else [(None, value)]
-                for name, v in items:
-                    if isinstance(v, (int, float)) and not isinstance(v, bool) \
-                            and key != "iteration":  # NaN is a string here: skipped
-                        tag = f"{kind}/{key}" if name is None else f"{kind}/{key}/{name}"
-                        self._tb.add_scalar(tag, v, step)
+        for sink in self.sinks:  # TensorBoard, experiment trackers: the same records
+            sink(record)
 
     def close(self) -> None:
         self._file.close()
-        if self._tb is not None:
-            self._tb.close()
 
     def __enter__(self) -> "MetricsWriter":
         return self

@@ -1,17 +1,21 @@
-"""The training loop, the same for every task.
+"""The training loop, the same for every task, extended by hooks.
 
 :class:`Trainer` runs ``max_iter`` SGD iterations over an endless iterator of batches, with
-optional mixed precision (CUDA), gradient clipping and DistributedDataParallel; every
-``checkpoint_period`` iterations it writes ``last.pth``, every ``eval_period`` iterations (and
-at the end) it evaluates and keeps ``best.pth`` by mAP.
+optional mixed precision, gradient clipping and DistributedDataParallel. Everything around the
+steps is a hook (``hooks.py``): the progress lines and ``metrics.jsonl``, the periodic
+evaluation and what follows it (validation loss, ``best.pth``, early stopping), the periodic
+``last.pth``, TensorBoard and the experiment trackers, and a user's own hooks, each
+called in the order of the ``hooks`` list (``standard_hooks`` gives today's loop).
 
-Resuming is exact: a checkpoint holds model, optimizer, scheduler, grad scaler, iteration and
-every process's RNG states, and the data order is a pure function of the seed and the
-iteration (the sampler's ``start_iter``), so a run interrupted at iteration ``k`` and resumed
-ends with the same weights as one that was never interrupted (bitwise on the CPU).
+Resuming is exact: a checkpoint holds model, optimizer, scheduler, grad scaler, iteration,
+every process's RNG states and the hooks' states, and the data order is a pure function of the
+seed and the iteration (the sampler's ``start_iter``), so a run interrupted at iteration ``k``
+and resumed ends with the same weights as one that was never interrupted (bitwise on the CPU).
 
 A non-finite loss stops the run before its backward pass, naming the iteration and the loss
-term; nothing is saved after it, so ``last.pth`` stays the last good state.
+term; nothing is saved after it, so ``last.pth`` stays the last good state. A hook may end the
+training after the current step (``request_stop``, e.g. early stopping); ``last.pth`` is then
+written at that iteration.
 
 The loop is the same for every task: ``prepare_batch(batch, device)`` turns a batch into the
 model's positional arguments (detection: ``detection.data.move_batch``, images and targets;
@@ -24,7 +28,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Optional
 
@@ -33,7 +37,8 @@ from torch import nn
 
 from . import distributed as du
 from .checkpoint import get_rng_state, save_checkpoint, set_rng_state, unwrap_model
-from .runlog import LOGGER_NAME, MetricsWriter, format_eta, memory_mb
+from .hooks import HookBase
+from .runlog import LOGGER_NAME, MetricsWriter
 
 __all__ = ["Trainer", "NonFiniteLossError", "AMP_DTYPES"]
 
@@ -50,21 +55,19 @@ class Trainer:
 
     ``evaluate(model) -> dict`` is called on every process (inference may be distributed)
     and returns the evaluator's result (on every process). ``extra_state`` (e.g.
-    ``{"config": ..., "classes": ...}``) is stored in every checkpoint.
+    ``{"config": ..., "classes": ...}``) is stored in every checkpoint. ``hooks``: called in
+    this order (``hooks.standard_hooks`` for checkpoints, evaluation and logging).
     """
-
-    ESTIMATE_AFTER = 6  # iterations timed for the up-front estimate of the training time
 
     def __init__(self, *, model: nn.Module, optimizer: torch.optim.Optimizer,
                  scheduler: torch.optim.lr_scheduler.LRScheduler,
                  data_loader: Iterable[list[dict]], max_iter: int, output_dir: str | Path,
-                 device: torch.device, evaluate: Optional[Callable[[nn.Module], Any]] = None,
-                 checkpoint_period: int = 5000, eval_period: int = 0, log_period: int = 20,
-                 amp: bool = False, amp_dtype: str = "bf16",
+                 device: torch.device, prepare_batch: Callable[[Any, torch.device], tuple],
+                 evaluate: Optional[Callable[[nn.Module], Any]] = None,
+                 hooks: Sequence[HookBase] = (), amp: bool = False, amp_dtype: str = "bf16",
                  clip_grad_norm: Optional[float] = None,
-                 extra_state: Optional[Mapping[str, Any]] = None, best_metric: str = "mAP",
-                 writer: Optional[MetricsWriter] = None,
-                 prepare_batch: Callable[[Any, torch.device], tuple]):
+                 extra_state: Optional[Mapping[str, Any]] = None,
+                 writer: Optional[MetricsWriter] = None):
         self.device = device
         self.prepare_batch = prepare_batch
         if du.get_world_size() > 1:
@@ -75,8 +78,6 @@ class Trainer:
         self.data_loader = data_loader
         self.max_iter, self.output_dir = int(max_iter), Path(output_dir)
         self.evaluate_fn = evaluate
-        self.checkpoint_period, self.eval_period = checkpoint_period, eval_period
-        self.log_period = max(1, log_period)
         self.amp_dtype = AMP_DTYPES[amp_dtype]
         # amp: autocast to amp_dtype, resolved by the caller (detection/precision.py); a CPU
         # autocasts to bf16 only
@@ -87,10 +88,33 @@ class Trainer:
             "cuda", enabled=self.amp and self.amp_dtype == torch.float16)
         self.clip_grad_norm = clip_grad_norm
         self.extra_state = dict(extra_state or {})
-        self.best_metric, self.best_value = best_metric, None
         self.writer = writer
         self.iteration = 0  # number of iterations done
         self.last_results: Optional[dict] = None
+        self.last_step: dict[str, float] = {}  # the last step's loss terms, time, data_time
+        self.stop_reason: Optional[str] = None
+        self._saved: dict[str, int] = {}  # checkpoint file -> the iteration it holds
+        self.hooks: list[HookBase] = []
+        self.register_hooks(hooks)
+
+    def register_hooks(self, hooks: Sequence[HookBase]) -> None:
+        """Append ``hooks`` (called after those registered before); names must be unique."""
+        for hook in hooks:
+            if any(h.name == hook.name for h in self.hooks):
+                raise ValueError(f"two hooks are named {hook.name!r}: their state would share "
+                                 "one checkpoint entry")
+            hook.trainer = self
+            self.hooks.append(hook)
+
+    def _call(self, method: str, *args: Any) -> None:
+        for hook in self.hooks:
+            getattr(hook, method)(*args)
+
+    def request_stop(self, reason: str) -> None:
+        """End the training after the current step (hooks' ``after_step`` still run, so
+        ``last.pth`` is written at it); ``reason`` is logged."""
+        if self.stop_reason is None:
+            self.stop_reason = reason
 
     # ----------------------------------------------------------------------------- state
     def state_dict(self) -> dict:
@@ -98,20 +122,28 @@ class Trainer:
         return self._state(rng=du.all_gather_object(get_rng_state()))
 
     def _state(self, *, rng: list[dict]) -> dict:
+        hooks = {h.name: s for h in self.hooks if (s := h.state_dict()) is not None}
         return {"model": unwrap_model(self.model).state_dict(), **self.extra_state,
                 "iteration": self.iteration, "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
-                "rng": rng, "best": {"metric": self.best_metric, "value": self.best_value}}
+                "rng": rng, "hooks": hooks}
 
     def load_state_dict(self, ckpt: Mapping[str, Any]) -> None:
-        """Continue from ``ckpt`` (a :meth:`state_dict`); restores this process's RNG states."""
+        """Continue from ``ckpt`` (a :meth:`state_dict`); restores this process's RNG states
+        and each hook's state (by its name)."""
         unwrap_model(self.model).load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
         if ckpt.get("scaler"):
             self.scaler.load_state_dict(ckpt["scaler"])
         self.iteration = int(ckpt["iteration"])
-        self.best_value = (ckpt.get("best") or {}).get("value")
+        self._saved["last.pth"] = self.iteration
+        states = dict(ckpt.get("hooks") or {})
+        if "best" in ckpt and "best" not in states:  # a checkpoint from before hooks
+            states["best"] = ckpt["best"]
+        for hook in self.hooks:
+            if hook.name in states:
+                hook.load_state_dict(states[hook.name])
         rng = ckpt.get("rng") or []
         rank = du.get_rank()
         if rank >= len(rng):
@@ -121,15 +153,42 @@ class Trainer:
         if rng:
             set_rng_state(rng[rank] if rank < len(rng) else rng[0])
 
-    def save(self, name: str) -> None:
-        state = self.state_dict()  # every process takes part in gathering the RNG states
+    def save(self, name: str, *, all_processes: bool = True) -> None:
+        """Write the checkpoint ``name`` into the output folder (main process). Called on every
+        process (they gather their RNG states), or with ``all_processes=False`` from any: then
+        it holds only this process's RNG states (``best.pth``)."""
+        if all_processes:
+            state = self.state_dict()  # every process takes part in gathering the RNG states
+        elif du.is_main_process():
+            state = self._state(rng=[get_rng_state()])
         if du.is_main_process():
-            save_checkpoint(state, self.output_dir / name)
+            self._write(state, name)
+        self._saved[name] = self.iteration  # on every process (the stop on a signal reads it)
+
+    def saved_at(self, name: str) -> Optional[int]:
+        """The iteration the checkpoint ``name`` of this run holds, if one was written."""
+        return self._saved.get(name)
+
+    def _write(self, state: dict, name: str) -> None:
+        """``save_checkpoint`` into the output folder."""
+        save_checkpoint(state, self.output_dir / name)
 
     # ----------------------------------------------------------------------------- loop
     def train(self) -> Optional[dict]:
-        """Run from ``self.iteration`` to ``max_iter``; returns the final evaluation result."""
+        """Run from ``self.iteration`` to ``max_iter`` (or a stop); returns the last
+        evaluation's results. The hooks' ``before_train`` come first, their ``after_train``
+        last, also after an error."""
+        try:
+            self._call("before_train")
+            return self._train()
+        finally:
+            self._call("after_train")
+
+    def _train(self) -> Optional[dict]:
         start = self.iteration
+        if self.stop_reason:
+            logger.info("%s: nothing left to train", self.stop_reason)
+            return self.last_results
         if start >= self.max_iter:
             logger.info("already at iteration %d of %d: evaluating only", start, self.max_iter)
             return self.run_evaluation()
@@ -137,11 +196,9 @@ class Trainer:
         rng = get_rng_state()
         data_iter = iter(self.data_loader)  # a DataLoader draws its workers' base seed here:
         set_rng_state(rng)  # keep that draw out of the training's RNG stream (exact resume)
-        window: list[dict] = []
-        first: list[float] = []  # times of the first iterations, for the up-front estimate
-        t_start = time.perf_counter()
         self.model.train()
         for it in range(start, self.max_iter):
+            self._call("before_step")
             t0 = time.perf_counter()
             batch = next(data_iter)
             t1 = time.perf_counter()
@@ -149,24 +206,12 @@ class Trainer:
             if self.device.type == "cuda":
                 torch.cuda.synchronize(self.device)
             self.iteration = it + 1
-            window.append({**losses, "time": time.perf_counter() - t0, "data_time": t1 - t0})
-            if len(first) < self.ESTIMATE_AFTER:
-                first.append(window[-1]["time"])
-                if len(first) == self.ESTIMATE_AFTER:
-                    self._log_estimate(first)
-            if self.iteration % self.log_period == 0 or self.iteration == self.max_iter:
-                self._log(window, elapsed=time.perf_counter() - t_start)
-                window = []
-            self._after_step()
+            self.last_step = {**losses, "time": time.perf_counter() - t0, "data_time": t1 - t0}
+            self._call("after_step")
+            if self.stop_reason:
+                logger.info("%s", self.stop_reason)
+                break
         return self.last_results
-
-    def _log_estimate(self, times: list[float]) -> None:
-        """How long the training will take, from the median of the first iterations (the very
-        first, slowed by allocations and worker start, left out)."""
-        per_it = sorted(times[1:])[len(times[1:]) // 2]
-        left = self.max_iter - self.iteration
-        logger.info("%.2f s/iteration over the first %d iterations: the %d left take about %s "
-                    "(plus evaluation)", per_it, len(times), left, format_eta(left * per_it))
 
     def run_step(self, it: int, batch: list[dict]) -> dict[str, float]:
         """One SGD step on ``batch``; returns the loss terms (and metrics) averaged over
@@ -201,53 +246,27 @@ class Trainer:
                 "last checkpoint is the last good state (lower solver.base_lr, add "
                 "solver.clip_grad_norm or lengthen solver.warmup_iters)")
 
-    def _after_step(self) -> None:
-        done = self.iteration == self.max_iter
-        if done or (self.eval_period > 0 and self.iteration % self.eval_period == 0):
-            self.run_evaluation()
-        if done or (self.checkpoint_period > 0 and self.iteration % self.checkpoint_period == 0):
-            self.save("last.pth")
-
-    def _log(self, window: list[dict], *, elapsed: float) -> None:
-        keys = [k for k in window[-1] if k not in ("time", "data_time")]
-        mean = {k: sum(w[k] for w in window) / len(window) for k in window[-1]}
-        # the first iterations are slow (allocations, cuDNN tuning): ETA from the recent window
-        eta = (self.max_iter - self.iteration) * mean["time"]
-        record = {"type": "train", "iteration": self.iteration,
-                  "lr": self.optimizer.param_groups[0]["lr"], **{k: mean[k] for k in keys},
-                  "time": mean["time"], "data_time": mean["data_time"],
-                  "memory_mb": memory_mb(self.device), "eta_s": eta}
-        if self.writer is not None:
-            self.writer.write(record)
-        terms = "  ".join(f"{k.removeprefix('loss_')} {mean[k]:.3f}" for k in keys if k != "loss")
-        logger.info("iter %d/%d  loss %.3f (%s)  lr %.5f  %.3f s/it  data %.3f s  mem %.0f MB  "
-                    "eta %s  elapsed %s", self.iteration, self.max_iter, mean["loss"], terms,
-                    record["lr"], mean["time"], mean["data_time"], record["memory_mb"],
-                    format_eta(eta), format_eta(elapsed))
-
     # ----------------------------------------------------------------------------- evaluation
     def run_evaluation(self) -> Optional[dict]:
-        """Evaluate now (RNG states untouched, so evaluating never changes the training)."""
+        """Evaluate now (RNG states untouched, so evaluating never changes the training); every
+        hook's ``after_evaluation`` may add to the results, which are then logged and written
+        to ``metrics.jsonl``."""
         if self.evaluate_fn is None:
             return None
         rng = get_rng_state()
         try:
-            results = self.evaluate_fn(unwrap_model(self.model))
+            results = dict(self.evaluate_fn(unwrap_model(self.model)))
         finally:
             set_rng_state(rng)
             self.model.train()
-        self.last_results = dict(results)
+        try:  # the hooks see the training's RNG states (best.pth stores them) and keep them
+            self._call("after_evaluation", results)
+        finally:
+            set_rng_state(rng)
+        self.last_results = results
         if self.writer is not None:
             self.writer.write({"type": "eval", "iteration": self.iteration, **results})
-        value = results.get(self.best_metric)
         logger.info("evaluation at iteration %d: %s", self.iteration,
                     "  ".join(f"{k} {v:.2f}" for k, v in results.items()
                               if isinstance(v, float)))
-        better = value is not None and math.isfinite(value) and (
-            self.best_value is None or value > self.best_value)
-        if better:
-            self.best_value = float(value)
-            if du.is_main_process():
-                # this process's RNG state only: gathering here would need every process
-                save_checkpoint(self._state(rng=[get_rng_state()]), self.output_dir / "best.pth")
         return self.last_results

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Optional, Union
+from typing import Any, Optional, Union
 
-from ..config import BackboneConfig, SolverConfig, choice_field, list_field, load_config
+from ..config import (BackboneConfig, SolverConfig, TrackersConfig, choice_field, list_field,
+                      load_config)
 
 __all__ = ["ClassificationDataConfig", "ClassificationInputConfig", "ClassifierConfig",
            "PretrainBackboneConfig", "PretrainConfig", "PretrainSolverConfig",
@@ -92,11 +93,14 @@ class PretrainSolverConfig(SolverConfig):
     steps: list[int] = list_field(150_000, 300_000)
     warmup_iters: int = 0
     warmup_method: str = choice_field("linear", "constant", default="linear")
+    best_metric: str = "top1"  # best.pth: the best top-1 accuracy
 
 
 @dataclass
 class PretrainTestConfig:
     eval_period: int = 0  # 0: evaluate only at the end
+    eval_period_epochs: Optional[float] = None  # replaces eval_period (solver's epoch keys)
+    val_loss: bool = False  # at each evaluation, the training loss on the validation images
     ims_per_batch: int = 64
 
 
@@ -111,6 +115,8 @@ class PretrainConfig:
     device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1", ...
     log_period: int = 20
     tensorboard: bool = True  # scalars in <output_dir>/tensorboard, as detection's key
+    trackers: TrackersConfig = field(default_factory=TrackersConfig)  # as detection's key
+    hooks: list[dict[str, Any]] = list_field()  # your own hooks, as detection's key
 
 
 def load_pretrain_config(path: Union[str, os.PathLike, None] = None,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,10 @@ from ..config import config_to_dict, save_config
 from ..data.loader import make_test_loader, make_train_loader
 from ..engine import distributed as du
 from ..engine.checkpoint import seed_all, unwrap_model
+from ..engine.epochs import convert_epochs
+from ..engine.epochs import describe as describe_epochs
 from ..engine.run import assemble_trainer, images_per_process, read_resume
+from ..engine.runlog import LOGGER_NAME
 from ..engine.schedule import WarmupLRScheduler
 from ..engine.trainer import Trainer
 from ..precision import training_precision
@@ -133,6 +137,10 @@ def build_pretrainer(cfg: PretrainConfig, *, device: torch.device, resume: bool 
                          f"{len(train_set.classes)} classes")
     cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model,
                                                              num_classes=len(train_set.classes)))
+    cfg = convert_epochs(cfg, images=len(train_set))  # lengths in epochs -> iterations
+    line = describe_epochs(cfg, images=len(train_set))
+    if line:
+        logging.getLogger(LOGGER_NAME).info("%s", line)
     seed_all(cfg.seed)  # the same initial weights on every process
     model = build_classifier(cfg, num_classes=cfg.model.num_classes).to(device)
     s = cfg.solver
@@ -157,7 +165,7 @@ def build_pretrainer(cfg: PretrainConfig, *, device: torch.device, resume: bool 
             start_iter=start, aspect_grouping=False),
         device=device, evaluate=evaluate, prepare_batch=classification_inputs, ckpt=ckpt,
         extra_state={"config": config_to_dict(cfg), "classes": train_set.classes},
-        amp=amp.trainer_args(), best_metric="top1")
+        amp=amp.trainer_args(), best_metric=cfg.solver.best_metric, val_loader=test_loader)
     return trainer, cfg
 
 

@@ -24,6 +24,20 @@ def test_counts_and_rasterize_by_hand():
     assert InstanceMasks([[0, 3, 9]], (3, 4)).rasterize(3, 4)[0, :, 0].all()
 
 
+def test_select_keeps_the_chosen_objects_in_their_new_order():
+    rng = np.random.default_rng(0)
+    bitmaps = rng.random((4, 6, 5)) > 0.5
+    masks = InstanceMasks([_counts(b) for b in bitmaps], (6, 5), affine=(0.5, 0.0, 0.5, 0.0))
+    chosen = masks.select([3, 1])
+    assert len(chosen) == 2 and chosen.affine.tolist() == [0.5, 0.0, 0.5, 0.0]
+    full = masks.rasterize(12, 10)
+    assert torch.equal(chosen.rasterize(12, 10), full[[3, 1]])
+    plain = InstanceMasks([_counts(b) for b in bitmaps], (6, 5))
+    assert torch.equal(plain.select([2, 0, 2]).rasterize(6, 5),
+                       torch.from_numpy(bitmaps[[2, 0, 2]]))
+    assert len(masks.select([])) == 0 and masks.select([]).rasterize(6, 5).shape == (0, 6, 5)
+
+
 def test_bad_counts_are_refused():
     with pytest.raises(ValueError, match="sum to h \\* w = 12"):
         InstanceMasks([[4, 2]], (3, 4))

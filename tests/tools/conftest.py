@@ -13,15 +13,15 @@ from tool_loader import load_tool
 @pytest.fixture(scope="session")
 def tiny_runs(synthetic_coco, tmp_path_factory, tiny_config):
     """``[run_a, run_b]`` output folders of tools/train.py, trained in this process (no
-    interpreter start-up): R-18-FPN, 4 iterations (evaluated at 2 and 4) and 2 iterations
-    with another seed and box head width."""
+    interpreter start-up): R-18-FPN, 4 iterations (evaluated at 2 and 4, with the validation
+    loss) and 2 iterations with another seed and box head width."""
     train = load_tool("train")
     logger = logging.getLogger(LOGGER_NAME)
     saved = (list(logger.handlers), logger.level, logger.propagate, torch.get_num_threads())
     torch.set_num_threads(1)
     runs = []
     try:
-        for name, changes in (("r18_a", {}), ("r18_b", {
+        for name, changes in (("r18_a", {"test": {"val_loss": True}}), ("r18_b", {
                 "seed": 1, "solver": {"max_iter": 2}, "test": {"eval_period": 0, "vis_images": 0},
                 "model": {"roi_heads": {"fc_dim": 96}}})):
             folder = tmp_path_factory.mktemp(name)

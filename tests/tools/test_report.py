@@ -51,8 +51,12 @@ def test_report_is_one_offline_file_with_every_runs_numbers(report, tiny_runs):
         for key in ("loss", "loss_rpn_cls", "loss_rpn_box", "loss_cls", "loss_box", "lr"):
             assert shown["train"][key] == [r[key] for r in train], key
         assert shown["evals"]["mAP"] == [r["mAP"] for r in _records(run, "eval")]
+        if "val_loss" in shown["evals"]:  # run a: test.val_loss
+            assert shown["evals"]["val_loss_cls"] == [r["val_loss_cls"]
+                                                      for r in _records(run, "eval")]
         assert f"<td>{evaluation['mAP50']:.1f}</td>" in page  # the Table 8 rows
         assert shown["analysis"]["ap"]["all"]["C50"] * 100 == pytest.approx(evaluation["mAP50"])
+    assert "val_loss" in data["runs"][0]["evals"] and "val_loss" not in data["runs"][1]["evals"]
     assert data["runs"][0]["evals"]["iteration"] == [2, 4]
     assert data["runs"][1]["evals"]["iteration"] == [2]
     assert len(data["images"]) == 4 and all(im["src"].startswith("data:image/jpeg;base64,")
@@ -89,6 +93,10 @@ def test_report_renders_in_headless_chromium(report, tmp_path):
     train_keys = {k for r in data["runs"] for k in r["train"] if k != "iteration"}
     charts = 1 + len(train_keys) + 2 + 2 + len(data["runs"])  # AP bars, training, PR, breakdown
     assert f'data-charts="{charts}"' in dom and f">{charts} charts drawn<" in dom
+    # run a's validation losses, dashed over its training losses (loss and each term)
+    val_keys = [k for k in data["runs"][0]["evals"] if k.startswith("val_loss")]
+    assert len(val_keys) == 5 and dom.count('stroke-dasharray="5,3"') == len(val_keys)
+    assert "loss_cls (dashed: val_loss_cls)" in dom
     assert _pixels(image, JS_OK) > 1500  # the badge, visible in the screenshot
     ground_truth = sum(len(im["gt"]) for im in data["images"])
     detections = sum(len(v) for r in data["runs"] for v in r["detections"].values())

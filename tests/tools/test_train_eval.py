@@ -87,7 +87,7 @@ def test_train_writes_every_output_file(trained):
     assert last["iteration"] == 4 and [c["id"] for c in last["classes"]] == [1, 3, 7, 12, 20]
     best = torch.load(out / "best.pth", weights_only=True)
     best_map = max(r["mAP"] for r in evals)
-    assert best["best"]["value"] == best_map
+    assert best["hooks"]["best"]["value"] == best_map
     assert best["iteration"] == next(r["iteration"] for r in evals if r["mAP"] == best_map)
     vis = sorted((out / "vis").iterdir())
     assert len(vis) == 2 and all(p.suffix == ".jpg" and p.stat().st_size > 0 for p in vis)

@@ -108,3 +108,25 @@ def test_browse_draws_the_augmented_boxes(bad_set, tmp_path, capsys):
     drawn = cv2.imread(str(out / next(n for n in written if "_1_good1" in n)))
     assert drawn.shape == (96, 128, 3)
     assert (drawn != drawn[47, 127]).any(axis=2).sum() > 100  # boxes and tags on a flat image
+
+
+def test_browse_shows_the_configs_augmentations(bad_set, tmp_path, capsys):
+    """data.augment (here LSJ at 80 px) is what browse draws: every image 80 x 80 (cropped or
+    padded with grey), the boxes with it."""
+    config, _ = bad_set
+    out = tmp_path / "browse_lsj"
+    code = data_browse.main(["--config", str(config), "--output", str(out), "--num", "6",
+                             "--set", "data.augment=[{name: lsj, size: 80}]",
+                             "data.on_bad_image=skip"])
+    assert code == 0
+    written = sorted(out.iterdir())
+    assert len(written) == 3
+    assert {cv2.imread(str(p)).shape for p in written} == {(80, 80, 3)}
+    capsys.readouterr()
+    code = data_browse.main(["--config", str(config), "--output", str(tmp_path / "typo"),
+                             "--set", "data.augment=[{name: lsj, sise: 80}]"])
+    assert code == 2  # a typo is one error line, before any image is read or written
+    assert capsys.readouterr().err.strip() == (
+        "error: data.augment[0] (preset lsj): unknown argument 'sise'; did you mean 'size'? "
+        "(it takes size, min_scale, max_scale, flip_prob, fill)")
+    assert not (tmp_path / "typo").exists()

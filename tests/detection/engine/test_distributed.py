@@ -12,6 +12,7 @@ from detection.engine.checkpoint import load_checkpoint, seed_all
 from detection.engine.runlog import MetricsWriter
 from detection.engine.schedule import WarmupLRScheduler, param_groups
 from detection.data.loader import move_batch
+from detection.engine.hooks import standard_hooks
 from detection.engine.trainer import Trainer
 from detection.evaluation.inference import inference_on_dataset
 from toy_detector import ToyDetector, ToyEvaluator, toy_batches, toy_sample
@@ -37,9 +38,10 @@ def _worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
     trainer = Trainer(
         model=model, optimizer=opt, scheduler=WarmupLRScheduler(opt, max_iter=4),
         data_loader=toy_batches(seed=0, batch_size=2, rank=rank, world_size=world_size),
-        max_iter=4, output_dir=out_dir, device=device, checkpoint_period=2, log_period=2,
+        max_iter=4, output_dir=out_dir, device=device,
+        hooks=standard_hooks(log_period=2, eval_period=0, checkpoint_period=2),
         evaluate=lambda m: inference_on_dataset(m, test, ToyEvaluator(), device=device)[0],
-        writer=MetricsWriter(out_dir, tensorboard=False) if rank == 0 else None,
+        writer=MetricsWriter(out_dir) if rank == 0 else None,
         prepare_batch=move_batch)
     result = trainer.train()
     flat = torch.cat([p.detach().flatten() for p in model.parameters()])

@@ -1,4 +1,4 @@
-"""Progress lines, and MetricsWriter's TensorBoard scalars read back from the event files."""
+"""Progress lines and the metrics log."""
 from __future__ import annotations
 
 import logging
@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from detection.engine.runlog import LOGGER_NAME, MetricsWriter, Progress
+from detection.engine.runlog import LOGGER_NAME, Progress
 
 
 class _Lines(logging.Handler):
@@ -60,45 +60,3 @@ def test_progress_throttles_and_stays_quiet_off_rank_0(log_lines):
     for _ in range(3):
         quiet.step()
     assert len(log_lines.messages()) == 2
-
-
-def _scalars(folder):
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    acc = EventAccumulator(str(folder))
-    acc.Reload()
-    return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
-
-
-def test_tensorboard_scalars_read_back(tmp_path, log_lines):
-    pytest.importorskip("tensorboard")
-    train = [{"type": "train", "iteration": i, "lr": 0.01 * i, "loss": 1.0 / i,
-              "loss_cls": 0.6 / i, "loss_box": 0.4 / i, "time": 0.25, "data_time": 0.01}
-             for i in (1, 2)]
-    evaluation = {"type": "eval", "iteration": 2, "mAP": 41.5, "mAP50": 62.25,
-                  "mAP_l": float("nan"), "per_category": {"cat": 30.0, "dog": float("nan")}}
-    with MetricsWriter(tmp_path) as writer:
-        for record in (*train, evaluation):
-            writer.write(record)
-    scalars = _scalars(tmp_path / "tensorboard")
-    for key in ("lr", "loss", "loss_cls", "loss_box", "time", "data_time"):
-        assert scalars[f"train/{key}"] == [(r["iteration"], pytest.approx(r[key], rel=1e-6))
-                                           for r in train], key
-    assert scalars["eval/mAP"] == [(2, 41.5)] and scalars["eval/mAP50"] == [(2, 62.25)]
-    assert scalars["eval/per_category/cat"] == [(2, 30.0)]
-    assert "eval/mAP_l" not in scalars and "eval/per_category/dog" not in scalars  # NaN
-    assert not log_lines.messages(logging.WARNING)
-
-
-def test_missing_tensorboard_warns_once_naming_the_extra(tmp_path, monkeypatch, log_lines):
-    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # import -> ImportError
-    with MetricsWriter(tmp_path) as writer:
-        for i in range(3):
-            writer.write({"type": "train", "iteration": i, "loss": 1.0})
-    warnings = log_lines.messages(logging.WARNING)
-    assert len(warnings) == 1 and 'pip install -e ".[tensorboard]"' in warnings[0]
-    assert "tensorboard: false" in warnings[0]
-    assert len((tmp_path / "metrics.jsonl").read_text().splitlines()) == 3  # the run goes on
-    assert not (tmp_path / "tensorboard").exists()
-    MetricsWriter(tmp_path / "off", tensorboard=False).close()  # not requested: no warning
-    assert len(log_lines.messages(logging.WARNING)) == 1

@@ -7,6 +7,7 @@ from detection.engine.checkpoint import load_checkpoint, seed_all
 from detection.engine.runlog import MetricsWriter
 from detection.engine.schedule import WarmupLRScheduler, param_groups
 from detection.data.loader import move_batch
+from detection.engine.hooks import standard_hooks
 from detection.engine.trainer import NonFiniteLossError, Trainer
 from detection.evaluation.inference import inference_on_dataset
 from toy_detector import LOSS_NAMES, ToyDetector, ToyEvaluator, toy_batches, toy_sample
@@ -30,9 +31,10 @@ def _trainer(tmp_path, *, max_iter=6, start_ckpt=None, crash_at=None, evaluator=
                       data_loader=toy_batches(seed=seed, batch_size=4, start_iter=start,
                                               crash_at=crash_at),
                       max_iter=max_iter, output_dir=tmp_path, device=DEVICE, evaluate=evaluate,
-                      checkpoint_period=checkpoint_period, eval_period=eval_period, log_period=1,
+                      hooks=standard_hooks(log_period=1, eval_period=eval_period,
+                                           checkpoint_period=checkpoint_period),
                       extra_state={"config": {"seed": seed}, "classes": []},
-                      writer=MetricsWriter(tmp_path, truncate_after=start, tensorboard=False),
+                      writer=MetricsWriter(tmp_path, truncate_after=start),
                       prepare_batch=move_batch)
     if start_ckpt is not None:
         trainer.load_state_dict(start_ckpt)
@@ -118,8 +120,8 @@ def test_periodic_evaluation_keeps_the_best_checkpoint(tmp_path):
     assert evaluator.samples[0]["image_id"] == 100 and "image" not in evaluator.samples[0]
     best = load_checkpoint(tmp_path / "best.pth")
     last = load_checkpoint(tmp_path / "last.pth")
-    assert best["iteration"] == 4 and best["best"]["value"] == 70.0
-    assert last["iteration"] == 6 and last["best"]["value"] == 70.0
+    assert best["iteration"] == 4 and best["hooks"]["best"]["value"] == 70.0
+    assert last["iteration"] == 6 and last["hooks"]["best"]["value"] == 70.0
     evals = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()
              if '"eval"' in x]
     assert [(r["iteration"], r["mAP"]) for r in evals] == [(2, 30.0), (4, 70.0), (6, 40.0)]
