@@ -189,6 +189,132 @@ def augmentation_results() -> str:
     return "\n".join(lines)
 
 
+_PATH_NAMES = {"torchvision_float32": "torchvision float32", "ours_float32": "ours float32",
+               "ours_bf16": "ours bf16", "onnxruntime_float32": "ONNX Runtime float32",
+               "openvino_f32": "OpenVINO f32", "openvino_bf16": "OpenVINO bf16",
+               "openvino_int8": "OpenVINO INT8", "torch_float32": "PyTorch float32",
+               "torch_bf16": "PyTorch bf16"}
+
+
+def _machine(h: dict, key: str) -> str:
+    m = h["machines"][key]
+    return (f"{m['cpu']}, {m['cores']} cores, `lscpu` flags `{m['flags']}`; "
+            + ", ".join(f"{k} {v}" for k, v in m["software"].items()))
+
+
+def hardware_speed() -> str:
+    """Every timing of the reduced-precision paths, from hardware.yaml: one table per run."""
+    from detection.resources import read_results
+
+    h = read_results("hardware.yaml")
+    used = dict.fromkeys(b["machine"] for b in h["benchmarks"])
+    out = [" ".join(f"Machine `{key}`: {_machine(h, key)}." for key in used)]
+    for b in h["benchmarks"]:
+        times = b.get("inference", b)
+        head = (f"**{b['id']}** (machine `{b['machine']}`, load average "
+                f"{' - '.join(str(x) for x in b['load_average'])} on the 2 cores): "
+                f"`{' '.join(b['command'].split())}`")
+        if "input_hw" in b:
+            head += f"; input {b['input_hw'][0]} x {b['input_hw'][1]}"
+        rows = ["| path | median ms | median CPU ms | images/s over torchvision's | "
+                "training step over torchvision's | detections matched |",
+                "| --- | --- | --- | --- | --- | --- |"]
+        speed = times.get("images_per_s_over_torchvision", {})
+        train = b.get("training_step", {}).get("images_per_s_over_torchvision", {})
+        matched = times.get("matched_vs_our_float32", {})
+        for path, ms in times["median_ms"].items():
+            m = matched.get(path)
+            m = m["matched"] if isinstance(m, dict) else m
+            rows.append(f"| {_PATH_NAMES[path]} | {ms} | "
+                        f"{times.get('median_cpu_ms', {}).get(path, '-')} | "
+                        f"{speed.get(path, 1 if path.startswith('torchvision') else '-')} | "
+                        f"{train.get(path, '-')} | "
+                        f"{'-' if m is None else f'{100 * m:.0f} %'} |")
+        out.append(head + "\n\n" + "\n".join(rows))
+    notes = "\n".join(f"- {' '.join(n.split())}" for n in h.get("notes", []))
+    return "\n\n".join(out) + (f"\n\n{notes}" if notes else "")
+
+
+def precision_accuracy() -> str:
+    """mAP of each reduced-precision path against float32, from hardware.yaml."""
+    from detection.resources import read_results
+
+    h = read_results("hardware.yaml")
+    rows = ["| detector | test set | path | mAP@[.5,.95] | change | mAP@.5 | matched |",
+            "| --- | --- | --- | --- | --- | --- | --- |"]
+    for a in h["accuracy"]:
+        ref = a["paths"]["torch_float32"]["mAP"]
+        for i, (path, r) in enumerate(a["paths"].items()):
+            change = "" if i == 0 else f"{r['mAP'] - ref:+.2f}"
+            first = (f"{' '.join(a['weights'].split())} | {' '.join(a['test'].split())}"
+                     if i == 0 else " | ")
+            matched = "" if i == 0 else f"{100 * r['matched']:.1f} %"
+            rows.append(f"| {first} | {_PATH_NAMES[path]} | {r['mAP']:.2f} | {change} | "
+                        f"{r['mAP50']:.2f} | {matched} |")
+    return "\n".join(rows)
+
+
+def bf16_training() -> str:
+    """The quick start trained in float32 and bf16 over three seeds, from hardware.yaml."""
+    from detection.resources import read_results
+
+    h = read_results("hardware.yaml")
+    t = h["training_bf16_quickstart"]
+    rows = [f"Machine: {_machine(h, t['machine'])}. `{' '.join(t['command'].split())}` "
+            f"({' '.join(t['protocol'].split())})", "",
+            "| seed | float32 mAP@[.5,.95] / @.5 | bf16 | s/iteration, bf16 / float32 | "
+            "load average |", "| --- | --- | --- | --- | --- |"]
+    for seed, r in t["seeds"].items():
+        rows.append(f"| {seed} | {r['float32']['mAP']} / {r['float32']['mAP50']} | "
+                    f"{r['bf16']['mAP']} / {r['bf16']['mAP50']} | "
+                    f"{r['s_per_iter_ratio_bf16_over_float32']:.2f} | {r['load_average']} |")
+    m = t["mean"]
+    rows += [f"| mean | {m['float32']['mAP']} / {m['float32']['mAP50']} | "
+             f"{m['bf16']['mAP']} / {m['bf16']['mAP50']} | | |", "",
+             " ".join(t["verdict"].split())]
+    return "\n".join(rows)
+
+
+def mask_quickstart_results() -> str:
+    """The mask quick start's seeds and its time against the box quick start's."""
+    from detection.resources import read_results
+
+    q = read_results("quickstart_mask.yaml")
+    m, t = q["machine"], q["timing"]
+    lines = [f"Machine: {m['cpu']}, {m['threads_per_run']} thread per run, "
+             f"{m['runs_side_by_side']} runs side by side ({' '.join(m['load'].split())}). "
+             f"`{' '.join(q['command'].split())}`", "",
+             "| seed | box mAP@.5 / mAP@[.5,.95] | mask mAP@.5 / mAP@[.5,.95] |",
+             "| --- | --- | --- |"]
+    lines += [f"| {r['seed']} | {r['box']['mAP50']} / {r['box']['mAP']} | "
+              f"{r['mask']['mAP50']} / {r['mask']['mAP']} |" for r in q["seeds"]]
+    s, w = t["median_s_per_iteration"], t["training_wall_s"]
+    lines += ["", f"Against the box quick start started with seed 0 "
+              f"(`{' '.join(t['against'].split())}`): median s/iteration {s['mask']} against "
+              f"{s['box']} ({s['ratio']}x), training wall time {w['mask']} s against {w['box']} s "
+              f"({w['ratio']}x)."]
+    return "\n".join(lines)
+
+
+def soak_results() -> str:
+    """Host memory over a long training run and a long evaluation, from soak.yaml."""
+    from detection.resources import read_results
+
+    s = read_results("soak.yaml")
+    lines = [f"Machine: {s['machine']}. `{' '.join(s['command'].split())}`", "",
+             "| run | phase | at | main rss / pss / uss MB | each worker rss / pss / uss MB |",
+             "| --- | --- | --- | --- | --- |"]
+    for run in s["runs"]:
+        for phase, samples in run["phases"].items():
+            for at, r in samples.items():
+                workers = "; ".join(f"{w['rss']} / {w['pss']} / {w['uss']}"
+                                    for w in r["workers"])
+                lines.append(f"| {run['name']} | {phase} | {at} | {r['main']['rss']} / "
+                             f"{r['main']['pss']} / {r['main']['uss']} | {workers} |")
+    lines += [""] + [f"- {' '.join(n.split())}" for n in s["notes"]]
+    return "\n".join(lines)
+
+
 def commands() -> str:
     """The ``resdet`` subcommands, from the one table of them."""
     from detection.cli.main import COMMANDS, summary
@@ -199,7 +325,9 @@ def commands() -> str:
 
 GENERATORS = {"config-reference": config_reference, "model-zoo": model_zoo,
               "quickstart-results": quickstart_results, "commands": commands,
-              "augmentation-results": augmentation_results}
+              "augmentation-results": augmentation_results, "hardware-speed": hardware_speed,
+              "precision-accuracy": precision_accuracy, "bf16-training": bf16_training,
+              "mask-quickstart-results": mask_quickstart_results, "soak-results": soak_results}
 
 
 def on_page_markdown(markdown: str, **kwargs) -> str:
