@@ -44,6 +44,8 @@ def test_every_page_of_the_nav_is_built(site):
     for page in pages:
         folder = "" if page == "index.md" else page.removesuffix(".md")
         assert (site / folder / "index.html").is_file(), page
+        # every generated part was generated (a marker left as it is shows nothing)
+        assert "<!-- generated:" not in (site / folder / "index.html").read_text(), page
 
 
 def test_the_config_reference_lists_every_key_with_its_default(site):
@@ -81,6 +83,35 @@ def test_figures_are_rendered_from_the_data(site):
     # the Markdown sources copy none of them
     source = (REPO / "docs" / "model_zoo.md").read_text()
     assert str(refs["coco/msra/faster_rcnn_R_50_FPN_1x"]["box_ap"]) not in source
+
+
+def _rows(text: str) -> str:
+    """A page's text with each table row on one line, cells apart by one space."""
+    return " ".join(text.split())
+
+
+def test_measured_figures_of_the_later_pages_are_rendered_from_the_data(site):
+    from detection.resources import read_results
+
+    hw = read_results("hardware.yaml")
+    speed = _rows(_text(site, "speed"))
+    first = hw["benchmarks"][0]
+    ratio = first["inference"]["images_per_s_over_torchvision"]["ours_bf16"]
+    assert (f"ours bf16 {first['inference']['median_ms']['ours_bf16']} "
+            f"{first['inference']['median_cpu_ms']['ours_bf16']} {ratio}") in speed
+    quick = hw["accuracy"][0]["paths"]["openvino_int8"]
+    assert f"OpenVINO INT8 {quick['mAP']:.2f}" in speed
+    seed1 = hw["training_bf16_quickstart"]["seeds"][1]
+    assert f"1 {seed1['float32']['mAP']} / {seed1['float32']['mAP50']}" in speed
+    mask = read_results("quickstart_mask.yaml")["seeds"][2]
+    assert (f"2 {mask['box']['mAP50']} / {mask['box']['mAP']} {mask['mask']['mAP50']} / "
+            f"{mask['mask']['mAP']}") in _rows(_text(site, "masks"))
+    aug = read_results("augmentation.yaml")["runs"][0]
+    assert (f"{aug['seed']} {aug['today']['mAP50']} / {aug['today']['mAP']} "
+            f"{aug['lsj']['mAP50']} / {aug['lsj']['mAP']}") in _rows(_text(site, "training"))
+    for page, figure in (("speed.md", str(ratio)), ("masks.md", str(mask["mask"]["mAP"])),
+                         ("training.md", str(aug["lsj"]["mAP"]))):
+        assert figure not in (REPO / "docs" / page).read_text(), page
 
 
 def test_the_first_inference_page_names_the_published_file():
