@@ -14,6 +14,16 @@ as they are -- `state_dict()` keeps the unfolded layout, checkpoints load and sa
 trainable convolution before a FrozenBN still trains (its gradient flows through `W * s`). Any
 other norm (BN, GN, SyncBN) runs as usual: `norm(conv(x))`.
 
+**One oneDNN call in bf16 inference.** `conv_norm(x, conv, norm, relu=..., residual=...)` is
+`relu(norm(conv(x)) + residual)`, each part optional. On the CPU, for a model that
+`fold_frozen_norms` folded (norm `nn.Identity`) and `detection.precision` stored in bf16, with
+channels-last bf16 maps and no autograd, the convolution, the residual sum and the ReLU run as
+one oneDNN convolution with post-ops (`torch.ops.mkldnn._convolution_pointwise`, what
+`torch.compile` emits for the same pattern): the ReLU is applied to the rounded bf16 output as
+before (bit for bit), the sum is rounded once instead of twice (within one bf16 rounding of the
+exact value, where two separate steps may be two roundings away). Anything else takes the
+separate steps.
+
 **NCHW weight gradient.** On the CPU, oneDNN's weight-gradient kernels for channels-last inputs
 of k > 1 convolutions are several times slower than for NCHW ones, while its channels-last
 forward and input-gradient kernels are as fast or faster (docs/benchmarks.md).
@@ -41,12 +51,44 @@ def folded_conv_params(conv: nn.Conv2d, norm: FrozenBatchNorm2d) -> tuple[Tensor
     return conv.weight * scale.view(-1, 1, 1, 1), bias
 
 
-def conv_norm(x: Tensor, conv: nn.Conv2d, norm: nn.Module) -> Tensor:
-    """``norm(conv(x))``, with a FrozenBatchNorm2d folded into the convolution."""
-    if not isinstance(norm, FrozenBatchNorm2d):
-        return norm(conv(x))
-    weight, bias = folded_conv_params(conv, norm)
-    return conv._conv_forward(x, weight, bias)
+def conv_norm(x: Tensor, conv: nn.Conv2d, norm: nn.Module, *, relu: bool = False,
+              residual: Tensor | None = None) -> Tensor:
+    """``relu(norm(conv(x)) + residual)`` (ReLU and residual optional), with a FrozenBatchNorm2d
+    folded into the convolution; one oneDNN call in bf16 inference (see the module doc)."""
+    if _fusable(x, conv, norm, residual):
+        return _fused_conv(x, conv, relu, residual)
+    if isinstance(norm, FrozenBatchNorm2d):
+        weight, bias = folded_conv_params(conv, norm)
+        out = conv._conv_forward(x, weight, bias)
+    else:
+        out = norm(conv(x))
+    if residual is not None:
+        out += residual
+    return out.relu_() if relu else out
+
+
+_POINTWISE = getattr(getattr(torch.ops, "mkldnn", None), "_convolution_pointwise", None)
+
+
+def _fusable(x: Tensor, conv: nn.Conv2d, norm: nn.Module, residual: Tensor | None) -> bool:
+    """Whether :func:`conv_norm` may make one oneDNN call of it: CPU bf16 inference of a folded
+    convolution on channels-last maps (and residual)."""
+    channels_last = torch.channels_last
+    return (_POINTWISE is not None and isinstance(norm, nn.Identity) and x.dim() == 4
+            and not torch.is_grad_enabled() and x.device.type == "cpu"
+            and x.dtype == conv.weight.dtype == torch.bfloat16
+            and conv.padding_mode == "zeros" and not isinstance(conv.padding, str)
+            and x.is_contiguous(memory_format=channels_last)
+            and (residual is None or (residual.dtype == x.dtype
+                                      and residual.is_contiguous(memory_format=channels_last))))
+
+
+def _fused_conv(x: Tensor, conv: nn.Conv2d, relu: bool, residual: Tensor | None) -> Tensor:
+    args = (conv.weight, conv.bias, list(conv.padding), list(conv.stride), list(conv.dilation),
+            conv.groups)
+    if residual is None:
+        return _POINTWISE(x, *args, "relu" if relu else "none", [], "")
+    return _POINTWISE.binary(x, residual, *args, "add", None, "relu" if relu else None, [], "")
 
 
 def _conv_norm_pairs(module: nn.Module):

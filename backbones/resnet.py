@@ -139,17 +139,14 @@ class BasicBlock(nn.Module):
         self.bn1 = make_norm(norm, width)
         self.conv2 = Conv2d(width, width, 3, padding=1, bias=False)
         self.bn2 = make_norm(norm, width)
-        self.relu = nn.ReLU(inplace=True)
         self.residual = residual
         self.downsample = _make_shortcut(shortcut, in_channels=in_channels,
                                          out_channels=out_channels, stride=stride, norm=norm)
 
     def forward(self, x: Tensor) -> Tensor:
-        out = self.relu(conv_norm(x, self.conv1, self.bn1))
-        out = conv_norm(out, self.conv2, self.bn2)
-        if self.residual:
-            out += _shortcut(x, self.downsample)
-        return self.relu(out)
+        out = conv_norm(x, self.conv1, self.bn1, relu=True)
+        shortcut = _shortcut(x, self.downsample) if self.residual else None
+        return conv_norm(out, self.conv2, self.bn2, relu=True, residual=shortcut)
 
 
 class Bottleneck(nn.Module):
@@ -168,18 +165,15 @@ class Bottleneck(nn.Module):
         self.bn2 = make_norm(norm, width)
         self.conv3 = Conv2d(width, out_channels, 1, bias=False)
         self.bn3 = make_norm(norm, out_channels)
-        self.relu = nn.ReLU(inplace=True)
         self.residual = residual
         self.downsample = _make_shortcut(shortcut, in_channels=in_channels,
                                          out_channels=out_channels, stride=stride, norm=norm)
 
     def forward(self, x: Tensor) -> Tensor:
-        out = self.relu(conv_norm(x, self.conv1, self.bn1))
-        out = self.relu(conv_norm(out, self.conv2, self.bn2))
-        out = conv_norm(out, self.conv3, self.bn3)
-        if self.residual:
-            out += _shortcut(x, self.downsample)
-        return self.relu(out)
+        out = conv_norm(x, self.conv1, self.bn1, relu=True)
+        out = conv_norm(out, self.conv2, self.bn2, relu=True)
+        shortcut = _shortcut(x, self.downsample) if self.residual else None
+        return conv_norm(out, self.conv3, self.bn3, relu=True, residual=shortcut)
 
 
 class Stage(nn.Sequential):
@@ -283,7 +277,7 @@ class ResNet(StemAndStages):
     def forward(self, x: Tensor) -> dict[str, Tensor]:
         if x.dim() != 4 or x.shape[1] != 3:
             raise ValueError(f"ResNet expects images (N, 3, H, W), got {tuple(x.shape)}")
-        x = self.maxpool(self.relu(conv_norm(x, self.conv1, self.bn1)))  # (N, 64, H/4, W/4)
+        x = self.maxpool(conv_norm(x, self.conv1, self.bn1, relu=True))  # (N, 64, H/4, W/4)
         outputs: dict[str, Tensor] = {}
         for name, layer in zip(STAGE_NAMES[: self._num_stages], LAYER_NAMES):
             x = getattr(self, layer)(x)

@@ -2,6 +2,7 @@
 import pytest
 import torch
 from torch import nn
+from torch.nn import functional as F
 from torchvision.ops import FeaturePyramidNetwork, FrozenBatchNorm2d
 
 from backbones.layers import (Conv2d, adopt_conv2d, conv_norm, fold_frozen_norms,
@@ -113,3 +114,34 @@ def test_fold_frozen_norms_for_good_gives_the_same_bits():
     assert not any(isinstance(m, FrozenBatchNorm2d) for m in model.modules())
     for key in expected:
         assert torch.equal(got[key], expected[key]), key
+
+
+def test_conv_norm_in_bf16_inference_is_one_call_within_one_rounding():
+    """A folded convolution with ReLU (and a residual) on channels-last bf16 maps without
+    autograd: the ReLU alone gives the separate steps' bits; with the residual, the sum is
+    within one bf16 rounding of the exact value (the separate steps round twice)."""
+    from backbones import layers
+    g = torch.Generator().manual_seed(4)
+    conv = nn.Conv2d(16, 32, 3, padding=1).to(torch.bfloat16)
+    with torch.no_grad():
+        conv.weight.copy_(torch.randn(conv.weight.shape, generator=g) * 0.1)
+        conv.bias.copy_(torch.randn(32, generator=g))
+    cl = torch.channels_last
+    x = torch.randn(2, 16, 12, 10, generator=g).to(torch.bfloat16).contiguous(memory_format=cl)
+    res = torch.randn(2, 32, 12, 10, generator=g).to(torch.bfloat16).contiguous(memory_format=cl)
+    with torch.no_grad():
+        assert layers._fusable(x, conv, nn.Identity(), res)
+        fused = conv_norm(x, conv, nn.Identity(), relu=True)
+        assert torch.equal(fused, conv(x).relu_())
+        got = conv_norm(x, conv, nn.Identity(), relu=True, residual=res)
+        exact = (F.conv2d(x.double(), conv.weight.double(), conv.bias.double(), padding=1)
+                 + res.double()).relu()
+        ulp = (exact.abs().clamp_min(1e-30).log2().floor() - 7).exp2()  # bf16: 7 bits stored
+        assert ((got.double() - exact).abs() <= ulp / 2 + 1e-4).all()  # + float32 sums
+        twice = conv(x).add_(res).relu_()  # the separate steps: rounded, summed, rounded
+        assert (twice.double() - exact).abs().max() > (got.double() - exact).abs().max()
+        # elsewhere, the separate steps: autograd, float32, NCHW, an unfolded norm
+        assert not layers._fusable(x.float(), conv.float(), nn.Identity(), None)
+        assert not layers._fusable(x.contiguous(), conv, nn.Identity(), None)
+        assert not layers._fusable(x, conv, nn.BatchNorm2d(32), None)
+    assert not layers._fusable(x, conv, nn.Identity(), None)  # grad enabled
