@@ -1,8 +1,9 @@
 """Draw detections on an image with OpenCV.
 
 One colour per label from a fixed palette (the same label always gets the same colour), a box
-outline and a ``"name 0.97"`` tag on a filled background in the box colour, both scaled with the
-image; tags stay inside the image and avoid each other, and a small image can be enlarged first
+outline and a ``"name 0.97"`` tag (ground truth, drawn without scores: ``"name"``) on a filled
+background in the box colour, both scaled with the image; tags stay inside the image and avoid
+each other, and a small image can be enlarged first
 (``min_size``) so that the drawing can be read. The tag's text is black or white, whichever
 contrasts with the background: with the Rec. 601 luma ``Y = 0.299 R + 0.587 G + 0.114 B``
 (0..255), text is black when ``Y >= 140``. Instance masks (``masks``, bool ``(n, H, W)``) are
@@ -113,20 +114,24 @@ def _style(h: int, w: int) -> tuple[int, float, int]:
     return thickness, font_scale, max(1, int(round(font_scale * 1.6)))
 
 
-def _tag_size(text: str, scale: float, thickness: int, width: int) -> tuple[str, float, int, int]:
-    """Fit a tag into ``width``: shrink the font down to 0.3, then shorten the text (the class
-    name loses its end, ``..`` marks the cut). Returns (text, scale, tag width, tag height)."""
+def _tag_size(name: str, score: str, scale: float, thickness: int, width: int
+              ) -> tuple[str, float, int, int]:
+    """Fit the tag ``"name score"`` (``"name"`` when ``score`` is empty) into ``width``: shrink
+    the font down to 0.3, then shorten the name down to one letter (it loses its end, ``..``
+    marks the cut; the score stays whole). Returns (text, scale, tag width, tag height)."""
+    text = f"{name} {score}" if score else name
     while True:
         (tw, th), baseline = cv2.getTextSize(text, _FONT, scale, thickness)
         pad = max(2, th // 4)
-        if tw + 2 * pad <= width or len(text) <= 6:
+        stem = name.removesuffix("..")
+        if (tw + 2 * pad <= width or len(text) <= 6
+                or (scale <= 0.3 and len(stem) <= 1)):  # nothing left to cut
             return text, scale, min(tw + 2 * pad, width), th + baseline + 2 * pad
         if scale > 0.3:
             scale = max(0.3, scale * 0.85)
-        else:  # "a very long name 0.90" -> "a very long n.. 0.90"
-            name, score = text.rsplit(" ", 1)
-            name = name[:-3] if name.endswith("..") else name
-            text = f"{name[:-1]}.. {score}"
+        else:  # "a very long name 0.90" -> "a very long nam.. 0.90"
+            name = f"{stem[:-1]}.."
+            text = f"{name} {score}" if score else name
 
 
 def _fill_masks(canvas: np.ndarray, masks: np.ndarray, colors: list[tuple[int, int, int]]
@@ -145,9 +150,10 @@ def draw_detections(image: np.ndarray, boxes: Any, scores: Any, labels: Any,
 
     ``boxes``: (n, 4) absolute xyxy pixels; ``scores``: (n,); ``labels``: (n,) ints (numpy arrays,
     lists or tensors). Only detections with ``score >= score_thresh`` are drawn, the highest
-    scores last (on top). ``class_names`` maps a label to its name: a dict ``{label: name}``, or a
-    sequence in label order where label ``i`` is entry ``i - 1``; a label without a name is
-    written as its number.
+    scores last (on top). ``scores=None`` (ground truth): every box is drawn, in the given order
+    (the first on top), each tag the class name alone. ``class_names`` maps a label to its name:
+    a dict ``{label: name}``, or a sequence in label order where label ``i`` is entry ``i - 1``;
+    a label without a name is written as its number.
 
     Line width and font grow with the image; each ``"name 0.97"`` tag lies wholly inside the
     image and, where there is room, covers no other tag (the best-scoring detections choose
@@ -158,7 +164,8 @@ def draw_detections(image: np.ndarray, boxes: Any, scores: Any, labels: Any,
     """
     _check_image(image)
     boxes = _as_numpy(boxes, np.float64).reshape(-1, 4)
-    scores = _as_numpy(scores, np.float64).reshape(-1)
+    shown = scores is not None  # None: ground truth, tagged with its class name alone
+    scores = _as_numpy(scores if shown else np.ones(len(boxes)), np.float64).reshape(-1)
     labels = _as_numpy(labels, np.int64).reshape(-1)
     if not len(boxes) == len(scores) == len(labels):
         raise ValueError(f"boxes, scores and labels differ in length: "
@@ -180,7 +187,7 @@ def draw_detections(image: np.ndarray, boxes: Any, scores: Any, labels: Any,
                              dtype=bool).reshape(-1, h, w)
     thickness, font_scale, text_thickness = _style(h, w)
 
-    keep = np.nonzero(scores >= score_thresh)[0]
+    keep = np.nonzero(scores >= score_thresh)[0] if shown else np.arange(len(boxes))
     order = keep[np.argsort(-scores[keep], kind="stable")]  # best first: it places its tag first
     if masks is not None:
         _fill_masks(canvas, masks[order[::-1]], [color_for_label(labels[i]) for i in order[::-1]])
@@ -189,8 +196,9 @@ def draw_detections(image: np.ndarray, boxes: Any, scores: Any, labels: Any,
         x1, y1, x2, y2 = np.round(boxes[i]).astype(int)
         box = (int(np.clip(x1, 0, w - 1)), int(np.clip(y1, 0, h - 1)),
                int(np.clip(x2, 0, w - 1)), int(np.clip(y2, 0, h - 1)))
-        text, scale, tw, th = _tag_size(f"{_name_of(int(labels[i]), class_names)} "
-                                        f"{scores[i]:.2f}", font_scale, text_thickness, w)
+        text, scale, tw, th = _tag_size(_name_of(int(labels[i]), class_names),
+                                        f"{scores[i]:.2f}" if shown else "", font_scale,
+                                        text_thickness, w)
         taken.append(_place_tag((tw, th), box, (h, w), taken))
         drawn.append((i, box, text, scale, taken[-1]))
     for i, box, text, scale, tag in reversed(drawn):  # best drawn last, on top

@@ -68,6 +68,58 @@ def test_the_config_reference_lists_every_key_with_its_default(site):
     assert re.search(r"model\.backbone\.stride_in_1x1\s*bool\s*false\s*true for MSRA", text)
 
 
+def _hooks():
+    """docs/hooks.py as a module (it lies outside the package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("docs_hooks", REPO / "docs" / "hooks.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_field_comments_reads_the_comments_beside_and_right_above_a_field():
+    source = ("class A:\n"
+              "    # first line\n"
+              "    # second line\n"
+              "    x: int = 1  # beside\n"
+              "    y: int = 2\n"
+              "\n"
+              "    # above a blank line: nobody's\n"
+              "\n"
+              "    z: str = '#'  # a hash in a string is no comment\n")
+    assert _hooks()._field_comments(source) == {
+        ("A", "x"): "first line second line beside", ("A", "y"): "",
+        ("A", "z"): "a hash in a string is no comment"}
+
+
+def test_every_config_key_has_a_meaning():
+    """Each leaf key of the schema carries a comment (beside it or right above it) or a list of
+    choices, so the generated reference has no empty "meaning" cell: a new key without one
+    fails here, named."""
+    from detection.config import schema
+
+    hooks = _hooks()
+    comments = hooks._field_comments(Path(schema.__file__).read_text(encoding="utf-8"))
+
+    def leaves(cls, prefix=""):
+        for f in dataclasses.fields(cls):
+            hint = typing.get_type_hints(cls)[f.name]
+            if dataclasses.is_dataclass(hint):
+                yield from leaves(hint, f"{prefix}{f.name}.")
+            else:
+                yield f"{prefix}{f.name}", comments.get((cls.__name__, f.name), ""), f
+    found = list(leaves(schema.Config))
+    assert len(found) > 80
+    bare = [key for key, note, f in found if not note.strip() and not f.metadata.get("choices")]
+    assert bare == [], f"config keys without a comment in schema.py: {bare}"
+    # and so every row of the rendered reference: | `key` | type | default | meaning |
+    rows = [r for r in hooks.config_reference().splitlines() if r.startswith("| `")]
+    assert len(rows) == len(found)
+    cells = [r[2:-2].split(" | ") for r in rows]
+    assert [c[0] for c in cells if len(c) != 4 or not c[3].strip()] == []
+
+
 def test_figures_are_rendered_from_the_data(site):
     from detection.resources import read_results
 

@@ -4,11 +4,11 @@
 
 Each image goes through the same dataset and transforms as in a training run (data.augment's
 transforms, such as LSJ's crops, or else a resize to a training scale, flip and photometric
-changes as data.input says) and is written with its
-ground-truth boxes and class names drawn (tagged with score 1.00), so a box that moved wrongly
-under augmentation, a class mix-up or a bad annotation shows before any training. Images are
-drawn at random (--seed), named <index>_<image id>_<file name>.jpg; --split test shows the test
-set after the test-time resize.
+changes as data.input says) and is written with its ground-truth boxes drawn, each tagged with
+its class name alone (no score: it is no prediction), so a box that moved wrongly under
+augmentation, a class mix-up or a bad annotation shows before any training. Images are drawn at
+random (--seed), named <index>_<image id>_<file name>.jpg; --split test shows the test set after
+the test-time resize.
 """
 from __future__ import annotations
 
@@ -52,8 +52,7 @@ def browse(dataset, output: Path, *, num: int, seed: int) -> list[Path]:
         if sample is None:  # a bad image, skipped with a warning by the dataset
             continue
         image = sample["image"].permute(1, 2, 0).numpy()
-        drawn = draw_detections(image, sample["boxes"], np.ones(len(sample["boxes"])),
-                                sample["labels"], names, score_thresh=0.0)
+        drawn = draw_detections(image, sample["boxes"], None, sample["labels"], names)
         path = output / f"{n:03d}_{sample['image_id']}_{Path(sample['file_name']).stem}.jpg"
         if not cv2.imwrite(str(path), cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR)):
             raise OSError(f"cannot write {path}")

@@ -32,9 +32,13 @@ __all__ = [
 # ----------------------------------------------------------------------------------------- model
 @dataclass
 class BackboneConfig:
+    # resnet18/34/50/101/152, plain18..152 (the same without shortcuts) or vgg16 (needs
+    # roi_heads.box_head vgg_fc)
     name: str = "resnet50"
     weights: Optional[str] = "imagenet"  # "imagenet", "imagenet_v2", a file path, or null
     norm: str = choice_field("FrozenBN", "BN", "GN", "SyncBN", default="FrozenBN")
+    # what is frozen (no gradient, kept in eval mode): 0 nothing; 1 the stem; k >= 2 the
+    # stem and res2..res(k) (VGG-16: conv1..k); Detectron2's MODEL.BACKBONE.FREEZE_AT
     freeze_at: int = 2
     shortcut: str = choice_field("A", "B", "C", default="B")
     stride_in_1x1: bool = False  # true for MSRA's original weights (Detectron2's R-50.pkl)
@@ -44,29 +48,35 @@ class BackboneConfig:
 @dataclass
 class FPNConfig:
     enabled: Optional[bool] = None  # None: derived from roi_heads.box_head (fpn_2fc: true)
-    out_channels: int = 256
+    out_channels: int = 256  # channels of every FPN map (p2..p6)
 
 
 @dataclass
 class AnchorGeneratorConfig:
     sizes: Optional[list[list[float]]] = None  # None: derived from roi_heads.box_head
+    # height / width; one list for all levels or one per level
     aspect_ratios: list[list[float]] = list_field([0.5, 1.0, 2.0])
 
 
 @dataclass
 class RPNConfig:
     in_features: Optional[list[str]] = None  # None: derived from roi_heads.box_head
+    # training: the anchors of highest objectness kept per image and level
+    # before NMS (Detectron2's MODEL.RPN.PRE_NMS_TOPK_TRAIN)
     pre_nms_topk_train: int = 2000
-    pre_nms_topk_test: int = 1000
-    post_nms_topk_train: int = 2000
-    post_nms_topk_test: int = 1000
-    nms_thresh: float = 0.7
-    min_box_size: float = 1e-3
-    score_thresh: float = 0.0
+    pre_nms_topk_test: int = 1000  # the same at inference
+    post_nms_topk_train: int = 2000  # training: the proposals kept per image after NMS
+    post_nms_topk_test: int = 1000  # the same at inference
+    nms_thresh: float = 0.7  # IoU of the NMS among proposals (per level)
+    min_box_size: float = 1e-3  # proposals with a side shorter than this (px) are dropped
+    score_thresh: float = 0.0  # proposals of objectness (sigmoid) below this are dropped; 0: none
+    # an anchor of IoU >= this with a box is positive, and so is each box's best anchor
+    # (Detectron2's MODEL.RPN.IOU_THRESHOLDS: [bg_iou_thresh, fg_iou_thresh])
     fg_iou_thresh: float = 0.7
+    # an anchor of IoU < this with every box is negative; between the two: ignored
     bg_iou_thresh: float = 0.3
-    batch_size_per_image: int = 256
-    positive_fraction: float = 0.5
+    batch_size_per_image: int = 256  # anchors sampled per image for the RPN losses
+    positive_fraction: float = 0.5  # at most this share of them positive; negatives fill the rest
     smooth_l1_beta: float = 1.0 / 9.0  # 0: exactly L1 (Detectron2)
     ignore_cross_boundary: bool = False  # true: anchors crossing the image border are ignored
 
@@ -78,17 +88,24 @@ class RoIHeadsConfig:
     # ROIAlignV2: RoIAlign with aligned=True (half-pixel shift), Detectron2's default
     pooler_type: str = choice_field("ROIAlign", "ROIAlignV2", "ROIPool", default="ROIAlign")
     pooler_resolution: Optional[int] = None  # None: derived from box_head (c4_res5: 14, else 7)
+    # RoIAlign's sample points per bin and axis; 0: adaptive, ceil(RoI side / pooler_resolution)
+    # (Detectron2's default is 0, torchvision's 2)
     sampling_ratio: int = 2
-    fc_dim: int = 1024
+    fc_dim: int = 1024  # width of fpn_2fc's two hidden fc layers
+    # training: a proposal of IoU >= this with a box takes the box's class
     fg_iou_thresh: float = 0.5
+    # training: a proposal of IoU < this with every box is background; between the two: ignored
     bg_iou_thresh: float = 0.5
+    # training: RoIs sampled per image (among its proposals and its boxes) for the box losses
     batch_size_per_image: int = 512
+    # at most this share of them foreground; background fills the rest
     positive_fraction: float = 0.25
+    # (wx, wy, ww, wh): factors of the encoded box deltas (dx, dy, dw, dh)
     box_reg_weights: list[float] = list_field(10.0, 10.0, 5.0, 5.0)
     smooth_l1_beta: float = 1.0 / 9.0  # 0: exactly L1 (Detectron2)
-    score_thresh: float = 0.05
-    nms_thresh: float = 0.5
-    detections_per_img: int = 100
+    score_thresh: float = 0.05  # inference: (box, class) pairs scoring at most this are dropped
+    nms_thresh: float = 0.5  # inference: IoU of the NMS per image and class
+    detections_per_img: int = 100  # inference: at most this many detections per image (the best)
 
 
 # ------------------------------------------------------------------- masks (Mask R-CNN, issue 26)
@@ -97,9 +114,9 @@ class MaskHeadConfig:
     """A mask branch beside the box head (``detection/mask_head.py``); masks of
     ``2 x pooler_resolution`` cells (c4_res5: of the box head's res5 maps, 14x14)."""
 
-    enabled: bool = False
+    enabled: bool = False  # Mask R-CNN; training needs COCO annotations with segmentation
     num_convs: Optional[int] = None  # None: derived from roi_heads.box_head (4; c4_res5: 0)
-    conv_dim: int = 256
+    conv_dim: int = 256  # channels of the mask head's convolutions and its 2x deconvolution
     # the mask pooler (c4_res5 has none: leave both null); null type: roi_heads.pooler_type
     pooler_resolution: Optional[int] = None  # None: derived (14; c4_res5: none)
     pooler_type: Optional[str] = choice_field("ROIAlign", "ROIAlignV2", "ROIPool", None,
@@ -117,6 +134,7 @@ class ModelConfig:
     input_format: str = choice_field("RGB", "BGR", default="RGB")
     pixel_mean: Optional[list[float]] = None  # None: from input_format (INPUT_FORMAT_DEFAULTS)
     pixel_std: Optional[list[float]] = None  # in input_format's channel order, 0..255 units
+    # the padded batch's height and width: multiples of this (<= 1: none)
     size_divisibility: int = 32
     anchor_generator: AnchorGeneratorConfig = field(default_factory=AnchorGeneratorConfig)
     rpn: RPNConfig = field(default_factory=RPNConfig)
@@ -194,23 +212,28 @@ class SyntheticConfig:
     """Generate the synthetic shapes dataset at ``root`` on first use (when enabled); empty
     ``data.train`` / ``data.test`` paths then default to its train / val splits."""
 
-    enabled: bool = False
+    enabled: bool = False  # generate (once) and use the shapes set
+    # where the set is written; reused when its synthetic.json holds these parameters,
+    # an error when the folder holds anything else
     root: str = "datasets/shapes"
-    num_train: int = 400
-    num_val: int = 100
+    num_train: int = 400  # training images
+    num_val: int = 100  # validation images
+    # longer image side in px (the shorter one: 75-100 % of it, drawn per image)
     image_size: int = 160
-    seed: int = 0
-    max_objects: int = 4
-    empty_fraction: float = 0.08
+    seed: int = 0  # the set's own seed: image i depends only on (seed, split, i)
+    max_objects: int = 4  # objects per image: 1 to this, drawn per image
+    empty_fraction: float = 0.08  # probability that an image holds no object
 
 
 @dataclass
 class InputConfig:
     min_size_train: list[int] = list_field(800)  # a random choice per image: multi-scale training
-    max_size_train: int = 1333
-    min_size_test: int = 800
-    max_size_test: int = 1333
-    flip_prob: float = 0.5
+    max_size_train: int = 1333  # training resize: the longer side at most this (px)
+    min_size_test: int = 800  # test resize: the shorter side (px); also lsj's default size
+    max_size_test: int = 1333  # test resize: the longer side at most this (px)
+    flip_prob: float = 0.5  # training: probability of a horizontal flip (also the presets')
+    # training: colour jitter with probability 0.8 (brightness, contrast and
+    # saturation +-20 %, hue +-0.02)
     photometric: bool = False
 
 
@@ -221,16 +244,19 @@ class DataConfig:
     test: DatasetConfig = field(default_factory=DatasetConfig)  # empty: train, no evaluation
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
     input: InputConfig = field(default_factory=InputConfig)
+    # data-loading processes of the train and test loaders (0: the main process)
     num_workers: int = 2
+    # training leaves out images without a usable box (test sets keep them)
     filter_empty: bool = True
     on_bad_image: str = choice_field("skip", "error", default="skip")
     on_bad_annotation: str = choice_field("skip", "error", default="skip")  # NaN/negative/... boxes
-    aspect_grouping: bool = True
+    aspect_grouping: bool = True  # a training batch holds only landscape or only portrait images
     keep_difficult: bool = False  # voc: train on "difficult" objects too
     class_names: Optional[list[str]] = None  # voc: the label order (default: the 20 VOC ones)
     # "repeat_factor": images holding rare classes are drawn more often (LVIS, Gupta et al.
     # 2019): r(image) = max over its classes c of max(1, sqrt(repeat_threshold / f(c)))
     sampler: str = choice_field("uniform", "repeat_factor", default="uniform")
+    # sampler repeat_factor's t: classes in fewer than this share of the images are repeated
     repeat_threshold: float = 0.001
     # training augmentations (docs/training.md): albumentations transforms by class name with
     # their arguments, ours (ResizeShortestEdge, ResizeScale) and the presets resize_flip
@@ -255,19 +281,23 @@ class EarlyStopConfig:
 
 @dataclass
 class SolverConfig:
-    max_iter: int = 90000
+    max_iter: int = 90000  # training length in iterations (optimizer steps)
+    # learning rate after warm-up, before decay (not rescaled with ims_per_batch)
     base_lr: float = 0.02
     ims_per_batch: int = 16  # total over all processes
     optimizer: str = choice_field("SGD", "AdamW", default="SGD")
     momentum: float = 0.9  # SGD's momentum
     betas: list[float] = list_field(0.9, 0.999)  # AdamW's
-    weight_decay: float = 1e-4
-    weight_decay_norm: float = 0.0
+    weight_decay: float = 1e-4  # on every trainable parameter but the norm layers'
+    weight_decay_norm: float = 0.0  # on the weights and biases of trainable norm layers (BN, GN)
     lr_schedule: str = choice_field("multistep", "cosine", default="multistep")
+    # multistep: iterations from which the learning rate is multiplied by gamma
     steps: list[int] = list_field(60000, 80000)
-    gamma: float = 0.1
+    gamma: float = 0.1  # multistep: the learning rate's factor at each of steps
+    # the learning rate rises linearly over these first iterations (0: no warm-up)
     warmup_iters: int = 1000
-    warmup_factor: float = 0.001
+    warmup_factor: float = 0.001  # the warm-up's first learning rate, as a fraction of base_lr
+    # clip the total L2 norm of all gradients to this; null or 0: no clipping
     clip_grad_norm: Optional[float] = None
     # reduced precision (detection/precision.py): false / off: float32; true: CUDA autocast to
     # amp_dtype (as before); "bf16": bf16 autocast on any device; "auto": bf16 on a CPU with
@@ -275,6 +305,7 @@ class SolverConfig:
     # not the default)
     amp: Union[bool, str] = choice_field(False, True, "off", "bf16", "auto", default=False)
     amp_dtype: str = choice_field("bf16", "fp16", default="bf16")  # CUDA's, with amp: true
+    # last.pth every this many iterations and at the end (0: at the end only)
     checkpoint_period: int = 5000
     # lengths in epochs (one pass over the training set at ims_per_batch images a step): a key
     # set here replaces its twin in iterations, converted when the run starts (and printed)
@@ -295,8 +326,9 @@ class TestConfig:
     # at each evaluation, the training loss terms on the test set (val_loss, val_loss_cls, ...)
     # with norm layers and dropout in inference mode
     val_loss: bool = False
-    ims_per_batch: int = 1
+    ims_per_batch: int = 1  # images per inference batch at evaluation, per process
     vis_images: int = 4  # images drawn with detections into <output_dir>/vis
+    # detections scoring at least this are drawn (<output_dir>/vis; resdet infer's default)
     vis_score_thresh: float = 0.5
     use_07_metric: bool = True  # voc: mAP is the VOC2007 11-point AP (else all-point)
     # COCOEvaluator(backend=...): faster-coco-eval, or the reference pycocotools (same numbers)
@@ -313,11 +345,11 @@ class MLflowConfig:
     """Log the run to MLflow (the ``mlflow`` extra): params = the resolved config, metrics =
     what metrics.jsonl holds, the run folder as artifacts at the end."""
 
-    enabled: bool = False
+    enabled: bool = False  # log this run to MLflow
     # null: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db in the current folder (where
     # `mlflow ui` looks); a team's server: http://host:5000
     tracking_uri: Optional[str] = None
-    experiment: str = "resdet"
+    experiment: str = "resdet"  # the MLflow experiment's name (created when missing)
     run_name: Optional[str] = None  # null: the output folder's name
     artifacts: bool = True  # upload the run folder (checkpoints included) when training ends
 
@@ -326,8 +358,8 @@ class MLflowConfig:
 class WandbConfig:
     """Log the run to Weights & Biases (the ``wandb`` extra): config and metrics.jsonl's numbers."""
 
-    enabled: bool = False
-    project: str = "resdet"
+    enabled: bool = False  # log this run to Weights & Biases
+    project: str = "resdet"  # the W&B project's name
     entity: Optional[str] = None  # null: your default W&B entity
     # offline: files under <output_dir>/wandb, no account needed (`wandb sync` uploads them)
     mode: str = choice_field("offline", "online", default="offline")
@@ -346,9 +378,14 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     solver: SolverConfig = field(default_factory=SolverConfig)
     test: TestConfig = field(default_factory=TestConfig)
+    # the run's folder (config.yaml, metrics.jsonl, log.txt, checkpoints, eval.json, vis/);
+    # a relative path is from the current folder
     output_dir: str = "output"
+    # seeds the initial weights, the order of the training images and their augmentation
+    # (process r's other random draws: seed + r)
     seed: int = 0
     device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1", ...
+    # the progress line and metrics.jsonl's train record every this many iterations
     log_period: int = 20
     tensorboard: bool = True  # scalars of metrics.jsonl in <output_dir>/tensorboard (a hook)
     trackers: TrackersConfig = field(default_factory=TrackersConfig)

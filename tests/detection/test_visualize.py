@@ -123,9 +123,41 @@ def test_a_tag_wider_than_the_image_is_shrunk_to_fit():
     out = draw_detections(_gray(40, 60), [[5, 5, 30, 30]], [0.9], [1],
                           {1: "a very long class name"})
     assert out.shape == (40, 60, 3)
-    text, scale, tw, th = _tag_size("a very long class name 0.90", 0.5, 1, 60)
+    text, scale, tw, th = _tag_size("a very long class name", "0.90", 0.5, 1, 60)
     assert tw <= 60 and scale == 0.3 and text.endswith(".. 0.90") and text.startswith("a ve")
     assert cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.3, 1)[0][0] <= 60
+    # without a score the name alone is cut, its inner space kept ("traffic light" is no
+    # "traffic" scored "light")
+    text, scale, tw, _ = _tag_size("traffic light", "", 0.5, 1, 40)
+    assert text == "traffic li.." and scale == 0.3 and tw <= 40
+    assert cv2.getTextSize("traffic lig..", cv2.FONT_HERSHEY_SIMPLEX, 0.3, 1)[0][0] + 4 > 40
+    # narrower than any tag: the name cut down to one letter (or the text to 6 characters),
+    # then returned, the tag clipped to the width (this looped for ever before)
+    assert _tag_size("a very long class name", "0.90", 0.5, 1, 20)[0] == "a.. 0.90"
+    assert _tag_size("a very long class name", "", 0.5, 1, 4)[0] == "a ve.."
+    assert _tag_size("a very long class name", "", 0.5, 1, 4)[2] == 4
+
+
+def _tags(monkeypatch) -> list[str]:
+    """The texts that ``cv2.putText`` writes from now on, in drawing order."""
+    texts, put = [], cv2.putText
+    monkeypatch.setattr(cv2, "putText", lambda img, text, *a, **k: (
+        texts.append(text), put(img, text, *a, **k))[1])
+    return texts
+
+
+def test_ground_truth_is_tagged_with_its_class_name_alone(monkeypatch):
+    """scores=None: every box drawn whatever score_thresh, the first given on top (drawn last),
+    each tag its class name without a score; the same boxes with scores carry them."""
+    texts = _tags(monkeypatch)
+    boxes, names = [[10, 30, 50, 70], [90, 30, 150, 100]], {1: "cat", 2: "traffic light"}
+    gt = draw_detections(_gray(), boxes, None, [1, 2], names, score_thresh=0.9)
+    assert texts == ["traffic light", "cat"]
+    assert (gt[50, 10] == np.array(color_for_label(1))).all()
+    assert (gt[60, 90] == np.array(color_for_label(2))).all()
+    texts.clear()
+    draw_detections(_gray(), boxes, [1.0, 0.8], [1, 2], names, score_thresh=0.5)
+    assert texts == ["traffic light 0.80", "cat 1.00"]
 
 
 def test_masks_are_filled_translucent_under_boxes_in_their_class_colour():

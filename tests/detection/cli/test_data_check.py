@@ -95,9 +95,12 @@ def test_a_clean_set_passes_strict(tmp_path, capsys, synthetic_coco):
     assert "0 thing(s) a training run would skip" in capsys.readouterr().out
 
 
-def test_browse_draws_the_augmented_boxes(bad_set, tmp_path, capsys):
+def test_browse_draws_the_augmented_boxes(bad_set, tmp_path, capsys, monkeypatch):
     config, _ = bad_set
     out = tmp_path / "browse"
+    texts, put = [], cv2.putText  # the tags written: class names alone, ground truth unscored
+    monkeypatch.setattr(cv2, "putText", lambda img, text, *a, **k: (
+        texts.append(text), put(img, text, *a, **k))[1])
     code = data_browse.main(["--config", str(config), "--output", str(out), "--num", "6",
                              "--set", "data.input.min_size_train=[96]",
                              "data.input.max_size_train=128", "data.on_bad_image=skip"])
@@ -108,6 +111,8 @@ def test_browse_draws_the_augmented_boxes(bad_set, tmp_path, capsys):
     drawn = cv2.imread(str(out / next(n for n in written if "_1_good1" in n)))
     assert drawn.shape == (96, 128, 3)
     assert (drawn != drawn[47, 127]).any(axis=2).sum() > 100  # boxes and tags on a flat image
+    # good1 holds a cat and a dog, good2 a dog and a (clipped) cat: 4 boxes, 4 tags
+    assert sorted(texts) == ["cat", "cat", "dog", "dog"]
 
 
 def test_browse_shows_the_configs_augmentations(bad_set, tmp_path, capsys):
