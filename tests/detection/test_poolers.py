@@ -3,7 +3,7 @@ import pytest
 import torch
 from torchvision.ops import MultiScaleRoIAlign, roi_align, roi_pool
 
-from detection.poolers import RoIPooler, assign_fpn_levels, threaded_roi_align
+from detection.poolers import RoIPooler, assign_fpn_levels, nchw_float32, threaded_roi_align
 
 
 def _square(side: float) -> list[float]:
@@ -93,3 +93,30 @@ def test_threaded_roi_align_equals_one_call(aligned):
     (want,) = torch.autograd.grad(expected, feature, grad)
     torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
     assert want.abs().sum() > 0
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_channels_last_maps_reach_roi_align_as_they_are(dtype):
+    """nchw_float32 of a channels-last map, in row blocks (one short), is
+    ``.float().contiguous()`` bit for bit; RoIAlign under bf16 autocast pools those floats, on
+    one thread or several, and returns the map's dtype."""
+    g = torch.Generator().manual_seed(1)
+    cl = torch.channels_last
+    feature = torch.randn(2, 5, 9, 7, generator=g).to(dtype).contiguous(memory_format=cl)
+    out = nchw_float32(feature, rows=10)  # 63 pixels: blocks of 10, the last of 3
+    assert out.is_contiguous() and out.dtype == torch.float32
+    assert torch.equal(out, feature.float().contiguous())
+    xy = torch.rand(140, 2, generator=g) * 20
+    rois = torch.cat([torch.randint(0, 2, (140, 1), generator=g).float(), xy,
+                      xy + 1 + torch.rand(140, 2, generator=g) * 10], 1)
+    expected = roi_align(feature.float(), rois, (3, 3), 0.5, 2, True)
+    threads = torch.get_num_threads()
+    try:
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+                got = threaded_roi_align(feature, rois, (3, 3), 0.5, 2, aligned=True,
+                                         min_rois_per_thread=64)
+            assert got.dtype == dtype and torch.equal(got, expected.to(dtype)), n
+    finally:
+        torch.set_num_threads(threads)
