@@ -29,7 +29,8 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
+from torch.utils.flop_counter import FlopCounterMode, conv_flop_count, flop_registry, \
+    register_flop_formula
 from torchvision.ops import FrozenBatchNorm2d
 
 from ..data.masks import encode_masks, rle_counts_from_string
@@ -37,6 +38,16 @@ from ..masks import InstanceMasks
 from .timing import summarize, time_alternating
 
 __all__ = ["synthetic_batch", "make_like_trained", "measure_models"]
+
+_FUSED_CONV = getattr(getattr(torch.ops, "mkldnn", None), "_convolution_pointwise", None)
+if _FUSED_CONV is not None and _FUSED_CONV not in flop_registry:
+    # the one-call convolution of a prepared model (backbones.layers.conv_norm): the FLOPs of
+    # its convolution, which FlopCounterMode does not know (the ReLU and sum count 0, as for
+    # aten's ops). ``.default`` takes (X, W, ...) and 9 arguments after X, ``.binary``
+    # (X, other, W, ...) and 12.
+    @register_flop_formula(_FUSED_CONV)
+    def _fused_conv_flop(x_shape, *args, out_shape=None, **kwargs) -> int:
+        return conv_flop_count(x_shape, args[1] if len(args) == 12 else args[0], out_shape)
 
 
 def synthetic_batch(*, batch: int, height: int, width: int, num_classes: int, device: torch.device,
