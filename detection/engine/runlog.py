@@ -20,6 +20,8 @@ from typing import Any, Optional, Union
 
 import torch
 
+from .files import disk_full_error, is_disk_full, write_text
+
 __all__ = [
     "setup_logger", "MetricsWriter", "Progress", "format_eta", "memory_mb", "peak_rss_mb",
     "read_metrics", "scalar_tags",
@@ -169,15 +171,19 @@ class MetricsWriter:
                     kept.append(line)
             except json.JSONDecodeError:  # a line cut by a crash
                 continue
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        tmp.write_text("".join(f"{line}\n" for line in kept), encoding="utf-8")
-        os.replace(tmp, self.path)
+        write_text(self.path, "".join(f"{line}\n" for line in kept))
 
     def write(self, record: Mapping[str, Any]) -> None:
         """Append ``record`` as one JSON line (flushed), then hand it to every sink."""
         record = _jsonable(record)
-        self._file.write(json.dumps(record) + "\n")
-        self._file.flush()
+        line = json.dumps(record) + "\n"
+        try:
+            self._file.write(line)
+            self._file.flush()
+        except OSError as e:  # a full disk: one clear line (a cut line is skipped on reading)
+            if is_disk_full(e):
+                raise disk_full_error(self.path, needed=len(line.encode())) from None
+            raise
         for sink in self.sinks:  # TensorBoard, experiment trackers: the same records
             sink(record)
 
@@ -223,9 +229,5 @@ def write_eval_json(path: Union[str, os.PathLike], results: Mapping[str, Any], *
     """Write ``eval.json``: the evaluator's result plus where it came from. Returns the record."""
     record = dict(_jsonable(results))
     record.update(backbone=backbone, config=config, weights=weights, iteration=iteration)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    write_text(path, json.dumps(record, indent=2) + "\n")
     return record
