@@ -31,13 +31,12 @@ are compared with our float32 model's (detection/benchmark/).
 from __future__ import annotations
 
 import argparse
-import json
-from pathlib import Path
 from typing import Optional
 
 from ..benchmark import TASKS, format_report, run_benchmark
 from ..config import dump_config, load_config
 from ..engine.distributed import resolve_device
+from ..engine.files import write_json
 from .common import ArgumentParser, add_config_options, add_option, tool_main
 
 
@@ -105,8 +104,7 @@ def main(argv: Optional[list[str]] = None, prog: str | None = None) -> int:
     if "eval" in args.task:
         result["results"]["eval"] = _eval_speed(args.eval_images, args.iters)
     if args.output:
-        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.output).write_text(json.dumps(result, indent=2))
+        write_json(args.output, result, indent=2)
         print(f"wrote {args.output}")
     return 0
 
