@@ -380,3 +380,24 @@ def test_a_whole_video_passes_the_check_and_a_cut_one_is_named(tmp_path):
     assert str(e.value) == (f"cannot write video: {tmp_path / 'cut.mp4'} (the video is cut "
                             f"short after {len(data) - 50:,} bytes)")
 
+
+def test_truncated_jpeg_and_png_inputs_are_named_and_skipped(checkpoint, tmp_path, capsys):
+    config, weights = checkpoint
+    _images(tmp_path / "in", 1)
+    noise = np.random.default_rng(2).integers(0, 256, (72, 100, 3), dtype=np.uint8)
+    for suffix in (".jpg", ".png"):
+        data = cv2.imencode(suffix, noise)[1].tobytes()
+        (tmp_path / "in" / f"cut{suffix}").write_bytes(data[:3000])
+    assert cv2.imread(str(tmp_path / "in" / "cut.jpg")) is not None  # OpenCV: "fine"
+    out = tmp_path / "out"
+    assert infer.main(["--config", str(config), "--weights", str(weights), "--input",
+                       str(tmp_path / "in"), "--output", str(out)]) == 2
+    err = capsys.readouterr().err
+    skipped = [line for line in err.splitlines() if line.startswith("skipped: ")]
+    assert skipped == [
+        "skipped: truncated image (JPEG without its end-of-image marker FF D9; the file stops "
+        f"after 3,000 bytes): {tmp_path / 'in' / 'cut.jpg'}",
+        "skipped: truncated image (PNG without its IEND chunk; the file stops after 3,000 "
+        f"bytes): {tmp_path / 'in' / 'cut.png'}"]
+    assert err.endswith("error: 2 input(s) skipped (listed above)\n")
+    assert sorted(p.name for p in out.iterdir()) == ["detections.jsonl", "img0.png"]
