@@ -436,3 +436,94 @@ def write_image_folder():
         return files
 
     return write
+
+
+class SmallDisk:
+    """A file system of ``capacity`` bytes under ``folder``, simulated inside this process:
+    what ``detection.engine.files`` writes there fails with ``ENOSPC`` once the files in the folder
+    plus the bytes being written exceed it, and ``free_bytes`` reports what is left."""
+
+    def __init__(self, folder: Path, capacity: int) -> None:
+        self.folder, self.capacity = Path(folder).resolve(), capacity
+        self.folder.mkdir(parents=True, exist_ok=True)
+
+    def holds(self, path) -> bool:
+        return Path(path).resolve().is_relative_to(self.folder)
+
+    def used(self, skip=None) -> int:
+        return sum(p.stat().st_size for p in self.folder.rglob("*")
+                   if p.is_file() and p != skip)
+
+    def free(self) -> int:
+        return max(0, self.capacity - self.used())
+
+
+@pytest.fixture
+def small_disk(monkeypatch):
+    """``small_disk(folder, capacity) -> SmallDisk``: see ``SmallDisk`` (a patched writer, where
+    a real small file system cannot be mounted)."""
+    import errno
+    import os
+
+    import detection.engine.files as files
+
+    disks: list[SmallDisk] = []
+    real_write, real_free = files._RecordingFile.write, files.free_bytes
+
+    def write(self, data):
+        path = Path(self.file.name)
+        for disk in disks:
+            if disk.holds(path):
+                n = memoryview(data).nbytes
+                if disk.used(skip=path) + self.written + n > disk.capacity:
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_write(self, data)
+
+    def free(folder):
+        for disk in disks:
+            if disk.holds(folder):
+                return disk.free()
+        return real_free(folder)
+
+    monkeypatch.setattr(files._RecordingFile, "write", write)
+    monkeypatch.setattr(files, "free_bytes", free)
+
+    def make(folder, capacity: int) -> SmallDisk:
+        disks.append(SmallDisk(folder, capacity))
+        return disks[-1]
+
+    return make
+
+
+def _can_mount_tmpfs() -> bool:
+    import shutil
+    import subprocess
+    import tempfile
+
+    if shutil.which("unshare") is None:
+        return False
+    with tempfile.TemporaryDirectory() as folder:
+        proc = subprocess.run(["unshare", "-rm", "sh", "-c",
+                               f"mount -t tmpfs -o size=64k tmpfs {folder}"],
+                              capture_output=True, timeout=30)
+    return proc.returncode == 0
+
+
+@pytest.fixture(scope="session")
+def tmpfs():
+    """``tmpfs(folder, size, command) -> CompletedProcess``: run the shell ``command`` with a
+    real tmpfs of ``size`` (``"130m"``) mounted on ``folder``, in a private mount namespace
+    (``unshare -rm``: no root needed where user namespaces are allowed; the mount vanishes with
+    the command). Skips the test where that is not possible."""
+    import subprocess
+
+    if not _can_mount_tmpfs():
+        pytest.skip("cannot mount a tmpfs here (unshare -rm not permitted)")
+
+    def run(folder, size: str, command: str, **kwargs) -> subprocess.CompletedProcess:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        return subprocess.run(["unshare", "-rm", "sh", "-c",
+                               f"mount -t tmpfs -o size={size} tmpfs {folder} && {command}"],
+                              capture_output=True, text=True, timeout=300, **kwargs)
+
+    return run

@@ -17,6 +17,7 @@ import argparse
 import json
 from pathlib import Path
 
+from ..engine.files import write_image, write_text
 from ..evaluation.analysis import ERROR_TYPES, analyze_run, draw_crops, read_run
 from ..evaluation.report import build_report
 from .common import ArgumentParser, add_option, tool_main
@@ -71,17 +72,15 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     analysis = analyze_run(run, backend=args.evaluator, score_thresh=args.score_thr,
                            top=args.top)
     out = Path(args.output or Path(args.run) / "analysis")
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "analysis.json").write_text(json.dumps(analysis, indent=1) + "\n")
+    write_text(out / "analysis.json", json.dumps(analysis, indent=1) + "\n")
     for name, items in (("worst_false_positives", analysis["worst_false_positives"]),
                         ("missed_objects", analysis["missed"])):
         grid = draw_crops(items, run) if Path(run["images"] or "/none").is_dir() else None
         if grid is not None:
-            import cv2
-            cv2.imwrite(str(out / f"{name}.jpg"), grid[:, :, ::-1])
+            write_image(out / f"{name}.jpg", grid[:, :, ::-1])
     html = build_report([run], analyses=[analysis], title=f"Analysis of {run['name']}",
                         score_thresh=args.score_thr)
-    (out / "analysis.html").write_text(html, encoding="utf-8")
+    write_text(out / "analysis.html", html)
     print(format_summary(analysis))
     print(f"written to {out}: analysis.json, analysis.html, worst_false_positives.jpg, "
           "missed_objects.jpg")

@@ -9,11 +9,16 @@
     resdet benchmark --config coco/faster_rcnn_R_50_FPN_torchvision --task model train \\
         --size 512 --batch 1 --threads 2 --compare-torchvision \\
         --backend torch,onnxruntime,openvino --amp auto --set model.backbone.weights=null
+    OMP_NUM_THREADS=1 resdet benchmark --config quickstart --task soak --output soak.json
 
 Tasks: model (inference latency), train (one training step), data (training-loader throughput),
 eval (COCO evaluation of a COCO-val-sized synthetic result set by faster-coco-eval and
 pycocotools, alternating, --iters runs each, every number compared; see
-detection/evaluation/speed.py; needs no config). --compare-torchvision (R-xx-FPN configs) times
+detection/evaluation/speed.py; needs no config), soak (resident memory of the main process and
+of each loader worker every --soak-period iterations of a --soak-iters training run, then every
+--soak-period images of a --soak-images synthetic evaluation, or of --weights W with
+--soak-iters 0; detection/benchmark/soak.py and
+docs/long_runs.md). --compare-torchvision (R-xx-FPN configs) times
 torchvision's FasterRCNN carrying the same weights side by side, alternating, and prints the
 ratios ours / torchvision; for a Mask R-CNN config (coco/mask_rcnn_R_50_FPN_torchvision)
 torchvision's MaskRCNN, masks included in inference and training. Without --weights the weights
@@ -31,20 +36,19 @@ are compared with our float32 model's (detection/benchmark/).
 from __future__ import annotations
 
 import argparse
-import json
-from pathlib import Path
 from typing import Optional
 
 from ..benchmark import TASKS, format_report, run_benchmark
 from ..config import dump_config, load_config
 from ..engine.distributed import resolve_device
+from ..engine.files import write_json
 from .common import ArgumentParser, add_config_options, add_option, tool_main
 
 
 def build_parser(prog: str | None = None) -> ArgumentParser:
     p = ArgumentParser(prog=prog, description=__doc__)
     add_config_options(p, required=False)
-    p.add_argument("--task", nargs="+", choices=(*TASKS, "eval"), default=list(TASKS),
+    p.add_argument("--task", nargs="+", choices=(*TASKS, "eval", "soak"), default=list(TASKS),
                    help="what to measure (default: model train data)")
     p.add_argument("--eval-images", type=int, default=5000,
                    help="--task eval: images in the result set (COCO val2017: 5000)")
@@ -68,7 +72,21 @@ def build_parser(prog: str | None = None) -> ArgumentParser:
                         "--backend torch,onnxruntime); without --weights, the benchmark's "
                         "random weights are exported to it")
     p.add_argument("--output", metavar="FILE", help="JSON file to write the measurements to")
+    _soak_options(p)
     return p
+
+
+def _soak_options(p: ArgumentParser) -> None:
+    p.add_argument("--soak-iters", type=int, default=3000,
+                   help="--task soak: training iterations (0: evaluation only; default: 3000)")
+    p.add_argument("--soak-images", type=int, default=5000,
+                   help="--task soak: images evaluated (0: training only; default: 5000)")
+    p.add_argument("--soak-period", type=int, default=100,
+                   help="--task soak: sample memory every this many iterations / images")
+    p.add_argument("--soak-workers", type=int, default=2,
+                   help="--task soak: loader workers (default: 2)")
+    p.add_argument("--soak-dir", help="--task soak: folder for the run and the data "
+                                      "(default: a new temporary folder)")
 
 
 def parse_args(argv: Optional[list[str]] = None, prog: str | None = None) -> argparse.Namespace:
@@ -79,7 +97,9 @@ def parse_args(argv: Optional[list[str]] = None, prog: str | None = None) -> arg
             args.threads is not None and args.threads < 1):
         p.error("need --batch >= 1, --iters >= 1, --warmup >= 0, --size >= 32, --threads >= 1")
     if args.config is None and set(args.task) - {"eval"}:
-        p.error("--config is required for --task model, train and data")
+        p.error("--config is required for --task model, train, data and soak")
+    if min(args.soak_iters, args.soak_images, args.soak_workers) < 0 or args.soak_period < 1:
+        p.error("need --soak-iters, --soak-images, --soak-workers >= 0, --soak-period >= 1")
     return args
 
 
@@ -90,7 +110,7 @@ def main(argv: Optional[list[str]] = None, prog: str | None = None) -> int:
         print(dump_config(load_config(args.config, args.set)), end="")
         return 0
     result: dict = {"results": {}}
-    tasks = tuple(t for t in args.task if t != "eval")
+    tasks = tuple(t for t in args.task if t not in ("eval", "soak"))
     if tasks:
         device = str(resolve_device(args.device))
         cfg = load_config(args.config, args.set)
@@ -104,9 +124,10 @@ def main(argv: Optional[list[str]] = None, prog: str | None = None) -> int:
         print(format_report(result))
     if "eval" in args.task:
         result["results"]["eval"] = _eval_speed(args.eval_images, args.iters)
+    if "soak" in args.task:
+        result["results"]["soak"] = _soak(args)
     if args.output:
-        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.output).write_text(json.dumps(result, indent=2))
+        write_json(args.output, result, indent=2)
         print(f"wrote {args.output}")
     return 0
 
@@ -121,3 +142,14 @@ def _eval_speed(images: int, repeats: int) -> dict:
     print(f"eval: {format_comparison(out)}")
     return out
 
+
+
+def _soak(args: argparse.Namespace) -> dict:
+    from ..benchmark.soak import format_soak, run_soak
+
+    out = run_soak(load_config(args.config, args.set), iters=args.soak_iters,
+                   images=args.soak_images, num_workers=args.soak_workers,
+                   period=args.soak_period, folder=args.soak_dir, weights=args.weights,
+                   log=lambda line: print(line, flush=True))
+    print(format_soak(out))
+    return out

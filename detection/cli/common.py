@@ -8,7 +8,9 @@ weights) as one line on stderr and exit status 2, with no traceback::
 
     error: data.train.images: folder not found: datasets/coco/train2017
 
-Anything else is a bug in this code: its traceback is printed and the exit status is 1.
+Anything else is a bug in this code: its traceback is printed and the exit status is 1. A run
+stopped by a scheduler's signal after saving (``Preempted``) exits with status 75
+(``EX_TEMPFAIL``: resume it; ``detection/engine/preemption.py``).
 ``RESDET_TRACEBACK=1`` in the environment shows the traceback of user errors too. Output copied
 to a run's ``log.txt`` (:func:`tee_output`) includes these last lines.
 
@@ -39,6 +41,7 @@ walks every parser and holds them equal).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import io
 import os
@@ -52,6 +55,7 @@ from typing import NoReturn, Optional, TextIO, Union
 from backbones.weights import WeightsError
 
 from ..engine.checkpoint import CheckpointError
+from ..engine.preemption import Preempted
 from ..engine.trainer import NonFiniteLossError
 from ..errors import EXIT_BUG, EXIT_USER_ERROR, MissingExtraError, UserError
 
@@ -79,6 +83,8 @@ def tool_main(main: Callable[..., int]) -> Callable[..., int]:
     def wrapper(*args, **kwargs) -> int:
         try:
             return main(*args, **kwargs)
+        except Preempted as e:  # stopped on a scheduler's signal, last.pth written (logged)
+            return e.exit_status
         except USER_ERRORS as e:
             sys.stdout.flush()
             if os.environ.get("RESDET_TRACEBACK"):
@@ -119,13 +125,22 @@ class _Tee(io.TextIOBase):
     def write(self, text: str) -> int:
         self.stream.write(text)
         if not self.log.closed:
-            self.log.write(text)
+            self._to_log(self.log.write, text)
         return len(text)
 
     def flush(self) -> None:
         self.stream.flush()
         if not self.log.closed:
-            self.log.flush()
+            self._to_log(self.log.flush)
+
+    def _to_log(self, method: Callable, *args) -> None:
+        """A log file that cannot be written (a full disk) stops being written; the console
+        still shows everything, the tool's own error line included."""
+        try:
+            method(*args)
+        except OSError:
+            with contextlib.suppress(OSError):
+                self.log.close()
 
     def isatty(self) -> bool:
         return self.stream.isatty()

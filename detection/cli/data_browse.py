@@ -20,6 +20,7 @@ import cv2
 import numpy as np
 
 from ..config import dump_config, load_config
+from ..engine.files import write_image
 from ..setup import build_test_dataset, build_train_dataset, prepare_data
 from ..visualize import draw_detections
 from .common import ArgumentParser, UserError, add_config_options, tool_main
@@ -54,8 +55,7 @@ def browse(dataset, output: Path, *, num: int, seed: int) -> list[Path]:
         image = sample["image"].permute(1, 2, 0).numpy()
         drawn = draw_detections(image, sample["boxes"], None, sample["labels"], names)
         path = output / f"{n:03d}_{sample['image_id']}_{Path(sample['file_name']).stem}.jpg"
-        if not cv2.imwrite(str(path), cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR)):
-            raise OSError(f"cannot write {path}")
+        write_image(path, cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR))
         written.append(path)
     return written
 

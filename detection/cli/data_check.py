@@ -21,6 +21,7 @@ from typing import Any, Optional
 
 from ..config import Config, dump_config, load_config
 from ..data.check import check_dataset, problem_count
+from ..engine.files import write_text
 from ..setup import (build_test_dataset, build_train_dataset, dataset_source, has_test_data,
                      prepare_data)
 from .common import ArgumentParser, UserError, add_config_options, tool_main
@@ -101,8 +102,7 @@ def main(argv: Optional[list[str]] = None, prog: str | None = None) -> int:
         print("\n".join(format_split(split, part, cfg.data.filter_empty)))
         skipped += problem_count(part, filter_empty=filter_empty)
     output = Path(args.output or Path(cfg.output_dir) / "data_check.json")
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+    write_text(output, json.dumps(report, indent=1) + "\n")
     print(f"{skipped} thing(s) a training run would skip; report: {output}")
     if args.strict and skipped:
         raise UserError(f"--strict: {skipped} image(s) or box(es) would be skipped (listed "

@@ -29,7 +29,8 @@ category ids). --save-coco FILE also writes the images' detections as a COCO res
 (image_id, category_id, bbox xywh, score, segmentation; pycocotools' COCO.loadRes reads it), the
 image ids looked up by file name in the --annotations json. An input that cannot be read is
 reported by name and skipped; the run then ends with `error: N input(s) skipped` (exit status
-2). A camera or stream that cannot be opened stops the run with one error line (exit status 2).
+2). A camera or stream that cannot be opened stops the run with one error line (exit status 2),
+and so does a full disk (the line names the file, the bytes it needed and the space left).
 """
 from __future__ import annotations
 
@@ -44,6 +45,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ..data.base import DatasetError, decode_image
+from ..engine.files import DiskFullError, disk_full_error, is_disk_full, write_image, write_json
 from ..media import (VIDEO_SUFFIXES, coco_image_ids, coco_results, expand_inputs, is_live,
                      live_name, open_capture, read_frames)
 from ..predictor import Predictor
@@ -118,7 +120,13 @@ class Stream:
     def record(self, source: str, result: dict, frame: Optional[int] = None) -> None:
         entry = {"source": source, **({"frame": frame} if frame is not None else {}),
                  "detections": coco_results(result)}
-        self.lines.write(json.dumps(entry) + "\n")
+        line = json.dumps(entry) + "\n"
+        try:
+            self.lines.write(line)
+        except OSError as e:  # a full disk: one clear line (the lines before it are whole)
+            if is_disk_full(e):
+                raise disk_full_error(self.out_dir / JSONL, needed=len(line.encode())) from None
+            raise
 
     def close(self) -> None:
         self.lines.close()
@@ -169,8 +177,7 @@ def _decoded(paths: list[Path], failed: list[str]) -> list[tuple[Path, np.ndarra
 
 
 def _save_coco(path: str, entries: list[dict], unknown: list[str], annotations: str) -> None:
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text(json.dumps(entries))
+    write_json(path, entries)
     print(f"{len(entries)} detection(s) -> {path} (COCO results)")
     if unknown:
         print(f"warning: {len(unknown)} image(s) not in {annotations}, left out of {path}: "
@@ -193,8 +200,12 @@ def run_images(images: list[Path], stream: Stream, image_ids: Optional[dict[str,
                 if stream.draw:
                     drawn = cv2.cvtColor(_draw(image, result, stream.predictor, stream.thresh),
                                          cv2.COLOR_RGB2BGR)
-                    if not cv2.imwrite(str(stream.out_dir / name), drawn):
-                        failed.append(f"cannot write {stream.out_dir / name}")
+                    try:  # a full disk stops the tool (DiskFullError); other errors skip it
+                        write_image(stream.out_dir / name, drawn)
+                    except DiskFullError:
+                        raise
+                    except OSError as e:
+                        failed.append(f"cannot write {stream.out_dir / name}: {e}")
                 if image_ids is not None and path.name in image_ids:
                     coco.extend(coco_results(result, image_ids[path.name]))
                 elif image_ids is not None:

@@ -8,7 +8,9 @@
 
 Writes into ``output_dir``: config.yaml, metrics.jsonl, log.txt (everything printed), last.pth,
 best.pth, eval.json, coco_results.json, vis/. A folder that holds a previous run is refused unless
-``--resume`` (continue it) or ``--force`` (start over) is given.
+``--resume`` (continue it) or ``--force`` (start over) is given. On SIGTERM or SIGUSR1 (a
+scheduler's warning) the run finishes its step, writes last.pth and exits with status 75:
+continue it with ``--resume`` (docs/long_runs.md).
 """
 from __future__ import annotations
 

@@ -196,8 +196,9 @@ def load_config(path: Union[str, os.PathLike, None], overrides: Optional[list[st
 
 def save_config(cfg: Any, path: Union[str, os.PathLike]) -> None:
     """Write the resolved config as YAML (``output_dir/config.yaml``); reloadable as is."""
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text(dump_config(cfg), encoding="utf-8")
+    from ..engine.files import write_text
+
+    write_text(path, dump_config(cfg))
 
 
 def existing_path(value: str, key: str, *, kind: str = "file") -> str:

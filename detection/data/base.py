@@ -36,6 +36,7 @@ import numpy as np
 import torch
 
 from ..masks import InstanceMasks
+from .integrity import truncation
 
 # (image HxWx3 uint8 RGB, boxes (n, 4) float32 xyxy, labels (n,) int64) -> same, transformed
 Transform = Callable[[np.ndarray, np.ndarray, np.ndarray],
@@ -90,15 +91,34 @@ def ignored_regions(boxes: np.ndarray) -> np.ndarray:
     return out
 
 
+def read_image_file(path: str) -> bytes:
+    """The bytes of an image file, checked whole (``integrity.truncation``: a JPEG without its
+    end marker, a PNG without ``IEND``, ...); ``DatasetError`` naming the file otherwise."""
+    if not os.path.isfile(path):
+        raise DatasetError(f"image file not found: {path}")
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise DatasetError(f"cannot read image file ({e.strerror}): {path}") from None
+    if not data:
+        raise DatasetError(f"empty image file: {path}")
+    cut = truncation(data)
+    if cut:
+        raise DatasetError(f"truncated image ({cut}): {path}")
+    return data
+
+
 def decode_image(path: str) -> np.ndarray:
     """Read an image file as ``(H, W, 3)`` uint8 RGB with OpenCV.
 
     Grayscale is replicated to 3 channels, RGBA drops alpha, 16-bit is scaled to 8-bit
-    (``v8 = round(v16 * 255 / 65535)``). Raises ``DatasetError`` naming the file otherwise.
+    (``v8 = round(v16 * 255 / 65535)``). Raises ``DatasetError`` naming the file otherwise,
+    a truncated file included (:func:`read_image_file`: the file is read once, checked, then
+    decoded from memory).
     """
-    if not os.path.isfile(path):
-        raise DatasetError(f"image file not found: {path}")
-    img = cv2.imread(path, cv2.IMREAD_UNCHANGED)
+    data = read_image_file(path)
+    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     if img is None:
         raise DatasetError(f"cannot decode image (corrupt or unsupported format): {path}")
     if img.dtype == np.uint16:

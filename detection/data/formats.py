@@ -22,7 +22,6 @@ Formats:
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -32,6 +31,8 @@ import numpy as np
 import yaml
 from PIL import Image
 
+from ..engine import files
+from ..engine.files import write_text
 from .base import DatasetError
 from .classes import classes_from_categories
 from .base import bad_box_reasons
@@ -235,10 +236,8 @@ def coco_to_yolo(annotations: PathLike, labels: PathLike, names: PathLike) -> di
                            "share a label file")
     _refuse_existing([names, *outputs.values()])
     for image_id, path in outputs.items():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text("".join(lines[image_id]))
-    names.parent.mkdir(parents=True, exist_ok=True)
-    names.write_text("".join(f"{c['name']}\n" for c in classes))
+        write_text(path, "".join(lines[image_id]), fsync=False)
+    write_text(names, "".join(f"{c['name']}\n" for c in classes))
     return stats
 
 
@@ -247,10 +246,7 @@ def write_json(data: dict[str, Any], path: PathLike) -> None:
     """Write COCO json data to a new file (an existing one is refused)."""
     path = Path(path)
     _refuse_existing([path])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data))
-    os.replace(tmp, path)
+    files.write_json(path, data)
 
 
 def _refuse_existing(paths: Sequence[Path]) -> None:

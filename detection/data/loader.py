@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch.utils.data import BatchSampler, DataLoader, Dataset, Sampler
 
+from ..engine.preemption import defer_to_main_process
 from .samplers import (AspectRatioBatchSampler, InferenceSampler, SkipBatches, TrainingSampler,
                        aspect_ratio_groups, dist_rank_world_size)
 
@@ -86,6 +87,7 @@ class ForkSafeLoader(DataLoader):
 
 def _init_worker(worker_id: int, *, seed: int, rank: int, start_iter: int) -> None:
     cv2.setNumThreads(1)  # one worker per core; no thread pool inside each
+    defer_to_main_process()  # SIGTERM / SIGUSR1: the main process stops the run (preemption.py)
     worker_seed = _worker_seed(seed, rank, start_iter, worker_id)
     random.seed(worker_seed)
     np.random.seed(worker_seed)
@@ -168,15 +170,20 @@ def make_train_loader(dataset: Dataset, *, batch_size: int, num_workers: int, se
 
 
 def make_test_loader(dataset: Dataset, *, batch_size: int = 1, num_workers: int,
-                      pin_memory: bool | None = None, rank: int | None = None,
-                      world_size: int | None = None) -> DataLoader:
-    """One pass over this rank's shard of ``dataset`` in index order (``InferenceSampler``)."""
+                     pin_memory: bool | None = None, rank: int | None = None,
+                     world_size: int | None = None) -> DataLoader:
+    """One pass over this rank's shard of ``dataset`` in index order (``InferenceSampler``).
+
+    Its workers end with each pass (not persistent): a worker forked during training keeps
+    alive every page the main process held at the fork and frees later (hundreds of MB for the
+    quick start: docs/long_runs.md), which a persistent worker would hold to the end of the
+    run; a new fork per evaluation costs a fraction of a second."""
     sampler = InferenceSampler(len(dataset), rank=rank, world_size=world_size)
     rank = sampler.rank
     return ForkSafeLoader(
         dataset, batch_sampler=BatchSampler(sampler, batch_size, drop_last=False),
         num_workers=num_workers, collate_fn=collate, pin_memory=_pin(pin_memory),
-        persistent_workers=num_workers > 0,
+        persistent_workers=False,
         worker_init_fn=functools.partial(_init_worker, seed=0, rank=rank, start_iter=0),
     )
 

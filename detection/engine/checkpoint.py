@@ -7,8 +7,8 @@ A checkpoint is a dict of tensors and plain Python values only::
 
 so that ``torch.load(path, weights_only=True)`` reads it. :func:`save_checkpoint` checks that
 before writing, and writes to a temporary file in the same folder, flushes and fsyncs it, then
-``os.replace``-s it over the target: a crash at any point leaves either the old file or the new
-one, never a broken one.
+``os.replace``-s it over the target (``files.atomic_write``): a crash or a full disk at any point
+leaves either the old file or the new one, never a broken one.
 """
 from __future__ import annotations
 
@@ -22,9 +22,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from .files import atomic_write
+
 __all__ = [
-    "CheckpointError", "save_checkpoint", "load_checkpoint", "load_model_weights",
-    "get_rng_state", "set_rng_state", "seed_all", "unwrap_model",
+    "CheckpointError", "checkpoint_nbytes", "save_checkpoint", "load_checkpoint",
+    "load_model_weights", "get_rng_state", "set_rng_state", "seed_all", "unwrap_model",
 ]
 
 PathLike = Union[str, os.PathLike]
@@ -55,35 +57,36 @@ def _check_plain(obj: Any, where: str) -> None:
                     "plain Python values load with torch.load(weights_only=True)")
 
 
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:  # e.g. a platform without directory file descriptors
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+def checkpoint_nbytes(state: Any) -> int:
+    """The bytes of the tensor storages in ``state`` (each counted once): a lower bound of the
+    file's size, the rest being a few kB of pickle and zip headers."""
+    storages: dict[tuple, int] = {}
+
+    def walk(obj: Any) -> None:
+        if isinstance(obj, torch.Tensor):
+            storage = obj.untyped_storage()
+            storages[(obj.device.type, storage.data_ptr())] = storage.nbytes()
+        elif isinstance(obj, Mapping):
+            for value in obj.values():
+                walk(value)
+        elif isinstance(obj, (list, tuple)):
+            for value in obj:
+                walk(value)
+
+    walk(state)
+    return sum(storages.values())
 
 
 def save_checkpoint(state: Mapping[str, Any], path: PathLike) -> None:
-    """Write ``state`` to ``path`` atomically (temp file in the same folder, fsync, replace)."""
+    """Write ``state`` to ``path`` atomically (temp file in the same folder, fsync, replace).
+
+    A full disk raises ``files.DiskFullError`` naming the file, the bytes needed and free
+    (checked against the tensors' bytes before writing); the previous file is untouched and no
+    temporary file is left.
+    """
     _check_plain(state, "checkpoint")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(dict(state), f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
+    with atomic_write(path, size=checkpoint_nbytes(state), approximate=True) as f:
+        torch.save(dict(state), f)
 
 
 def load_checkpoint(path: PathLike, map_location: Union[str, torch.device] = "cpu") -> dict:

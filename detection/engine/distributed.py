@@ -16,6 +16,7 @@ import torch.distributed as dist
 __all__ = [
     "resolve_device", "init_distributed", "destroy_distributed", "get_rank", "get_world_size",
     "is_main_process", "synchronize", "all_gather_object", "reduce_mean", "broadcast_object",
+    "any_process",
 ]
 
 
@@ -100,3 +101,13 @@ def reduce_mean(values: torch.Tensor) -> torch.Tensor:
         dist.all_reduce(values, op=dist.ReduceOp.SUM)
         values /= get_world_size()
     return values
+
+
+def any_process(flag: bool, device: torch.device) -> bool:
+    """Whether ``flag`` is true on any process (an all-reduce of one integer on ``device``, the
+    process group's device: a GPU under NCCL); the same answer on every process."""
+    if get_world_size() == 1:
+        return bool(flag)
+    value = torch.tensor([int(flag)], dtype=torch.int32, device=device)
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value.item())

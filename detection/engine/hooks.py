@@ -14,7 +14,10 @@ calls every hook's method, in the order of its ``hooks`` list, at these points::
 ``self.trainer`` is the trainer (set when the hook is registered): ``trainer.iteration``,
 ``trainer.max_iter``, ``trainer.model``, ``trainer.optimizer``, ``trainer.writer`` (the
 metrics log, ``None`` on processes other than the first), ``trainer.last_results``, and
-``trainer.request_stop(reason)`` to end the training after the current step.
+``trainer.request_stop(reason)`` to end the training after the current step. A stop signal
+(SIGTERM / SIGUSR1, ``preemption.py``) sets ``trainer.stop_reason`` before the ``after_step``
+of its iteration, so every hook sees that step as the last one (``PeriodicCheckpoint`` writes
+``last.pth`` then).
 
 A hook with state returns it from ``state_dict()`` (tensors and plain values only): it goes
 into every checkpoint under ``hooks``, keyed by the hook's ``name``, and a resumed run hands it

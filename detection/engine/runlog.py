@@ -7,6 +7,7 @@ numbers under the tags of :func:`scalar_tags`.
 """
 from __future__ import annotations
 
+import ctypes
 import json
 import logging
 import math
@@ -20,9 +21,11 @@ from typing import Any, Optional, Union
 
 import torch
 
+from .files import disk_full_error, is_disk_full, write_text
+
 __all__ = [
     "setup_logger", "MetricsWriter", "Progress", "format_eta", "memory_mb", "peak_rss_mb",
-    "read_metrics", "scalar_tags",
+    "read_metrics", "release_free_memory", "scalar_tags",
     "write_eval_json",
 ]
 
@@ -107,6 +110,18 @@ class Progress:
             self._last, self._window = now, (0, 0.0)
 
 
+def release_free_memory() -> bool:
+    """Hand the C allocator's free pages back to the system (glibc's ``malloc_trim``): an
+    evaluation's temporaries (COCO results as Python dicts, their index) leave tens of MB free
+    but resident otherwise. Returns whether there was such a call (not on other C libraries)."""
+    try:
+        trim = ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError, TypeError):  # not glibc (musl, macOS), or Windows
+        return False
+    trim(0)
+    return True
+
+
 def memory_mb(device: torch.device) -> float:
     """Peak memory in MiB: allocated tensors on a GPU, the process's peak RSS on the CPU."""
     if device.type == "cuda":
@@ -169,15 +184,19 @@ class MetricsWriter:
                     kept.append(line)
             except json.JSONDecodeError:  # a line cut by a crash
                 continue
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        tmp.write_text("".join(f"{line}\n" for line in kept), encoding="utf-8")
-        os.replace(tmp, self.path)
+        write_text(self.path, "".join(f"{line}\n" for line in kept))
 
     def write(self, record: Mapping[str, Any]) -> None:
         """Append ``record`` as one JSON line (flushed), then hand it to every sink."""
         record = _jsonable(record)
-        self._file.write(json.dumps(record) + "\n")
-        self._file.flush()
+        line = json.dumps(record) + "\n"
+        try:
+            self._file.write(line)
+            self._file.flush()
+        except OSError as e:  # a full disk: one clear line (a cut line is skipped on reading)
+            if is_disk_full(e):
+                raise disk_full_error(self.path, needed=len(line.encode())) from None
+            raise
         for sink in self.sinks:  # TensorBoard, experiment trackers: the same records
             sink(record)
 
@@ -223,9 +242,5 @@ def write_eval_json(path: Union[str, os.PathLike], results: Mapping[str, Any], *
     """Write ``eval.json``: the evaluator's result plus where it came from. Returns the record."""
     record = dict(_jsonable(results))
     record.update(backbone=backbone, config=config, weights=weights, iteration=iteration)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    write_text(path, json.dumps(record, indent=2) + "\n")
     return record

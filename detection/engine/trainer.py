@@ -15,7 +15,12 @@ and resumed ends with the same weights as one that was never interrupted (bitwis
 A non-finite loss stops the run before its backward pass, naming the iteration and the loss
 term; nothing is saved after it, so ``last.pth`` stays the last good state. A hook may end the
 training after the current step (``request_stop``, e.g. early stopping); ``last.pth`` is then
-written at that iteration.
+written at that iteration. SIGTERM or SIGUSR1 (a scheduler's pre-emption warning) are such a
+stop, decided once per step on every process alike (``preemption.py``): the hooks' ``after_step``
+write ``last.pth`` at that iteration through :meth:`save` as for any stop (their states
+included, so the resume is exact), then :class:`~.preemption.Preempted` is raised (exit 75). A
+full disk while any file of the run is written (a checkpoint, ``metrics.jsonl``) raises one
+``DiskFullError`` saying which ``last.pth`` is kept.
 
 The loop is the same for every task: ``prepare_batch(batch, device)`` turns a batch into the
 model's positional arguments (detection: ``detection.data.move_batch``, images and targets;
@@ -37,8 +42,10 @@ from torch import nn
 
 from . import distributed as du
 from .checkpoint import get_rng_state, save_checkpoint, set_rng_state, unwrap_model
+from .files import DiskFullError
 from .hooks import HookBase
-from .runlog import LOGGER_NAME, MetricsWriter
+from .preemption import EXIT_PREEMPTED, Preempted, PreemptionWatcher
+from .runlog import LOGGER_NAME, MetricsWriter, release_free_memory
 
 __all__ = ["Trainer", "NonFiniteLossError", "AMP_DTYPES"]
 
@@ -94,6 +101,8 @@ class Trainer:
         self.last_step: dict[str, float] = {}  # the last step's loss terms, time, data_time
         self.stop_reason: Optional[str] = None
         self._saved: dict[str, int] = {}  # checkpoint file -> the iteration it holds
+        self.preemption = PreemptionWatcher(device=device)
+        self.preempted = False  # the stop was a scheduler's signal
         self.hooks: list[HookBase] = []
         self.register_hooks(hooks)
 
@@ -177,12 +186,30 @@ class Trainer:
     def train(self) -> Optional[dict]:
         """Run from ``self.iteration`` to ``max_iter`` (or a stop); returns the last
         evaluation's results. The hooks' ``before_train`` come first, their ``after_train``
-        last, also after an error."""
-        try:
-            self._call("before_train")
-            return self._train()
-        finally:
-            self._call("after_train")
+        last, also after an error.
+
+        SIGTERM or SIGUSR1 stop it after the current step with ``last.pth`` written and raise
+        ``Preempted``; a full disk raises ``DiskFullError`` saying which ``last.pth`` is kept
+        (module docstring)."""
+        with self.preemption:
+            try:
+                try:
+                    self._call("before_train")
+                    return self._train()
+                finally:
+                    self._call("after_train")
+            except DiskFullError as e:  # a checkpoint, metrics.jsonl, ...: what is kept
+                raise self._disk_full(e) from None
+
+    def _disk_full(self, error: DiskFullError) -> DiskFullError:
+        """``error`` (any file of the run) saying which checkpoint is kept and how to go on."""
+        last, saved = self.output_dir / "last.pth", self.saved_at("last.pth")
+        kept = (f"{'the previous ' if error.path == last else ''}{last}"
+                f"{f' (iteration {saved})' if saved is not None else ''} is kept: free some "
+                "space, then continue the run with --resume" if last.is_file() else
+                "no checkpoint of this run was written yet: free some space and start again")
+        return DiskFullError(f"{error}; {kept}", path=error.path, needed=error.needed,
+                             free=error.free)
 
     def _train(self) -> Optional[dict]:
         start = self.iteration
@@ -207,11 +234,34 @@ class Trainer:
                 torch.cuda.synchronize(self.device)
             self.iteration = it + 1
             self.last_step = {**losses, "time": time.perf_counter() - t0, "data_time": t1 - t0}
+            self._watch_signals()
             self._call("after_step")
             if self.stop_reason:
+                if self.preempted:
+                    self._stop_preempted()
                 logger.info("%s", self.stop_reason)
                 break
         return self.last_results
+
+    def _watch_signals(self) -> None:
+        """A stop signal to any process (one all-reduce per step, so every process stops at the
+        same iteration) becomes a stop after this step, before the hooks' ``after_step``: they
+        log and write ``last.pth`` as for any stop. The last step simply finishes the run."""
+        if self.iteration < self.max_iter and self.preemption.stop_requested():
+            self.preempted = True
+            self.stop_reason = self.preemption.reason
+
+    def _stop_preempted(self) -> None:
+        """``last.pth`` at this iteration (unless a hook just wrote it), logged; raise
+        ``Preempted``."""
+        if self.saved_at("last.pth") != self.iteration:
+            self.save("last.pth")
+        du.synchronize()  # every process leaves once the file is whole
+        message = (f"{self.preemption.reason}: stopped after iteration {self.iteration} of "
+                   f"{self.max_iter}, {self.output_dir / 'last.pth'} holds it; continue the run "
+                   f"with --resume (exit status {EXIT_PREEMPTED})")
+        logger.warning("%s", message)
+        raise Preempted(message)
 
     def run_step(self, it: int, batch: list[dict]) -> dict[str, float]:
         """One SGD step on ``batch``; returns the loss terms (and metrics) averaged over
@@ -259,6 +309,7 @@ class Trainer:
         finally:
             set_rng_state(rng)
             self.model.train()
+            release_free_memory()  # the evaluation's temporaries, freed but still resident
         try:  # the hooks see the training's RNG states (best.pth stores them) and keep them
             self._call("after_evaluation", results)
         finally:

@@ -31,7 +31,6 @@ scores to 1e-5, and the json written is exactly what is evaluated.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Sequence
@@ -42,6 +41,7 @@ import torch
 
 from detection.data.coco import DatasetError, load_coco
 from detection.data.masks import encode_masks
+from detection.engine.files import write_json
 from detection.masks import paste_masks
 
 from .backends import check_backend, coco_index, evaluate_boxes, results_index
@@ -122,9 +122,7 @@ class COCOEvaluator(PerImageEvaluator):
                                "in this file")
         results = self._coco_results(predictions, self._all_segmentations)
         if self.output_dir is not None:
-            os.makedirs(self.output_dir, exist_ok=True)
-            with open(os.path.join(self.output_dir, "coco_results.json"), "w") as f:
-                json.dump(results, f)
+            write_json(os.path.join(self.output_dir, "coco_results.json"), results)
         result: dict[str, Any] = {}
         for iou_type, prefix in (("bbox", ""), ("segm", "segm_"))[:2 if self.masks else 1]:
             gt = self._gt(self.backend)

@@ -18,6 +18,7 @@ from torch import nn
 
 from ..data.loader import move_batch
 from ..engine import distributed as du
+from ..engine.files import write_image
 from ..engine.runlog import LOGGER_NAME, Progress, format_eta
 from ..engine.trainer import AMP_DTYPES
 
@@ -54,7 +55,6 @@ def save_visualizations(kept: list[tuple[dict, dict]], folder: str | Path, *,
     them). Images whose longer side is under ``min_size`` are enlarged to it first, so that the
     tags can be read.
     """
-    import cv2
 
     from ..masks import paste_masks
     from ..visualize import draw_detections
@@ -73,7 +73,7 @@ def save_visualizations(kept: list[tuple[dict, dict]], folder: str | Path, *,
                                  class_names=names, score_thresh=score_thresh,
                                  min_size=min_size, masks=masks)
         path = folder / f"{Path(sample['file_name']).stem}.jpg"
-        cv2.imwrite(str(path), canvas[:, :, ::-1])  # RGB -> BGR for OpenCV
+        write_image(path, canvas[:, :, ::-1])  # RGB -> BGR for OpenCV
         written.append(path)
     return written
 
@@ -101,6 +101,10 @@ def inference_on_dataset(model: nn.Module, data_loader: Iterable[list[dict]], ev
     t_data = time.perf_counter()
     for batch in data_loader:
         data_time = time.perf_counter() - t_data
+        if not batch:  # each image of it skipped as bad (data.on_bad_image: skip, warned)
+            progress.step(data_time)
+            t_data = time.perf_counter()
+            continue
         images, _ = move_batch(batch, device, with_targets=False)
         with torch.autocast(device.type, dtype=AMP_DTYPES[amp_dtype], enabled=use_amp):
             preds = model(images, original_sizes=[tuple(s["original_size"]) for s in batch])

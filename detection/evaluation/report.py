@@ -25,6 +25,7 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
+from ..engine.files import write_text
 from .analysis import ERROR_TYPES, analyze_run, draw_crops, read_run
 
 __all__ = ["build_report", "write_report", "PALETTE"]
@@ -229,7 +230,4 @@ def write_report(run_dirs: Sequence[str | Path], output: str | Path, *,
     """Read ``run_dirs`` (``annotations`` / ``images`` override what their configs name), build
     the page (``build_report``'s keywords) and write ``output``."""
     runs = [read_run(d, annotations=annotations, images=images) for d in run_dirs]
-    output = Path(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(build_report(runs, **kwargs), encoding="utf-8")
-    return output
+    return write_text(output, build_report(runs, **kwargs))

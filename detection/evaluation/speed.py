@@ -14,7 +14,6 @@ and every per-category AP agreed.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
@@ -22,6 +21,7 @@ from typing import Any, Optional
 
 import numpy as np
 
+from ..engine.files import write_json
 from .backends import BACKENDS, coco_index, evaluate_boxes, results_index
 
 __all__ = ["synthetic_coco", "compare_backends", "format_comparison", "main"]
@@ -142,8 +142,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     out = compare_backends(gt, results, repeats=args.repeats)
     print(format_comparison(out))
     if args.json:
-        with open(args.json, "w", encoding="utf-8") as f:
-            json.dump(out, f, indent=2)
+        write_json(args.json, out, indent=2)
     return 0 if out["equal"] else 1
 
 

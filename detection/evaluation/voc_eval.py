@@ -54,6 +54,7 @@ from torchvision.ops import box_iou
 
 from detection.data.base import DatasetError, bad_box_reasons, ignored_regions
 from detection.data.voc import PathLike, read_voc, voc_pairs
+from detection.engine.files import write_text
 
 from .coco_eval import format_table
 from .common import PerImageEvaluator
@@ -137,8 +138,7 @@ class VOCEvaluator(PerImageEvaluator):
                 lines[int(label) - 1].append(
                     f"{name} {score:.5f} {x0 + 1:.2f} {y0 + 1:.2f} {x1:.2f} {y1:.2f}\n")
         for c, rows in zip(self.classes, lines):
-            with open(os.path.join(folder, f"comp4_det_{split}_{c['name']}.txt"), "w") as f:
-                f.writelines(rows)
+            write_text(os.path.join(folder, f"comp4_det_{split}_{c['name']}.txt"), "".join(rows))
 
 
 def _mean(aps: np.ndarray) -> float:

@@ -44,6 +44,7 @@ from typing import Any, Union
 import torch
 
 from ..config import Config, config_from_dict, config_to_dict
+from ..engine.files import write_bytes
 from ..faster_rcnn import FasterRCNN
 from . import require
 from .graph import INPUT_NAMES, DetectorGraph, output_names
@@ -108,9 +109,8 @@ def export_onnx(model: FasterRCNN, path: PathLike, *, cfg: Config, classes: list
                         "(N, 2) -> boxes xyxy, scores, labels 1..K, batch_index"
                         + (", masks (D, 1, M, M)" if "masks" in outputs else ""))
     onnx.checker.check_model(proto)
-    tmp = f"{os.fspath(path)}.tmp"
-    onnx.save(proto, tmp)
-    os.replace(tmp, path)  # atomic: an interrupted export leaves no half-written file
+    # atomic: an interrupted export or a full disk leaves no half-written file
+    write_bytes(path, proto.SerializeToString())
     return metadata
 
 

@@ -25,13 +25,14 @@ from typing import Any, Optional, Union
 
 import numpy as np
 
+from ..engine.files import atomic_path
 from ..precision import resolve_precision
 from . import require
 from .exporter import read_metadata
 from .graph import INPUT_NAMES, OUTPUT_NAMES
 from .runtime import GraphDetector
 
-__all__ = ["export_openvino", "read_openvino_metadata", "OpenVINODetector",
+__all__ = ["export_openvino", "read_openvino_metadata", "save_ir", "OpenVINODetector",
            "openvino_precision", "OPENVINO_EXTRA"]
 
 OPENVINO_EXTRA = 'pip install -e ".[openvino]"'
@@ -65,10 +66,19 @@ def export_openvino(onnx_path: PathLike, xml_path: PathLike, *,
         model = ov.convert_model(os.fspath(onnx_path))
     for key, value in metadata.items():
         model.set_rt_info(value, [_SECTION, key])
-    xml_path = Path(xml_path)
-    xml_path.parent.mkdir(parents=True, exist_ok=True)
-    ov.save_model(model, os.fspath(xml_path), compress_to_fp16=False)
+    save_ir(model, xml_path)
     return metadata
+
+
+def save_ir(model: Any, xml_path: Union[str, os.PathLike]) -> None:
+    """``openvino.save_model`` into ``xml_path`` and its ``.bin``, float32 weights, atomically
+    (``engine/files.py``): the ``.bin`` replaced first, the ``.xml`` last; a full disk is one
+    ``DiskFullError`` and leaves the previous pair and no temporary file."""
+    ov = _openvino()
+    xml_path = Path(xml_path)
+    with atomic_path(xml_path) as tmp_xml, atomic_path(xml_path.with_suffix(".bin")):
+        # the .bin goes beside the .xml: the second temporary name
+        ov.save_model(model, os.fspath(tmp_xml), compress_to_fp16=False)
 
 
 def read_openvino_metadata(model: Any, source: str) -> dict[str, Any]:

@@ -23,7 +23,7 @@ from typing import Any, Union
 import numpy as np
 
 from . import require
-from .openvino import OpenVINODetector, export_openvino
+from .openvino import OpenVINODetector, export_openvino, save_ir
 from .runtime import REDUCED_PRECISION_MATCH, compare_detections, pad_batch
 
 __all__ = ["calibration_inputs", "quantize_openvino", "evaluate_graph", "accuracy_change"]
@@ -96,8 +96,4 @@ def record_accuracy(xml_path: PathLike, report: dict[str, Any], calib: int) -> N
     core = ov.Core()
     model = core.read_model(os.fspath(xml_path))
     model.set_rt_info(json.dumps({"calibration_images": calib, **report}), ["resdet", "int8"])
-    tmp = f"{os.fspath(xml_path)}.tmp.xml"
-    ov.save_model(model, tmp, compress_to_fp16=False)
-    del model
-    os.replace(tmp, xml_path)
-    os.replace(tmp[:-4] + ".bin", os.fspath(xml_path)[:-4] + ".bin")
+    save_ir(model, xml_path)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import io
 import logging
 import sys
 
@@ -83,3 +85,27 @@ def test_log_txt_holds_everything_printed_up_to_the_error(tmp_path, capsys):
     print("after")  # the streams are restored: nothing more goes to the file
     assert len((tmp_path / "run" / "log.txt").read_text().splitlines()) == 5
     assert capsys.readouterr().out.endswith("after\n")
+
+
+def test_a_log_txt_on_a_full_disk_stops_being_copied_and_the_console_goes_on(tmp_path,
+                                                                            capsys):
+    class FullFile(io.StringIO):  # what a file on a full disk does on write and flush
+        def write(self, text):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        flush = write
+
+    logger = setup_logger()
+
+    @tool_main
+    def main() -> int:
+        tee_output(tmp_path / "log.txt")
+        sys.stdout.log = sys.stderr.log = FullFile()
+        print("to stdout")
+        logger.info("from the logger")
+        raise OSError("cannot write out/last.pth: no space left on device")
+
+    assert main() == 2
+    out, err = capsys.readouterr()
+    assert out.startswith("to stdout\n") and out.endswith("] from the logger\n")
+    assert err == "error: cannot write out/last.pth: no space left on device\n"  # no traceback

@@ -225,3 +225,34 @@ def test_fused_adamw_steps_as_the_per_tensor_loop():
 def test_an_unknown_optimizer_names_the_key_and_the_choices():
     with pytest.raises(Exception, match="solver.optimizer.*(SGD|AdamW)"):
         load_config(None, ["solver.optimizer=Adam"])
+
+
+def test_truncated_images_are_named_and_skipped_in_training_and_evaluation(
+        synthetic_coco, tiny_config, tmp_path, caplog):
+    """Half of the training JPEGs and one test JPEG cut to 2,000 bytes (OpenCV decodes them
+    with grey rows): a run names and skips each, and evaluates the other 7 test images."""
+    import logging
+    import shutil
+
+    root = Path(shutil.copytree(synthetic_coco.root, tmp_path / "data"))
+    cut = sorted((root / "train").iterdir())[1::2] + [root / "val" / "000003.jpg"]
+    for path in cut:
+        path.write_bytes(path.read_bytes()[:2000])
+    config = tiny_config(tmp_path, synthetic_coco, solver={"max_iter": 2, "steps": [1]},
+                         test={"eval_period": 0, "vis_images": 0})
+    cfg = load_config(config, [f"data.train.images={root / 'train'}",
+                               f"data.test.images={root / 'val'}"])
+    with caplog.at_level(logging.WARNING, logger="detection.data"):
+        trainer, _ = build_trainer(cfg, device=torch.device("cpu"))
+        trainer.train()
+    trainer.writer.close()
+    skipped = [r.getMessage() for r in caplog.records if "skipping bad image" in r.getMessage()]
+    assert any(m.startswith("skipping bad image (training): truncated image (JPEG without its "
+                            "end-of-image marker FF D9; the file stops after 2,000 bytes): "
+                            f"{root / 'train'}/") for m in skipped), skipped
+    assert (f"skipping bad image (left out of evaluation): truncated image (JPEG without its "
+            f"end-of-image marker FF D9; the file stops after 2,000 bytes): "
+            f"{root / 'val' / '000003.jpg'}") in skipped
+    evaluated = {d["image_id"] for d in json.loads(
+        (tmp_path / "out" / "coco_results.json").read_text())}
+    assert evaluated == {1, 2, 3, 5, 6, 7, 8}  # image id 4 is 000003.jpg

@@ -28,6 +28,19 @@ FIELDS = {"median_ms", "p90_ms", "min_ms", "cpu_median_ms", "images_per_s", "gfl
           "achieved_gflops_per_s", "peak_memory_mb", "params_m"}
 
 benchmark = load_tool("benchmark")
+SOAK_TINY = """
+model:
+  backbone: {{name: resnet18, weights: null, norm: BN, freeze_at: 0}}
+  fpn: {{out_channels: 32}}
+  rpn: {{pre_nms_topk_test: 100, post_nms_topk_test: 30, pre_nms_topk_train: 100,
+         post_nms_topk_train: 50, batch_size_per_image: 32}}
+  roi_heads: {{fc_dim: 64, batch_size_per_image: 32, detections_per_img: 10}}
+data:
+  synthetic: {{enabled: true, root: {root}, num_train: 6, num_val: 2, image_size: 64}}
+  input: {{min_size_test: 64, max_size_test: 96, min_size_train: [64], max_size_train: 96}}
+solver: {{max_iter: 100, steps: [80], warmup_iters: 10, ims_per_batch: 2, base_lr: 0.01}}
+device: cpu
+"""
 
 
 def test_every_task_against_torchvision(tmp_path, capsys):
@@ -214,3 +227,30 @@ def test_a_mask_rcnn_against_torchvisions(tmp_path, capsys):
     tv["masks"] = tv["masks"][:, 0] > 0.5
     stats = compare_detections([ours], [tv])
     assert stats["detections"] > 5 and stats["matched"] >= 0.9 and stats["mask_matched"] >= 0.9
+
+
+def test_the_soak_task_samples_main_and_workers(tmp_path, capsys):
+    config = tmp_path / "tiny.yaml"
+    config.write_text(SOAK_TINY.format(root=tmp_path / "shapes"))
+    out = tmp_path / "soak.json"
+    code = benchmark.main([
+        "--config", str(config), "--task", "soak", "--soak-iters", "2", "--soak-images", "3",
+        "--soak-period", "2", "--soak-workers", "1", "--soak-dir", str(tmp_path / "soak"),
+        "--output", str(out)])
+    assert code == 0
+    soak = json.loads(out.read_text())["results"]["soak"]
+    steps = [(r["phase"], r["step"]) for r in soak["samples"]]
+    assert steps == [("train", 2), ("eval", 2), ("evaluated", 3), ("released", 3)]
+    for r in soak["samples"][:2]:
+        assert r["main"]["rss"] > 100 and len(r["workers"]) == 1  # one loader worker
+        assert 0 < r["workers"][0]["uss"] < r["workers"][0]["pss"] < r["workers"][0]["rss"]
+    assert soak["samples"][2]["workers"] == []  # the test loader's ended with its pass
+    assert soak["samples"][3]["main"]["rss"] <= soak["samples"][2]["main"]["rss"]
+    evaluation = soak["growth"]["eval"]
+    assert (evaluation["first_step"], evaluation["last_step"]) == (2, 3)
+    assert evaluation["main_rss"] == [soak["samples"][1]["main"]["rss"],
+                                      soak["samples"][2]["main"]["rss"]]
+    assert json.loads((tmp_path / "soak" / "val3" / "synthetic.json").read_text())[
+        "num_val"] == 3
+    text = capsys.readouterr().out
+    assert "soak train 2: main rss " in text and "eval: image 2 -> 3: main rss " in text

@@ -82,3 +82,17 @@ def test_export_a_mask_rcnn_checkpoint(exported, tmp_path, capsys, one_thread):
     np.testing.assert_allclose(got["boxes"], expected["boxes"], atol=1e-3)
     ious = mask_iou(torch.from_numpy(got["masks"]), torch.from_numpy(expected["masks"]))
     assert float(ious.min()) > 0.99
+
+
+def test_a_full_disk_is_one_error_line_and_leaves_no_file(exported, tmp_path, capsys,
+                                                          small_disk):
+    ex = exported("fpn")
+    size = ex.onnx.stat().st_size  # the session's export of the same model and metadata
+    disk = small_disk(tmp_path / "disk", capacity=size // 2)
+    out = disk.folder / "m.onnx"
+    assert export.main(["--weights", str(ex.weights), "--output", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"error: cannot write {out}: no space left on "
+                                                   "device (it needs ")
+    assert f"; {size // 2:,} bytes = " in err and err.endswith(f"are free in {disk.folder})\n")
+    assert list(disk.folder.iterdir()) == []

@@ -1,4 +1,7 @@
 import json
+import os
+import re
+import sys
 from pathlib import Path
 
 import cv2
@@ -8,8 +11,9 @@ import torch
 
 from detection.build import build_model
 from detection.config import config_to_dict, dump_config, load_config
+from detection.data.base import DatasetError
 from detection.engine.checkpoint import save_checkpoint
-from detection import media
+from detection import media, video
 from detection.predictor import Predictor
 from detection.visualize import color_for_label
 from tool_loader import load_tool
@@ -312,3 +316,88 @@ def test_masks_are_drawn_translucent_and_written_as_rle(exported, tmp_path, one_
         assert np.array_equal(drawn[only], blend.astype(np.uint8))
         checked += int(only.sum())
     assert checked > 100
+
+
+def test_a_full_disk_stops_with_one_error_line(checkpoint, tmp_path, capsys, small_disk):
+    """No room for the first drawn image: one error line naming it; the JSON line of that image
+    was written before (detections.jsonl grows as the run goes) and nothing half-written."""
+    config, weights = checkpoint
+    _images(tmp_path / "in", 2)
+    disk = small_disk(tmp_path / "disk", capacity=0)
+    assert infer.main(["--config", str(config), "--weights", str(weights), "--input",
+                       str(tmp_path / "in"), "--output", str(disk.folder / "out")]) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
+    out = re.escape(f"{disk.folder}/out")
+    assert len(errors) == 1 and re.fullmatch(
+        rf"error: cannot write {out}/img0.png: no space left on device \(it needs [\d,]+ "
+        rf"bytes = [\d.]+ KiB; 0 bytes are free in {out}\)", errors[0]), errors
+    assert [p.name for p in (disk.folder / "out").iterdir()] == ["detections.jsonl"]
+
+
+VIDEO_ON_TMPFS = """
+import sys
+import numpy as np
+from detection.engine.files import DiskFullError
+from detection.video import open_video_writer
+out = sys.argv[1] + "/clip.mp4"
+try:
+    writer = open_video_writer(out, fps=10.0, size=(96, 64), h264=sys.argv[2] == "h264")
+    rng = np.random.default_rng(1)
+    try:
+        for _ in range(60):
+            writer.write(rng.integers(0, 256, (64, 96, 3), dtype=np.uint8))
+    finally:
+        writer.close()
+except DiskFullError as e:
+    print(e)
+"""
+
+
+@pytest.mark.parametrize("codec", ["mp4v", "h264"])
+def test_a_video_cut_short_by_a_real_full_tmpfs_is_found(tmp_path, tmpfs, codec):
+    """A 64 KiB tmpfs cannot hold 60 frames of noise: OpenCV's writer reports no failed write,
+    PyAV's an OSError; both end in one DiskFullError naming the file."""
+    if codec == "h264" and not video.h264_available():
+        pytest.skip("PyAV with libx264 is not installed")
+    (tmp_path / "script.py").write_text(VIDEO_ON_TMPFS)
+    disk = tmp_path / "disk"
+    proc = tmpfs(disk, "64k", f"{sys.executable} {tmp_path / 'script.py'} {disk} {codec}",
+                 env=dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2])))
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(
+        f"cannot write {disk}/clip.mp4: no space left on device"), proc.stdout
+
+
+def test_a_whole_video_passes_the_check_and_a_cut_one_is_named(tmp_path):
+    clip = _write_video(tmp_path / "clip.mp4", 5)
+    video.check_video(clip)
+    data = clip.read_bytes()
+    (tmp_path / "cut.mp4").write_bytes(data[:len(data) - 50])
+    assert not video.mp4_complete(tmp_path / "cut.mp4")
+    with pytest.raises(DatasetError) as e:  # not a full disk: another failure, named
+        video.check_video(tmp_path / "cut.mp4")
+    assert str(e.value) == (f"cannot write video: {tmp_path / 'cut.mp4'} (the video is cut "
+                            f"short after {len(data) - 50:,} bytes)")
+
+
+def test_truncated_jpeg_and_png_inputs_are_named_and_skipped(checkpoint, tmp_path, capsys):
+    config, weights = checkpoint
+    _images(tmp_path / "in", 1)
+    noise = np.random.default_rng(2).integers(0, 256, (72, 100, 3), dtype=np.uint8)
+    for suffix in (".jpg", ".png"):
+        data = cv2.imencode(suffix, noise)[1].tobytes()
+        (tmp_path / "in" / f"cut{suffix}").write_bytes(data[:3000])
+    assert cv2.imread(str(tmp_path / "in" / "cut.jpg")) is not None  # OpenCV: "fine"
+    out = tmp_path / "out"
+    assert infer.main(["--config", str(config), "--weights", str(weights), "--input",
+                       str(tmp_path / "in"), "--output", str(out)]) == 2
+    err = capsys.readouterr().err
+    skipped = [line for line in err.splitlines() if line.startswith("skipped: ")]
+    assert skipped == [
+        "skipped: truncated image (JPEG without its end-of-image marker FF D9; the file stops "
+        f"after 3,000 bytes): {tmp_path / 'in' / 'cut.jpg'}",
+        "skipped: truncated image (PNG without its IEND chunk; the file stops after 3,000 "
+        f"bytes): {tmp_path / 'in' / 'cut.png'}"]
+    assert err.endswith("error: 2 input(s) skipped (listed above)\n")
+    assert sorted(p.name for p in out.iterdir()) == ["detections.jsonl", "img0.png"]

@@ -7,8 +7,10 @@ import io
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -155,6 +157,36 @@ def test_resumed_run_ends_with_bitwise_the_same_weights(trained, tmp_path):
     loss = lambda out: [r["loss"] for r in map(json.loads, (  # noqa: E731
         out / "metrics.jsonl").read_text().splitlines()) if r["type"] == "train"]
     assert loss(full_out) == loss(tmp_path)
+
+
+def test_sigterm_saves_the_current_iteration_and_the_resume_is_bitwise(trained, tmp_path):
+    """SIGTERM to every process of the run (as SLURM signals a job; the loader worker too) once
+    training runs: the step under way finishes, last.pth holds it, exit status 75; resumed,
+    the run ends with the weights of ``trained`` (4 iterations in one go) bit for bit."""
+    config, full_out, _ = trained
+    common = ["--config", str(config), "--output", str(tmp_path), "--set", "test.eval_period=0",
+              "test.vis_images=0", "data.num_workers=1", "solver.checkpoint_period=100"]
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
+    proc = subprocess.Popen([sys.executable, "tools/train.py", *common, "solver.max_iter=100"],
+                            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, start_new_session=True)
+    metrics = tmp_path / "metrics.jsonl"
+    deadline = time.monotonic() + 120
+    while not (metrics.is_file() and '"type": "train"' in metrics.read_text()):
+        assert time.monotonic() < deadline and proc.poll() is None, proc.communicate()[0]
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGTERM)
+    out = proc.communicate(timeout=120)[0]
+    assert proc.returncode == 75, out
+    k = [r["iteration"] for r in map(json.loads, metrics.read_text().splitlines())
+         if r["type"] == "train"][-1]
+    assert k < 4 and torch.load(tmp_path / "last.pth", weights_only=True)["iteration"] == k
+    assert (f"SIGTERM: stopped after iteration {k} of 100, {tmp_path / 'last.pth'} holds it; "
+            "continue the run with --resume (exit status 75)") in out
+    assert "Traceback" not in out and "error" not in out.lower()
+    _run(["tools/train.py", *common, "--resume"])
+    full, resumed = _model_state(full_out / "last.pth"), _model_state(tmp_path / "last.pth")
+    assert all(torch.equal(full[k], resumed[k]) for k in full)
 
 
 def test_print_config_and_config_errors(tmp_path, capsys):

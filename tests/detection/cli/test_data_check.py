@@ -76,6 +76,23 @@ def test_check_names_each_bad_image_and_each_kind_of_bad_box(bad_set, capsys):
     assert "20 thing(s) a training run would skip" in out  # train 3 + 5 + 4, test 3 + 5
 
 
+def test_a_cut_jpeg_that_opencv_decodes_is_a_truncated_image(bad_set, capsys):
+    """good2.png re-encoded as a JPEG and cut to half: OpenCV decodes it with grey rows, the
+    check names it as truncated."""
+    config, tmp = bad_set
+    image = np.random.default_rng(0).integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    data = cv2.imencode(".jpg", image)[1].tobytes()
+    (tmp / "images" / "good2.png").write_bytes(data[:len(data) // 2])
+    assert cv2.imread(str(tmp / "images" / "good2.png")) is not None
+    assert data_check.main(["--config", str(config), "--workers", "0"]) == 0
+    report = json.loads((tmp / "out" / "data_check.json").read_text())
+    bad = {b["image_id"]: b for b in report["train"]["bad_images"]}
+    assert bad[2]["kind"] == "truncated" and bad[2]["error"].startswith(
+        "truncated image (JPEG without its end-of-image marker FF D9; the file stops after ")
+    assert "4 bad image(s): 1 corrupt, 1 missing, 1 truncated, 1 wrong_size" in (
+        capsys.readouterr().out)
+
+
 def test_strict_exits_2_when_anything_would_be_skipped(bad_set, capsys, tmp_path):
     config, tmp = bad_set
     assert data_check.main(["--config", str(config), "--strict", "--workers", "0",

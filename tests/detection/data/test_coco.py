@@ -216,21 +216,29 @@ def test_input_files_and_dicts_are_not_modified(tmp_path):
 
 
 # ----------------------------------------------------------------------------- bad images
+BAD_IMAGES = ["missing", "corrupt", "wrong_size", "truncated_jpeg", "truncated_png"]
+
+
 def _with_bad_image(tmp_path, kind):
-    images = [_image(1), _image(2), _image(3, h=100, w=60)]
+    images = [_image(1, name="1.jpg" if kind == "truncated_jpeg" else None), _image(2),
+              _image(3, h=100, w=60)]
     anns = [_ann(i, i, [0, 0, 10, 10]) for i in (1, 2, 3)]
     img_dir, annotations = _write(tmp_path, _coco(images, anns))
-    bad = os.path.join(img_dir, "1.png")
+    bad = os.path.join(img_dir, images[0]["file_name"])
     if kind == "missing":
         os.remove(bad)
     elif kind == "corrupt":
         open(bad, "wb").write(b"\x89PNG garbage")
+    elif kind.startswith("truncated"):  # cut in half (OpenCV decodes the JPEG "fine")
+        noise = np.random.default_rng(0).integers(0, 256, (60, 100, 3), dtype=np.uint8)
+        data = cv2.imencode(os.path.splitext(bad)[1], noise)[1].tobytes()
+        open(bad, "wb").write(data[:len(data) // 2])
     else:  # a size that disagrees with the json
         cv2.imwrite(bad, np.zeros((10, 10, 3), np.uint8))
     return img_dir, annotations, bad
 
 
-@pytest.mark.parametrize("kind", ["missing", "corrupt", "wrong_size"])
+@pytest.mark.parametrize("kind", BAD_IMAGES)
 def test_bad_image_in_training_is_replaced_and_counted(tmp_path, caplog, kind):
     img_dir, annotations, bad = _with_bad_image(tmp_path, kind)
     ds = COCODataset(images=img_dir, annotations=annotations, train=True)
@@ -243,7 +251,7 @@ def test_bad_image_in_training_is_replaced_and_counted(tmp_path, caplog, kind):
     assert len(warnings) == 1 and bad in warnings[0]  # warned once per file
 
 
-@pytest.mark.parametrize("kind", ["missing", "corrupt", "wrong_size"])
+@pytest.mark.parametrize("kind", BAD_IMAGES)
 def test_bad_image_with_on_bad_image_error_names_the_file(tmp_path, kind):
     img_dir, annotations, bad = _with_bad_image(tmp_path, kind)
     ds = COCODataset(images=img_dir, annotations=annotations, train=True, on_bad_image="error")
@@ -252,8 +260,9 @@ def test_bad_image_with_on_bad_image_error_names_the_file(tmp_path, kind):
     assert ds.num_bad_images == 0
 
 
-def test_bad_image_in_evaluation_is_left_out_also_across_workers(tmp_path):
-    img_dir, annotations, _ = _with_bad_image(tmp_path, "corrupt")
+@pytest.mark.parametrize("kind", ["corrupt", "truncated_jpeg", "truncated_png"])
+def test_bad_image_in_evaluation_is_left_out_also_across_workers(tmp_path, kind):
+    img_dir, annotations, _ = _with_bad_image(tmp_path, kind)
     ds = COCODataset(images=img_dir, annotations=annotations, train=False)
     assert ds[0] is None
     assert collate([None, ds[1]])[0]["image_id"] == 2

@@ -57,3 +57,28 @@ def test_the_pool_is_shut_down_only_while_workers_start():
     assert cv2.getNumThreads() == threads
     loader = ForkSafeLoader(list(range(4)), batch_size=2, num_workers=0)
     assert [b.tolist() for b in loader] == [[0, 1], [2, 3]]
+
+
+def test_the_test_loaders_workers_end_with_each_pass(synthetic_coco):
+    """A worker forked during training would keep the main process's freed pages alive as long
+    as it lives (docs/long_runs.md): the test loader's end with the pass, the training
+    loader's stay (an endless stream)."""
+    from detection.benchmark.soak import child_pids
+    from detection.data.coco import COCODataset
+    from detection.data.loader import make_test_loader, make_train_loader
+    from detection.data.transforms import build_transforms
+
+    test = COCODataset(images=synthetic_coco.val_images,
+                       annotations=synthetic_coco.val_annotations, train=False)
+    before = set(child_pids(os.getpid()))
+    loader = make_test_loader(test, num_workers=1)
+    for _ in range(2):  # one evaluation after another
+        assert sum(len(batch) for batch in loader) == len(test)
+        assert set(child_pids(os.getpid())) == before
+    train = COCODataset(images=synthetic_coco.train_images,
+                        annotations=synthetic_coco.train_annotations, train=True,
+                        transforms=build_transforms(train=True, min_size=[64], max_size=96))
+    stream = iter(make_train_loader(train, batch_size=2, num_workers=1, seed=0))
+    next(stream)
+    assert len(set(child_pids(os.getpid())) - before) == 1
+    del stream

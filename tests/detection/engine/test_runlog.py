@@ -60,3 +60,22 @@ def test_progress_throttles_and_stays_quiet_off_rank_0(log_lines):
     for _ in range(3):
         quiet.step()
     assert len(log_lines.messages()) == 2
+
+
+def test_free_memory_goes_back_to_the_system():
+    """100 MB of 1 kB blocks freed under a block still in use stay resident (the C heap only
+    shrinks from its top) until ``release_free_memory``."""
+    import os
+
+    from detection.benchmark.soak import process_memory
+    from detection.engine.runlog import release_free_memory
+
+    blocks = [bytes(1000) + bytes([i % 256]) for i in range(100_000)]  # malloc'd, not pymalloc
+    top = bytes(1000) + b"top"  # allocated last: the heap cannot shrink below it
+    resident = process_memory(os.getpid())["rss"]
+    del blocks
+    assert process_memory(os.getpid())["rss"] > resident - 20
+    if not release_free_memory():
+        pytest.skip("no malloc_trim in this C library")
+    assert process_memory(os.getpid())["rss"] < resident - 80
+    assert top.endswith(b"top")

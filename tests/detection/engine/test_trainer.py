@@ -1,13 +1,16 @@
 import json
+import signal
 
 import pytest
 import torch
 
 from detection.engine.checkpoint import load_checkpoint, seed_all
+from detection.engine.files import DiskFullError, disk_full_error
+from detection.engine.preemption import Preempted
 from detection.engine.runlog import MetricsWriter
 from detection.engine.schedule import WarmupLRScheduler, param_groups
 from detection.data.loader import move_batch
-from detection.engine.hooks import standard_hooks
+from detection.engine.hooks import MetricsLogger, standard_hooks
 from detection.engine.trainer import NonFiniteLossError, Trainer
 from detection.evaluation.inference import inference_on_dataset
 from toy_detector import LOSS_NAMES, ToyDetector, ToyEvaluator, toy_batches, toy_sample
@@ -16,7 +19,8 @@ DEVICE = torch.device("cpu")
 
 
 def _trainer(tmp_path, *, max_iter=6, start_ckpt=None, crash_at=None, evaluator=None,
-             eval_period=0, checkpoint_period=2, model=None, seed=0, init_seed=0):
+             eval_period=0, checkpoint_period=2, model=None, seed=0, init_seed=0,
+             signal_at=None, hooks=None):
     seed_all(init_seed)
     model = model or ToyDetector()
     opt = torch.optim.SGD(param_groups(model, weight_decay=1e-4, weight_decay_norm=0.0),
@@ -29,10 +33,11 @@ def _trainer(tmp_path, *, max_iter=6, start_ckpt=None, crash_at=None, evaluator=
         evaluate = lambda m: inference_on_dataset(m, test, evaluator, device=DEVICE)[0]  # noqa
     trainer = Trainer(model=model, optimizer=opt, scheduler=sched,
                       data_loader=toy_batches(seed=seed, batch_size=4, start_iter=start,
-                                              crash_at=crash_at),
+                                              crash_at=crash_at, signal_at=signal_at),
                       max_iter=max_iter, output_dir=tmp_path, device=DEVICE, evaluate=evaluate,
-                      hooks=standard_hooks(log_period=1, eval_period=eval_period,
-                                           checkpoint_period=checkpoint_period),
+                      hooks=hooks if hooks is not None else standard_hooks(
+                          log_period=1, eval_period=eval_period,
+                          checkpoint_period=checkpoint_period),
                       extra_state={"config": {"seed": seed}, "classes": []},
                       writer=MetricsWriter(tmp_path, truncate_after=start),
                       prepare_batch=move_batch)
@@ -202,3 +207,86 @@ def test_inference_logs_progress_and_the_evaluators_time(tmp_path):
     assert all(" s/it  data " in r and "  eta " in r for r in records[:3])
     assert records[3].startswith("inference: 3 it in 0:00:0") and "evaluator: " in records[3]
     assert len(records) == 4
+
+
+def _same_training(a, b):
+    sa, sb = a.model.state_dict(), b.model.state_dict()
+    assert all(torch.equal(sa[key], sb[key]) for key in sa)
+    sa, sb = a.optimizer.state_dict()["state"], b.optimizer.state_dict()["state"]
+    assert all(torch.equal(sa[i]["momentum_buffer"], sb[i]["momentum_buffer"]) for i in sa)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGUSR1])
+def test_a_stop_signal_saves_the_current_iteration_and_resumes_bitwise(tmp_path, signum):
+    """The signal comes while batch 2 loads (iteration 3 under way, the last periodic
+    checkpoint and evaluation at 2): iteration 3 finishes, last.pth holds it with the hooks'
+    states, and the resumed run ends as the uninterrupted one (best.pth and hook states too)."""
+    full = _trainer(tmp_path / "full", eval_period=2, evaluator=ToyEvaluator([30.0, 70.0, 40.0]))
+    full.train()
+    before = signal.getsignal(signum)
+    stopped = _trainer(tmp_path / "resumed", signal_at=(2, signum), eval_period=2,
+                       evaluator=ToyEvaluator([30.0]))
+    with pytest.raises(Preempted) as e:
+        stopped.train()
+    assert str(e.value) == (f"{signal.Signals(signum).name}: stopped after iteration 3 of 6, "
+                            f"{tmp_path / 'resumed' / 'last.pth'} holds it; continue the run "
+                            "with --resume (exit status 75)")
+    assert e.value.exit_status == 75
+    assert signal.getsignal(signum) is before  # the handler is the caller's again
+    ckpt = load_checkpoint(tmp_path / "resumed" / "last.pth")
+    assert ckpt["iteration"] == 3 and ckpt["hooks"]["best"]["value"] == 30.0
+    resumed = _trainer(tmp_path / "resumed", start_ckpt=ckpt, init_seed=99, eval_period=2,
+                       evaluator=ToyEvaluator([70.0, 40.0]))
+    resumed.train()
+    _same_training(full, resumed)
+    for name in ("last.pth", "best.pth"):
+        a, b = (load_checkpoint(tmp_path / run / name) for run in ("full", "resumed"))
+        assert a["iteration"] == b["iteration"] and a["hooks"] == b["hooks"], name
+    lines = [json.loads(x) for x in (tmp_path / "resumed" / "metrics.jsonl").read_text().split(
+        "\n") if x]
+    assert [r["iteration"] for r in lines if r["type"] == "train"] == [1, 2, 3, 4, 5, 6]
+
+
+def test_a_stop_signal_writes_last_pth_without_a_checkpoint_hook(tmp_path):
+    trainer = _trainer(tmp_path, signal_at=(1, signal.SIGTERM), hooks=[MetricsLogger(1)])
+    with pytest.raises(Preempted, match="stopped after iteration 2 of 6"):
+        trainer.train()
+    assert load_checkpoint(tmp_path / "last.pth")["iteration"] == 2
+
+
+def test_a_stop_signal_in_the_last_step_lets_the_run_finish(tmp_path):
+    trainer = _trainer(tmp_path, signal_at=(5, signal.SIGTERM))  # batch 5: the 6th, last step
+    trainer.train()
+    assert load_checkpoint(tmp_path / "last.pth")["iteration"] == 6
+
+
+@pytest.mark.parametrize("file", ["metrics.jsonl", "best.pth"])
+def test_a_full_disk_anywhere_in_a_run_says_which_checkpoint_is_kept(tmp_path, monkeypatch,
+                                                                     file):
+    """metrics.jsonl at iteration 3, or best.pth at the evaluation of iteration 3: last.pth
+    was written at 2 (every 2 iterations)."""
+    trainer = _trainer(tmp_path, eval_period=3, evaluator=ToyEvaluator())
+    if file == "metrics.jsonl":
+        write = trainer.writer.write
+
+        def full_at_3(record):
+            if record["iteration"] == 3:
+                raise disk_full_error(tmp_path / file, needed=120)
+            write(record)
+
+        monkeypatch.setattr(trainer.writer, "write", full_at_3)
+    else:
+        def full(state, name):
+            if name == "best.pth":
+                raise disk_full_error(tmp_path / file, needed=120)
+            save(state, name)
+
+        save = trainer._write
+        monkeypatch.setattr(trainer, "_write", full)
+    with pytest.raises(DiskFullError) as e:
+        trainer.train()
+    message = str(e.value)
+    assert message.startswith(f"cannot write {tmp_path / file}: no space left on "
+                              "device (it needs 120 bytes; ")
+    assert message.endswith(f"; {tmp_path / 'last.pth'} (iteration 2) is kept: free some space, "
+                            "then continue the run with --resume")

@@ -3,6 +3,8 @@ model's speed: same call contract (images + targets -> four losses; images -> de
 the global torch RNG in training (like the RPN/RoI samplers) and has BatchNorm buffers."""
 from __future__ import annotations
 
+import os
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -58,13 +60,18 @@ def toy_sample(index: int, size: int = 16) -> dict:
 
 
 def toy_batches(*, seed: int, batch_size: int, start_iter: int = 0, num_samples: int = 24,
-                rank: int = 0, world_size: int = 1, crash_at: int | None = None):
+                rank: int = 0, world_size: int = 1, crash_at: int | None = None,
+                signal_at: tuple[int, int] | None = None):
     """Endless batches in an order fixed by ``seed``; batch ``i`` is the same whether the
-    iteration starts at 0 or at ``start_iter`` (what the real sampler promises)."""
+    iteration starts at 0 or at ``start_iter`` (what the real sampler promises).
+    ``crash_at``: raise instead of batch ``i``; ``signal_at=(i, signum)``: this process gets
+    that signal while batch ``i`` is loaded (as from a scheduler)."""
     it = start_iter
     while True:
         if crash_at is not None and it == crash_at:
             raise KeyboardInterrupt(f"simulated crash at iteration {it}")
+        if signal_at is not None and it == signal_at[0]:
+            os.kill(os.getpid(), signal_at[1])
         g = torch.Generator().manual_seed(seed * 100003 + it)
         order = torch.randperm(num_samples, generator=g)[: batch_size * world_size].tolist()
         yield [toy_sample(i) for i in order[rank::world_size]]
