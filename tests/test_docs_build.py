@@ -161,6 +161,9 @@ def test_measured_figures_of_the_later_pages_are_rendered_from_the_data(site):
     aug = read_results("augmentation.yaml")["runs"][0]
     assert (f"{aug['seed']} {aug['today']['mAP50']} / {aug['today']['mAP']} "
             f"{aug['lsj']['mAP50']} / {aug['lsj']['mAP']}") in _rows(_text(site, "training"))
+    soak = read_results("soak.yaml")["runs"][0]["phases"]["train"]["iteration 3000"]["main"]
+    assert (f"before the fixes train iteration 3000 {soak['rss']} / {soak['pss']} / "
+            f"{soak['uss']}") in _rows(_text(site, "long_runs"))
     for page, figure in (("speed.md", str(ratio)), ("masks.md", str(mask["mask"]["mAP"])),
                          ("training.md", str(aug["lsj"]["mAP"]))):
         assert figure not in (REPO / "docs" / page).read_text(), page
