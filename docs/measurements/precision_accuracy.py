@@ -10,6 +10,7 @@ mAP@.5 of data.test, and the share of float32 detections scoring above 0.3 that 
 Prints one JSON object (also written to <work>/accuracy.json).
 """
 import argparse
+import copy
 import dataclasses
 import json
 import sys
@@ -37,14 +38,27 @@ class TorchPath:
     training = False
 
     def __init__(self, model, classes, amp: str):
-        self.model, self.classes = model, classes
         self.precision = resolve_precision(amp, "cpu")
+        # as Predictor and eval run it: FrozenBN folded, bf16 weights, one-call convolutions
+        self.model, self.classes = self.precision.prepare(copy.deepcopy(model)), classes
 
     def __call__(self, images, original_sizes=None):
         with torch.inference_mode(), self.precision.autocast():
             out = self.model(images, original_sizes=original_sizes)
         return [{k: v.float() if v.is_floating_point() else v for k, v in d.items()}
                 for d in out]
+
+
+PATHS = {
+    "torch float32": lambda model, classes, xml, int8, threads: TorchPath(model, classes, "off"),
+    "torch bf16": lambda model, classes, xml, int8, threads: TorchPath(model, classes, "bf16"),
+    "openvino f32": lambda model, classes, xml, int8, threads: OpenVINODetector(
+        xml, threads=threads, amp="off"),
+    "openvino bf16": lambda model, classes, xml, int8, threads: OpenVINODetector(
+        xml, threads=threads, amp="bf16"),
+    "openvino int8": lambda model, classes, xml, int8, threads: OpenVINODetector(
+        int8, threads=threads, amp="auto"),
+}
 
 
 def main() -> None:
@@ -54,6 +68,8 @@ def main() -> None:
     p.add_argument("--calib", type=int, default=300)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--set", nargs="*", default=[])
+    p.add_argument("--paths", nargs="+", default=list(PATHS), choices=PATHS,
+                   help="the paths to measure (torch float32, the reference, always)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     work = Path(args.work)
@@ -62,20 +78,20 @@ def main() -> None:
     cfg = config_from_dict(apply_overrides(config_to_dict(cfg), args.set))
     cfg = dataclasses.replace(cfg, output_dir=str(work / "eval"))
     onnx, xml, int8 = work / "model.onnx", work / "model.xml", work / "int8.xml"
-    export_onnx(model, onnx, cfg=cfg, classes=classes)
-    export_openvino(onnx, xml)
-    quantize_openvino(onnx, int8, inputs=calibration_inputs(
-        build_split_for_test(cfg, "train"), args.calib,
-        size_divisibility=model.size_divisibility))
+    wanted = {"torch float32", *args.paths}
+    if wanted & {"openvino f32", "openvino bf16", "openvino int8"}:
+        export_onnx(model, onnx, cfg=cfg, classes=classes)
+        export_openvino(onnx, xml)
+    if "openvino int8" in wanted:
+        quantize_openvino(onnx, int8, inputs=calibration_inputs(
+            build_split_for_test(cfg, "train"), args.calib,
+            size_divisibility=model.size_divisibility))
     test = build_split_for_test(cfg, "test")
     evaluator = build_evaluator(cfg, test.classes)
     if classes != test.classes:
         evaluator = Relabelled(evaluator, model_classes=classes, data_classes=test.classes)
-    paths = {"torch float32": TorchPath(model, classes, "off"),
-             "torch bf16": TorchPath(model, classes, "bf16"),
-             "openvino f32": OpenVINODetector(xml, threads=args.threads, amp="off"),
-             "openvino bf16": OpenVINODetector(xml, threads=args.threads, amp="bf16"),
-             "openvino int8": OpenVINODetector(int8, threads=args.threads, amp="auto")}
+    paths = {name: PATHS[name](model, classes, xml, int8, args.threads)
+             for name in PATHS if name in wanted}
     results, outputs = {}, {}
     for name, detector in paths.items():
         results[name], outputs[name] = evaluate_graph(detector, build_test_loader(cfg, test),
