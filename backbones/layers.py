@@ -16,7 +16,7 @@ other norm (BN, GN, SyncBN) runs as usual: `norm(conv(x))`.
 
 **One oneDNN call in bf16 inference.** `conv_norm(x, conv, norm, relu=..., residual=...)` is
 `relu(norm(conv(x)) + residual)`, each part optional. On the CPU, for a model that
-`fold_frozen_norms` folded (norm `nn.Identity`) and `detection.precision` stored in bf16, with
+`fold_norms` folded (norm `nn.Identity`) and `detection.precision` stored in bf16, with
 channels-last bf16 maps and no autograd, the convolution, the residual sum and the ReLU run as
 one oneDNN convolution with post-ops (`torch.ops.mkldnn._convolution_pointwise`, what
 `torch.compile` emits for the same pattern): the ReLU is applied to the rounded bf16 output as
@@ -39,13 +39,16 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 from torchvision.ops import FrozenBatchNorm2d
 
-__all__ = ["Conv2d", "adopt_conv2d", "conv_norm", "fold_frozen_norms", "folded_conv_params"]
+__all__ = ["Conv2d", "adopt_conv2d", "conv_norm", "fold_norms", "folded_conv_params"]
 
 
-def folded_conv_params(conv: nn.Conv2d, norm: FrozenBatchNorm2d) -> tuple[Tensor, Tensor]:
-    """Weight (C_out, C_in, k, k) and bias (C_out,) of ``norm(conv(x))`` as one convolution."""
-    scale = norm.weight * (norm.running_var + norm.eps).rsqrt()  # (C_out,)
-    shift = norm.bias - norm.running_mean * scale
+def folded_conv_params(conv: nn.Conv2d, norm: nn.Module) -> tuple[Tensor, Tensor]:
+    """Weight (C_out, C_in, k, k) and bias (C_out,) of ``norm(conv(x))`` as one convolution,
+    ``norm`` a FrozenBatchNorm2d or a batch norm using its running statistics."""
+    scale = (norm.running_var + norm.eps).rsqrt()  # (C_out,)
+    scale = scale if norm.weight is None else norm.weight * scale
+    shift = -norm.running_mean * scale
+    shift = shift if norm.bias is None else norm.bias + shift
     bias = shift if conv.bias is None else conv.bias * scale + shift
     # (C_out,) -> (C_out, 1, 1, 1): each output channel's filter scaled by its s
     return conv.weight * scale.view(-1, 1, 1, 1), bias
@@ -91,30 +94,39 @@ def _fused_conv(x: Tensor, conv: nn.Conv2d, relu: bool, residual: Tensor | None)
     return _POINTWISE.binary(x, residual, *args, "add", None, "relu" if relu else None, [], "")
 
 
+def _foldable(norm: nn.Module) -> bool:
+    """A FrozenBatchNorm2d, or a batch norm in eval mode with running statistics."""
+    return isinstance(norm, FrozenBatchNorm2d) or (
+        isinstance(norm, (nn.BatchNorm2d, nn.SyncBatchNorm)) and not norm.training
+        and norm.running_mean is not None)
+
+
 def _conv_norm_pairs(module: nn.Module):
-    """``(parent, conv, norm name)`` of every convolution followed by a FrozenBatchNorm2d in the
+    """``(parent, conv, norm name)`` of every convolution followed by a foldable norm in the
     way :func:`conv_norm` pairs them: ``convK`` / ``bnK`` attributes of one module (the ResNet
     stem and blocks) and a ``Sequential(conv, norm)`` (a block's projection shortcut)."""
     for parent in module.modules():
         children = dict(parent.named_children())
         if isinstance(parent, nn.Sequential) and len(parent) == 2:
-            if isinstance(parent[0], nn.Conv2d) and isinstance(parent[1], FrozenBatchNorm2d):
+            if isinstance(parent[0], nn.Conv2d) and _foldable(parent[1]):
                 yield parent, parent[0], "1"
             continue
         for name, norm in children.items():
             conv = children.get("conv" + name[2:]) if name.startswith("bn") else None
-            if isinstance(norm, FrozenBatchNorm2d) and isinstance(conv, nn.Conv2d):
+            if _foldable(norm) and isinstance(conv, nn.Conv2d):
                 yield parent, conv, name
 
 
 @torch.no_grad()
-def fold_frozen_norms(module: nn.Module) -> int:
-    """Fold each FrozenBatchNorm2d into the convolution before it, for good (in place): the
-    convolution gets :func:`folded_conv_params` and the norm becomes ``nn.Identity``, so
-    :func:`conv_norm` runs the one convolution without folding it again on every call. The
-    outputs are bitwise those of :func:`conv_norm` (the same float32 products); the module's
-    ``state_dict`` no longer has the norms, so this is for inference only (``Predictor``,
-    ``resdet eval``), never for a model that trains or is saved. Returns the number folded."""
+def fold_norms(module: nn.Module) -> int:
+    """Fold each FrozenBatchNorm2d, and each batch norm in eval mode, into the convolution
+    before it, for good (in place): the convolution gets :func:`folded_conv_params` and the
+    norm becomes ``nn.Identity``, so :func:`conv_norm` runs the one convolution without folding
+    it again on every call. FrozenBN outputs are bitwise those of :func:`conv_norm` (the same
+    float32 products); a batch norm's within float32 rounding of ``norm(conv(x))``. The
+    module's ``state_dict`` no longer has the norms and a batch norm no longer trains, so this
+    is for inference only (``Predictor``, ``resdet eval``), never for a model that trains or is
+    saved. Returns the number folded."""
     pairs = list(_conv_norm_pairs(module))
     for parent, conv, name in pairs:
         weight, bias = folded_conv_params(conv, getattr(parent, name))

@@ -29,7 +29,7 @@ from typing import Optional, Union
 
 import torch
 
-from backbones.layers import fold_frozen_norms
+from backbones.layers import fold_norms
 
 __all__ = ["AMP_MODES", "Precision", "cpu_bf16_support", "resolve_precision",
            "inference_precision", "training_precision"]
@@ -97,13 +97,15 @@ class Precision:
         return torch.autocast(self.device_type, dtype=self.dtype)
 
     def prepare(self, model: torch.nn.Module) -> torch.nn.Module:
-        """``model`` made ready for inference in this precision, in place: every FrozenBN folded
-        into its convolution for good (``backbones.layers.fold_frozen_norms``: the same outputs,
-        without re-folding the weights on every call); for a CPU autocast run, channels-last
-        4-D weights, and the weights of the layers autocast runs in bf16 (convolutions, linear
-        layers) stored in bf16, which is what autocast would cast them to on every call. Only
-        for a model that infers: Predictor and ``resdet eval`` build their own."""
-        fold_frozen_norms(model)
+        """``model`` made ready for inference in this precision, in place: in eval mode, every
+        FrozenBN and batch norm folded into its convolution for good
+        (``backbones.layers.fold_norms``: FrozenBN's outputs bit for bit, a batch norm's within
+        float32 rounding, without re-folding or normalising on every call); for a CPU autocast
+        run, channels-last 4-D weights, and the weights of the layers autocast runs in bf16
+        (convolutions, linear layers) stored in bf16, which is what autocast would cast them to
+        on every call. Only for a model that infers: Predictor and ``resdet eval`` build their
+        own."""
+        fold_norms(model.eval())
         if self.enabled and self.device_type == "cpu":
             model.to(memory_format=torch.channels_last)
             with torch.no_grad():

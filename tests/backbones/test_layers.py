@@ -5,7 +5,7 @@ from torch import nn
 from torch.nn import functional as F
 from torchvision.ops import FeaturePyramidNetwork, FrozenBatchNorm2d
 
-from backbones.layers import (Conv2d, adopt_conv2d, conv_norm, fold_frozen_norms,
+from backbones.layers import (Conv2d, adopt_conv2d, conv_norm, fold_norms,
                               folded_conv_params)
 
 
@@ -94,7 +94,7 @@ def test_adopt_conv2d_keeps_parameters():
     assert all(torch.equal(after[k], v) for k, v in before.items())
 
 
-def test_fold_frozen_norms_for_good_gives_the_same_bits():
+def test_fold_norms_for_good_gives_the_same_bits():
     """Every FrozenBN of a ResNet-18 (the stem, two per block, three projection shortcuts)
     folded into its convolution: the same float32 features, bit for bit, with the norms gone."""
     from backbones.resnet import ResNet
@@ -109,7 +109,7 @@ def test_fold_frozen_norms_for_good_gives_the_same_bits():
     x = torch.randn(1, 3, 64, 96, generator=g)
     with torch.no_grad():
         expected = model(x)
-        assert fold_frozen_norms(model) == 1 + 8 * 2 + 3
+        assert fold_norms(model) == 1 + 8 * 2 + 3
         got = model(x)
     assert not any(isinstance(m, FrozenBatchNorm2d) for m in model.modules())
     for key in expected:
@@ -145,3 +145,26 @@ def test_conv_norm_in_bf16_inference_is_one_call_within_one_rounding():
         assert not layers._fusable(x.contiguous(), conv, nn.Identity(), None)
         assert not layers._fusable(x, conv, nn.BatchNorm2d(32), None)
     assert not layers._fusable(x, conv, nn.Identity(), None)  # grad enabled
+
+
+def test_fold_norms_folds_batch_norms_in_eval_mode_only():
+    """A ResNet-18 trained with BN (as the quick start): in eval mode each BN folds into its
+    convolution with the same features within float32 rounding; in train mode none folds."""
+    from backbones.resnet import ResNet
+    g = torch.Generator().manual_seed(2)
+    model = ResNet(depth=18, norm="BN", freeze_at=0, out_features=["res3", "res5"])
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.weight.data.copy_(torch.rand(m.weight.shape, generator=g) + 0.5)
+            m.bias.data.copy_(torch.randn(m.bias.shape, generator=g))
+            m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g))
+            m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
+    assert fold_norms(model) == 0  # train mode: its statistics still move
+    x = torch.randn(2, 3, 64, 96, generator=g)
+    with torch.no_grad():
+        expected = model.eval()(x)
+        assert fold_norms(model) == 1 + 8 * 2 + 3
+        got = model(x)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in model.modules())
+    for key in expected:
+        torch.testing.assert_close(got[key], expected[key], rtol=1e-4, atol=1e-4)
