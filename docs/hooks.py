@@ -193,7 +193,8 @@ _PATH_NAMES = {"torchvision_float32": "torchvision float32", "ours_float32": "ou
                "ours_bf16": "ours bf16", "onnxruntime_float32": "ONNX Runtime float32",
                "openvino_f32": "OpenVINO f32", "openvino_bf16": "OpenVINO bf16",
                "openvino_int8": "OpenVINO INT8", "torch_float32": "PyTorch float32",
-               "torch_bf16": "PyTorch bf16"}
+               "torch_bf16": "PyTorch bf16", "ours_bf16_unprepared": "ours bf16, unprepared",
+               "ours_bf16_prepared": "ours bf16, prepared"}
 
 
 def _machine(h: dict, key: str) -> str:
@@ -216,6 +217,8 @@ def hardware_speed() -> str:
                 f"`{' '.join(b['command'].split())}`")
         if "input_hw" in b:
             head += f"; input {b['input_hw'][0]} x {b['input_hw'][1]}"
+        if "code" in b:
+            head += f". Code: {' '.join(b['code'].split())}"
         rows = ["| path | median ms | median CPU ms | images/s over torchvision's | "
                 "training step over torchvision's | detections matched |",
                 "| --- | --- | --- | --- | --- | --- |"]
