@@ -46,15 +46,13 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import albumentations as A
-import cv2
-import numpy as np
 
-from .transforms import ResizeShortestEdge
+from .transforms import Resize, ResizeShortestEdge
 
 __all__ = ["MASK_SAFE", "PRESETS", "ResizeScale", "build_augment", "expand"]
 
 
-class ResizeScale(A.DualTransform):
+class ResizeScale(Resize):
     """Resize to fit ``height`` x ``width`` times a scale drawn uniformly from ``[min_scale,
     max_scale]``, keeping the aspect ratio (LSJ's resize)::
 
@@ -80,21 +78,6 @@ class ResizeScale(A.DualTransform):
         s = scale * min(self.height / h, self.width / w)
         return {"new_shape": (max(1, int(round(h * s))), max(1, int(round(w * s)))),
                 "old_shape": (h, w)}
-
-    def apply(self, img: np.ndarray, new_shape: tuple[int, int], **params: Any) -> np.ndarray:
-        if img.shape[:2] == new_shape:
-            return img
-        return cv2.resize(img, (new_shape[1], new_shape[0]), interpolation=cv2.INTER_LINEAR)
-
-    def apply_to_bboxes(self, bboxes: np.ndarray, **params: Any) -> np.ndarray:
-        return bboxes  # normalised coordinates are scale invariant
-
-    def apply_to_keypoints(self, keypoints: np.ndarray, new_shape: tuple[int, int],
-                           old_shape: tuple[int, int], **params: Any) -> np.ndarray:
-        out = np.array(keypoints, dtype=np.float64)
-        for axis, (new, old) in enumerate(zip(new_shape[::-1], old_shape[::-1])):
-            out[:, axis] = (out[:, axis] + 0.5) * (new / old) - 0.5
-        return out
 
     def get_transform_init_args_names(self) -> tuple[str, ...]:
         return ("min_scale", "max_scale", "height", "width")

@@ -34,7 +34,7 @@ import numpy as np
 
 from ..masks import InstanceMasks
 
-__all__ = ["DetectionTransform", "ResizeShortestEdge", "build_transforms", "resized_shape"]
+__all__ = ["DetectionTransform", "Resize", "ResizeShortestEdge", "build_transforms", "resized_shape"]
 
 
 def resized_shape(height: int, width: int, size: int, max_size: int) -> tuple[int, int]:
@@ -43,7 +43,28 @@ def resized_shape(height: int, width: int, size: int, max_size: int) -> tuple[in
     return max(1, int(height * scale + 0.5)), max(1, int(width * scale + 0.5))
 
 
-class ResizeShortestEdge(A.DualTransform):
+class Resize(A.DualTransform):
+    """A resize to ``new_shape`` (from ``get_params_dependent_on_data`` of a subclass): cv2
+    ``INTER_LINEAR`` for the image; boxes, kept by albumentations in normalised coordinates,
+    unchanged; keypoints are pixel centres (``x - 0.5``): ``k' = (k + 0.5) * w' / w - 0.5``."""
+
+    def apply(self, img: np.ndarray, new_shape: tuple[int, int], **params: Any) -> np.ndarray:
+        if img.shape[:2] == new_shape:
+            return img
+        return cv2.resize(img, (new_shape[1], new_shape[0]), interpolation=cv2.INTER_LINEAR)
+
+    def apply_to_bboxes(self, bboxes: np.ndarray, **params: Any) -> np.ndarray:
+        return bboxes  # normalised coordinates are scale invariant
+
+    def apply_to_keypoints(self, keypoints: np.ndarray, new_shape: tuple[int, int],
+                           old_shape: tuple[int, int], **params: Any) -> np.ndarray:
+        out = np.array(keypoints, dtype=np.float64)
+        for axis, (new, old) in enumerate(zip(new_shape[::-1], old_shape[::-1])):
+            out[:, axis] = (out[:, axis] + 0.5) * (new / old) - 0.5
+        return out
+
+
+class ResizeShortestEdge(Resize):
     """Resize so the shorter side is a size drawn from ``sizes``, the longer side <= max_size.
 
     Bounding boxes are kept by albumentations in normalised coordinates, so they need no change
@@ -61,22 +82,6 @@ class ResizeShortestEdge(A.DualTransform):
         size = self.sizes[self.py_random.randrange(len(self.sizes))]
         return {"new_shape": resized_shape(height, width, size, self.max_size),
                 "old_shape": (height, width)}
-
-    def apply(self, img: np.ndarray, new_shape: tuple[int, int], **params: Any) -> np.ndarray:
-        if img.shape[:2] == new_shape:
-            return img
-        return cv2.resize(img, (new_shape[1], new_shape[0]), interpolation=cv2.INTER_LINEAR)
-
-    def apply_to_bboxes(self, bboxes: np.ndarray, **params: Any) -> np.ndarray:
-        return bboxes  # normalised coordinates are scale invariant
-
-    def apply_to_keypoints(self, keypoints: np.ndarray, new_shape: tuple[int, int],
-                           old_shape: tuple[int, int], **params: Any) -> np.ndarray:
-        """Keypoints are pixel centres (``x - 0.5``): ``k' = (k + 0.5) * w' / w - 0.5``."""
-        out = np.array(keypoints, dtype=np.float64)
-        for axis, (new, old) in enumerate(zip(new_shape[::-1], old_shape[::-1])):
-            out[:, axis] = (out[:, axis] + 0.5) * (new / old) - 0.5
-        return out
 
     def get_transform_init_args_names(self) -> tuple[str, ...]:
         return ("sizes", "max_size")
