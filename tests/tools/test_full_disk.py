@@ -84,14 +84,16 @@ def test_training_on_a_simulated_full_disk(synthetic_coco, tiny_config, tmp_path
 
 
 def test_eval_on_a_full_disk(tiny_runs, tmp_path, small_disk, capsys):
+    weights = str(tiny_runs[0] / "last.pth")
+    assert load_tool("eval").main(["--weights", weights, "--output", str(tmp_path / "ok")]) == 0
+    needed = len((tmp_path / "ok" / "coco_results.json").read_bytes())  # what eval writes
+    capsys.readouterr()
     disk = small_disk(tmp_path / "disk", capacity=0)
-    code = load_tool("eval").main(["--weights", str(tiny_runs[0] / "last.pth"),
-                                   "--output", str(disk.folder / "eval")])
+    code = load_tool("eval").main(["--weights", weights, "--output", str(disk.folder / "eval")])
     assert code == 2
     err = capsys.readouterr().err
     assert _error_lines(err) == [
         f"error: cannot write {disk.folder}/eval/coco_results.json: no space left on device "
-        f"(it needs {len((tiny_runs[0] / 'coco_results.json').read_bytes()):,} bytes = "
-        f"{len((tiny_runs[0] / 'coco_results.json').read_bytes()) / 1024:.1f} KiB; 0 bytes "
-        f"are free in {disk.folder}/eval)"]
+        f"(it needs {needed:,} bytes = {needed / 1024:.1f} KiB; 0 bytes are free in "
+        f"{disk.folder}/eval)"]
     assert list((disk.folder / "eval").iterdir()) == []
