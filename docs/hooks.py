@@ -185,8 +185,13 @@ def augmentation_results() -> str:
     means = " | ".join(
         f"**{sum(r[n]['mAP50'] for r in a['runs']) / len(a['runs']):.1f} / "
         f"{sum(r[n]['mAP'] for r in a['runs']) / len(a['runs']):.1f}**" for n in names)
-    lines += [f"| mean | {means} | |", "", " ".join(a["reading"].split())]
-    return "\n".join(lines)
+    lines += [f"| mean | {means} | |", ""]
+    longer = a.get("longer_schedule")
+    if longer:
+        lines += [f"A longer schedule, seed {longer['seed']} ({' '.join(longer['change'].split())}): "
+                  + ", ".join(f"{n} {longer[n]['mAP50']} / {longer[n]['mAP']}" for n in names)
+                  + ".", ""]
+    return "\n".join(lines + [" ".join(a["reading"].split())])
 
 
 _PATH_NAMES = {"torchvision_float32": "torchvision float32", "ours_float32": "ours float32",
