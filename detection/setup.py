@@ -321,7 +321,7 @@ def _build_inference(cfg: Config, train_set, device: torch.device):
     return DatasetInference(
         data_loader=build_test_loader(cfg, test_set),
         evaluator=build_evaluator(cfg, train_set.classes), device=device,
-        keep=cfg.test.vis_images, **amp.trainer_args()), test_set
+        keep=cfg.test.vis_images, prepare=amp.prepare, **amp.trainer_args()), test_set
 
 
 def check_before_data(cfg: Config) -> None:

@@ -7,9 +7,10 @@ draws the outputs it kept into a run's ``vis/``.
 """
 from __future__ import annotations
 
+import copy
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -29,16 +30,22 @@ logger = logging.getLogger(LOGGER_NAME)
 
 class DatasetInference:
     """``evaluate`` for :class:`Trainer`: inference over a test loader, then the evaluator;
-    keeps the first ``keep`` ``(sample, output)`` pairs of the last call in ``kept``."""
+    keeps the first ``keep`` ``(sample, output)`` pairs of the last call in ``kept``.
+
+    ``prepare`` (e.g. ``Precision.prepare``) makes an inference copy of the training model for
+    each call, as ``resdet eval`` prepares the saved one: the run's evaluations and a later
+    ``resdet eval`` of its checkpoint give the same numbers; the training model is untouched."""
 
     def __init__(self, *, data_loader: Iterable[list[dict]], evaluator: Any,
                  device: torch.device, amp: bool = False, amp_dtype: str = "bf16",
-                 keep: int = 0):
+                 keep: int = 0, prepare: Callable[[nn.Module], nn.Module] | None = None):
         self.data_loader, self.evaluator, self.device = data_loader, evaluator, device
-        self.amp, self.amp_dtype, self.keep = amp, amp_dtype, keep
+        self.amp, self.amp_dtype, self.keep, self.prepare = amp, amp_dtype, keep, prepare
         self.kept: list[tuple[dict, dict]] = []
 
     def __call__(self, model: nn.Module) -> dict:
+        if self.prepare is not None:
+            model = self.prepare(copy.deepcopy(model))
         results, self.kept = inference_on_dataset(
             model, self.data_loader, self.evaluator, device=self.device, amp=self.amp,
             amp_dtype=self.amp_dtype, keep=self.keep)
