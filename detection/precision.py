@@ -157,8 +157,9 @@ def resolve_precision(amp: Union[str, bool], device: Union[str, torch.device], *
 def inference_precision(amp: str, device: Union[str, torch.device], *, solver_amp: Union[
         str, bool] = False, amp_dtype: str = "bf16") -> Precision:
     """Inference (``test.amp`` / ``--amp``): on CUDA, ``auto`` follows ``solver.amp`` (the
-    training's CUDA autocast, as evaluation always did)."""
-    cuda = amp_dtype if solver_amp not in (False, "off") else None
+    training's CUDA autocast, as evaluation always did: ``true`` -> ``amp_dtype``, ``bf16`` ->
+    bf16; ``auto``, ``off``, ``false`` train and infer in float32 on CUDA)."""
+    cuda = amp_dtype if solver_amp is True else "bf16" if solver_amp == "bf16" else None
     return resolve_precision(amp, device, cuda_dtype=cuda)
 
 

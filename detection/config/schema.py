@@ -299,11 +299,11 @@ class SolverConfig:
     warmup_factor: float = 0.001  # the warm-up's first learning rate, as a fraction of base_lr
     # clip the total L2 norm of all gradients to this; null or 0: no clipping
     clip_grad_norm: Optional[float] = None
-    # reduced precision (detection/precision.py): false / off: float32; true: CUDA autocast to
-    # amp_dtype (as before); "bf16": bf16 autocast on any device; "auto": bf16 on a CPU with
-    # native bf16 (AMX / AVX512-BF16), float32 elsewhere and on CUDA (docs/speed.md: why it is
-    # not the default)
-    amp: Union[bool, str] = choice_field(False, True, "off", "bf16", "auto", default=False)
+    # reduced precision (detection/precision.py): "auto" (default): bf16 autocast on a CPU with
+    # native bf16 (AMX / AVX512-BF16), float32 elsewhere and on CUDA (docs/speed.md: the quick
+    # start loses nothing over three seeds); false / off: float32; true: CUDA autocast to
+    # amp_dtype; "bf16": bf16 autocast on any device
+    amp: Union[bool, str] = choice_field(False, True, "off", "bf16", "auto", default="auto")
     amp_dtype: str = choice_field("bf16", "fp16", default="bf16")  # CUDA's, with amp: true
     # last.pth every this many iterations and at the end (0: at the end only)
     checkpoint_period: int = 5000

@@ -60,12 +60,15 @@ def test_every_mode_and_the_old_booleans(cpu_features):
     assert inference_precision("auto", "cuda", solver_amp=True, amp_dtype="fp16").dtype == \
         torch.float16
     assert inference_precision("auto", "cuda", solver_amp=False).dtype is None
+    for solver_amp in ("auto", "off"):  # auto (the default) trains in float32 on CUDA
+        assert inference_precision("auto", "cuda", solver_amp=solver_amp).dtype is None
+    assert inference_precision("auto", "cuda", solver_amp="bf16").dtype == torch.bfloat16
     with pytest.raises(ValueError, match="amp must be one of"):
         resolve_precision("fp8", "cpu")
 
 
 def test_config_keys_old_and_new():
-    assert load_config(None, []).solver.amp is False and load_config(None, []).test.amp == "auto"
+    assert load_config(None, []).solver.amp == "auto" and load_config(None, []).test.amp == "auto"
     for value, expected in (("true", True), ("false", False), ("bf16", "bf16"),
                             ("auto", "auto"), ("off", False)):  # YAML reads off as false
         cfg = load_config(None, [f"solver.amp={value}", f"test.amp={value}"

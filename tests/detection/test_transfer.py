@@ -83,8 +83,12 @@ def source_run(tmp_path_factory, one_thread, tiny_model_config):
     del data["test"]
     cfg = config_from_dict({
         **_model_config(tiny_model_config), "data": data,
+        # float32 on every CPU: 50 SGD steps at lr 0.01 end anywhere between mAP@.5 12 and 88
+        # by seed (docs/results/hardware.yaml, transfer_source_seeds); this seed in float32
+        # detects, which is what the transfer tests need
         "solver": {"max_iter": 50, "base_lr": 0.01, "ims_per_batch": 4, "steps": [50],
-                   "warmup_iters": 5, "checkpoint_period": 1000, "clip_grad_norm": 5.0},
+                   "warmup_iters": 5, "checkpoint_period": 1000, "clip_grad_norm": 5.0,
+                   "amp": "off"},
         "test": {"vis_images": 0}, "output_dir": str(root / "five"), "log_period": 1000})
     trainer, cfg = build_trainer(cfg, device=CPU)
     assert trainer.train() is None
