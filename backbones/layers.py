@@ -75,10 +75,11 @@ _POINTWISE = getattr(getattr(torch.ops, "mkldnn", None), "_convolution_pointwise
 
 def _fusable(x: Tensor, conv: nn.Conv2d, norm: nn.Module, residual: Tensor | None) -> bool:
     """Whether :func:`conv_norm` may make one oneDNN call of it: CPU bf16 inference of a folded
-    convolution on channels-last maps (and residual)."""
+    convolution on non-empty channels-last maps (and residual); the fused sum fails on an empty
+    batch (a C4 head without RoIs)."""
     channels_last = torch.channels_last
     return (_POINTWISE is not None and isinstance(norm, nn.Identity) and x.dim() == 4
-            and not torch.is_grad_enabled() and x.device.type == "cpu"
+            and x.numel() > 0 and not torch.is_grad_enabled() and x.device.type == "cpu"
             and x.dtype == conv.weight.dtype == torch.bfloat16
             and conv.padding_mode == "zeros" and not isinstance(conv.padding, str)
             and x.is_contiguous(memory_format=channels_last)

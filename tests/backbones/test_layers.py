@@ -140,6 +140,10 @@ def test_conv_norm_in_bf16_inference_is_one_call_within_one_rounding():
         assert ((got.double() - exact).abs() <= ulp / 2 + 1e-4).all()  # + float32 sums
         twice = conv(x).add_(res).relu_()  # the separate steps: rounded, summed, rounded
         assert (twice.double() - exact).abs().max() > (got.double() - exact).abs().max()
+        empty = x[:0]  # no RoI for a C4 head: the separate steps, an empty result
+        assert not layers._fusable(empty, conv, nn.Identity(), res[:0])
+        assert conv_norm(empty, conv, nn.Identity(), relu=True, residual=res[:0]).shape == (
+            0, 32, 12, 10)
         # elsewhere, the separate steps: autograd, float32, NCHW, an unfolded norm
         assert not layers._fusable(x.float(), conv.float(), nn.Identity(), None)
         assert not layers._fusable(x.contiguous(), conv, nn.Identity(), None)
