@@ -48,21 +48,24 @@ def test_every_page_of_the_nav_is_built(site):
         assert "<!-- generated:" not in (site / folder / "index.html").read_text(), page
 
 
+def _leaf_fields(cls, prefix: str = ""):
+    """``(dotted key, dataclass, field)`` of every leaf key of a config dataclass."""
+    for f in dataclasses.fields(cls):
+        hint = typing.get_type_hints(cls)[f.name]
+        if dataclasses.is_dataclass(hint):
+            yield from _leaf_fields(hint, f"{prefix}{f.name}.")
+        else:
+            yield f"{prefix}{f.name}", cls, f
+
+
 def test_the_config_reference_lists_every_key_with_its_default(site):
     from detection.config import schema
 
     text = _text(site, "configs")
 
-    def keys(cls, prefix=""):
-        for f in dataclasses.fields(cls):
-            hint = typing.get_type_hints(cls)[f.name]
-            if dataclasses.is_dataclass(hint):
-                yield from keys(hint, f"{prefix}{f.name}.")
-            else:
-                yield f"{prefix}{f.name}", f
-    found = list(keys(schema.Config))
+    found = list(_leaf_fields(schema.Config))
     assert len(found) > 80
-    for key, f in found:
+    for key, _, _ in found:
         assert key in text, key
     # a comment of the schema is there, beside its key
     assert re.search(r"model\.backbone\.stride_in_1x1\s*bool\s*false\s*true for MSRA", text)
@@ -102,16 +105,10 @@ def test_every_config_key_has_a_meaning():
     hooks = _hooks()
     comments = hooks._field_comments(Path(schema.__file__).read_text(encoding="utf-8"))
 
-    def leaves(cls, prefix=""):
-        for f in dataclasses.fields(cls):
-            hint = typing.get_type_hints(cls)[f.name]
-            if dataclasses.is_dataclass(hint):
-                yield from leaves(hint, f"{prefix}{f.name}.")
-            else:
-                yield f"{prefix}{f.name}", comments.get((cls.__name__, f.name), ""), f
-    found = list(leaves(schema.Config))
+    found = list(_leaf_fields(schema.Config))
     assert len(found) > 80
-    bare = [key for key, note, f in found if not note.strip() and not f.metadata.get("choices")]
+    bare = [key for key, cls, f in found if not comments.get((cls.__name__, f.name), "").strip()
+            and not f.metadata.get("choices")]
     assert bare == [], f"config keys without a comment in schema.py: {bare}"
     # and so every row of the rendered reference: | `key` | type | default | meaning |
     rows = [r for r in hooks.config_reference().splitlines() if r.startswith("| `")]
