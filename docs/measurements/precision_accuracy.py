@@ -49,16 +49,7 @@ class TorchPath:
                 for d in out]
 
 
-PATHS = {
-    "torch float32": lambda model, classes, xml, int8, threads: TorchPath(model, classes, "off"),
-    "torch bf16": lambda model, classes, xml, int8, threads: TorchPath(model, classes, "bf16"),
-    "openvino f32": lambda model, classes, xml, int8, threads: OpenVINODetector(
-        xml, threads=threads, amp="off"),
-    "openvino bf16": lambda model, classes, xml, int8, threads: OpenVINODetector(
-        xml, threads=threads, amp="bf16"),
-    "openvino int8": lambda model, classes, xml, int8, threads: OpenVINODetector(
-        int8, threads=threads, amp="auto"),
-}
+PATHS = ("torch float32", "torch bf16", "openvino f32", "openvino bf16", "openvino int8")
 
 
 def main() -> None:
@@ -90,8 +81,12 @@ def main() -> None:
     evaluator = build_evaluator(cfg, test.classes)
     if classes != test.classes:
         evaluator = Relabelled(evaluator, model_classes=classes, data_classes=test.classes)
-    paths = {name: PATHS[name](model, classes, xml, int8, args.threads)
-             for name in PATHS if name in wanted}
+    make = {"torch float32": lambda: TorchPath(model, classes, "off"),
+            "torch bf16": lambda: TorchPath(model, classes, "bf16"),
+            "openvino f32": lambda: OpenVINODetector(xml, threads=args.threads, amp="off"),
+            "openvino bf16": lambda: OpenVINODetector(xml, threads=args.threads, amp="bf16"),
+            "openvino int8": lambda: OpenVINODetector(int8, threads=args.threads, amp="auto")}
+    paths = {name: make[name]() for name in PATHS if name in wanted}
     results, outputs = {}, {}
     for name, detector in paths.items():
         results[name], outputs[name] = evaluate_graph(detector, build_test_loader(cfg, test),
